@@ -1,0 +1,63 @@
+# ML Hub developer commands. `make run` and `make test` work on a fresh Debian machine as root.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' mlhubspawner/_version.py)
+STATE := $(CURDIR)/.mlhub
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export PATH := $(STATE)/node/node_modules/.bin:$(VENV)/bin:$(PATH)
+export MLHUB_WORKSPACE_IMAGE ?= mlhub-workspace:$(VERSION)
+export MLHUB_DATA_DIR ?= $(STATE)/data
+export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
+export MLHUB_STATE_DIR := $(STATE)
+
+.PHONY: help deps engine images run stop test lint format bench clean
+
+help:
+	@echo "make run    - install what is missing, build images, start the hub on http://localhost:8080"
+	@echo "make stop   - stop the hub (workspaces keep running)"
+	@echo "make test   - ruff + the whole test suite (unit, real Docker engine, real JupyterHub)"
+	@echo "make bench  - spawn benchmark (benchmarks/spawn.py)"
+
+$(VENV)/.installed: pyproject.toml setup.py
+	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+$(STATE)/node/node_modules/.bin/configurable-http-proxy:
+	@command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)
+	npm install --prefix $(STATE)/node --no-audit --no-fund configurable-http-proxy@4
+
+deps: $(VENV)/.installed $(STATE)/node/node_modules/.bin/configurable-http-proxy
+
+engine:
+	@bash resources/scripts/ensure-docker.sh
+
+images: engine
+	@bash resources/scripts/build-images.sh
+
+run: deps images
+	@bash resources/scripts/run-hub.sh start
+
+stop:
+	@bash resources/scripts/run-hub.sh stop
+
+lint: deps
+	ruff format --check .
+	ruff check .
+
+format: deps
+	ruff format .
+	ruff check --fix .
+
+test: deps images lint
+	$(PY) -m pytest
+
+bench: deps images
+	$(PY) benchmarks/spawn.py
+
+clean: stop
+	rm -rf $(STATE)

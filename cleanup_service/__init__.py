@@ -1,0 +1,1 @@
+"""ML Hub cleanup service (a JupyterHub-managed service); built in a later step."""

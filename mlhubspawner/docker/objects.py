@@ -1,0 +1,91 @@
+"""Pure builders of what ML Hub asks the Docker engine to create.
+
+They take explicit values and return plain dicts (keyword arguments for docker-py's
+``APIClient``), so they are tested by comparing dicts, without an engine.
+"""
+
+import hashlib
+import json
+
+from ..naming import LABEL_CONFIG_HASH, LABEL_EXPIRATION
+
+# values that change on every start without changing the workspace itself
+_VOLATILE_ENV = ("JUPYTERHUB_API_TOKEN=", "JPY_API_TOKEN=")
+
+
+def make_host_config(
+    *,
+    network,
+    cpu_limit=None,
+    mem_limit=None,
+    shm_size=None,
+    volume=None,
+    volume_path="/workspace",
+    gpus="",
+    extra=None,
+):
+    """Keyword arguments for ``APIClient.create_host_config`` of one workspace."""
+    host_config = {"network_mode": network, "restart_policy": {"Name": "no"}}
+    if cpu_limit is not None:
+        host_config["nano_cpus"] = int(round(cpu_limit * 1e9))
+    if mem_limit is not None:
+        host_config["mem_limit"] = int(mem_limit)
+    if shm_size is not None:
+        host_config["shm_size"] = int(shm_size)
+    if volume:
+        host_config["binds"] = {volume: {"bind": volume_path, "mode": "rw"}}
+    if gpus:
+        request = {"Driver": "nvidia", "Capabilities": [["gpu"]]}
+        if gpus == "all":
+            request["Count"] = -1
+        elif gpus.isdigit():
+            request["Count"] = int(gpus)
+        else:
+            request["DeviceIDs"] = gpus.split(",")
+        host_config["device_requests"] = [request]
+    return deep_merge(host_config, extra or {})
+
+
+def make_container_kwargs(*, name, image, env, labels, port, command=None, extra=None):
+    """Keyword arguments for ``APIClient.create_container`` (without ``host_config``)."""
+    kwargs = {
+        "name": name,
+        "image": image,
+        "environment": [f"{k}={v}" for k, v in sorted(env.items())],
+        "labels": dict(labels),
+        "ports": [port],
+        "hostname": name[:63],
+    }
+    if command:
+        kwargs["command"] = list(command)
+    return deep_merge(kwargs, extra or {})
+
+
+def make_volume_kwargs(*, name, labels):
+    """Keyword arguments for ``APIClient.create_volume``."""
+    return {"name": name, "driver": "local", "labels": dict(labels)}
+
+
+def config_hash(create_kwargs, host_config):
+    """A digest of a workspace's settings, blind to per-start tokens and the expiry label.
+
+    Equal digests mean an existing container can be started again as it is.
+    """
+    kwargs = dict(create_kwargs)
+    kwargs["environment"] = [e for e in kwargs.get("environment", []) if not e.startswith(_VOLATILE_ENV)]
+    kwargs["labels"] = {
+        k: v for k, v in kwargs.get("labels", {}).items() if k not in (LABEL_EXPIRATION, LABEL_CONFIG_HASH)
+    }
+    blob = json.dumps([kwargs, host_config], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def deep_merge(base, extra):
+    """A new dict: ``extra`` merged into ``base`` recursively (``extra`` wins)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

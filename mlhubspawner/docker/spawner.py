@@ -1,0 +1,346 @@
+"""``MLHubDockerSpawner``: DockerSpawner with per-user networks, volumes, limits and a policy.
+
+Thin orchestration only: options come validated from :mod:`mlhubspawner.spawner_base`, names and
+labels from :mod:`mlhubspawner.naming`, create arguments from :mod:`.objects`, networks from
+:mod:`.networks`. Every Docker call goes through DockerSpawner's ``docker()`` helper, on a thread
+pool of ``docker_threads`` workers, so many users spawning at once are not serialized.
+"""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit, urlunsplit
+
+from docker.errors import APIError, ImageNotFound, NotFound
+from dockerspawner import DockerSpawner
+from tornado import web
+from traitlets import Bool, Float, Int, Unicode, default, validate
+
+from .. import naming
+from ..spawner_base import MLHubSpawnerMixin
+from . import objects
+from .networks import NetworkAllocator, network_gateway, validate_pool
+
+_HOST_CACHE_SECONDS = 60
+
+
+class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
+    """Spawn ML Hub workspaces as Docker containers, one network per user."""
+
+    docker_threads = Int(
+        16,
+        min=1,
+        help="""Worker threads for Docker API calls, shared by all spawners of this hub.
+
+        DockerSpawner uses one thread, which serializes every user's container start and stop;
+        ``benchmarks/spawn.py`` measures the effect on concurrent spawns.
+        """,
+    ).tag(config=True)
+
+    subnet_pool = Unicode(
+        "10.213.0.0/16",
+        help="""Private address range the per-user networks' subnets are taken from.
+
+        Must lie inside 10/8, 172.16/12 or 192.168/16 and must not collide with networks the
+        host needs. Example: ``c.MLHubDockerSpawner.subnet_pool = "10.100.0.0/14"``.
+        """,
+    ).tag(config=True)
+
+    subnet_prefix_length = Int(
+        24,
+        help="""Size of each user network's subnet (``24`` = 254 addresses); between the pool's and /29.""",
+    ).tag(config=True)
+
+    volume_path = Unicode(
+        "/workspace", help="""Where the workspace's persistent volume is mounted."""
+    ).tag(config=True)
+
+    connect_hub_via_gateway = Bool(
+        False,
+        help="""Let workspaces reach the hub API through their network's gateway.
+
+        For a hub running on the Docker host itself (``make run``): the hub must listen on an
+        address the gateway reaches (``c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"``).
+        When the hub runs in a container on the user networks, leave this off and set
+        ``c.JupyterHub.hub_connect_ip`` to its name instead.
+        """,
+    ).tag(config=True)
+
+    ready_poll_interval = Float(
+        0.05,
+        help="""Seconds between checks that a started workspace accepts connections.
+
+        The hub's own check backs off exponentially and notices a ready server seconds late;
+        the spawner returns as soon as the port answers.
+        """,
+    ).tag(config=True)
+
+    @validate("subnet_prefix_length")
+    def _validate_prefix(self, proposal):
+        validate_pool(self.subnet_pool, proposal.value)
+        return proposal.value
+
+    @validate("subnet_pool")
+    def _validate_subnet_pool(self, proposal):
+        validate_pool(proposal.value, self.subnet_prefix_length)
+        return proposal.value
+
+    @default("port")
+    def _default_port(self):
+        return 8080
+
+    @default("network_name")
+    def _default_network_name(self):
+        return naming.network_name(self.hub_name, self.user.name)
+
+    @default("object_name")
+    def _object_name_default(self):
+        return naming.workspace_name(self.hub_name, self.user.name, self.name)
+
+    @default("client_kwargs")
+    def _default_client_kwargs(self):
+        return {"max_pool_size": max(10, self.docker_threads)}
+
+    # ---- shared per-process machinery -----------------------------------------------------
+
+    _executors = {}
+    _allocators = {}
+    _host = None  # (timestamp, cpus, memory)
+
+    @property
+    def executor(self):
+        executor = MLHubDockerSpawner._executors.get(self.docker_threads)
+        if executor is None:
+            executor = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="mlhub-docker")
+            MLHubDockerSpawner._executors[self.docker_threads] = executor
+        return executor
+
+    @property
+    def allocator(self):
+        key = (self.subnet_pool, self.subnet_prefix_length)
+        allocator = MLHubDockerSpawner._allocators.get(key)
+        if allocator is None:
+            allocator = NetworkAllocator(self.docker, *key, log=self.log)
+            MLHubDockerSpawner._allocators[key] = allocator
+        return allocator
+
+    async def host_resources(self):
+        cached = MLHubDockerSpawner._host
+        if cached is None or time.monotonic() - cached[0] > _HOST_CACHE_SECONDS:
+            info = await self.docker("info")
+            cached = (time.monotonic(), float(info["NCPU"]), int(info["MemTotal"]))
+            MLHubDockerSpawner._host = cached
+        return cached[1], cached[2]
+
+    # ---- environment ----------------------------------------------------------------------
+
+    def workspace_env(self, options, gateway):
+        """The env of one start: the user's vars, then ours (which the user cannot override)."""
+        env = dict(options.env)
+        env.update(self.get_env())
+        env["JUPYTER_IMAGE_SPEC"] = options.image
+        env["SSH_JUMPHOST_TARGET"] = self.object_name
+        if options.cpu_limit is not None:
+            env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
+            env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
+        if options.mem_limit is not None:
+            env["MEM_LIMIT"] = str(options.mem_limit)
+        if self.connect_hub_via_gateway and gateway:
+            for key in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL"):
+                if env.get(key):
+                    env[key] = _with_host(env[key], gateway)
+        return env
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self):
+        self._progress_reset()
+        options = await self.validated_options()
+        self.emit_progress(10, f"Checking image {options.image}")
+        await self._ensure_image(options.image, refresh=options.update)
+
+        self.emit_progress(25, f"Preparing network {self.network_name}")
+        owner_labels = dict(hub_name=self.hub_name, username=self.user.name, server_name=self.name)
+        network = await self.allocator.ensure(
+            self.network_name,
+            naming.resource_labels(**owner_labels, component=naming.COMPONENT_NETWORK),
+        )
+
+        volume = None
+        if options.mount_volume:
+            volume = naming.volume_name(self.hub_name, self.user.name, self.name)
+            self.emit_progress(40, f"Preparing volume {volume}")
+            labels = naming.resource_labels(**owner_labels, component=naming.COMPONENT_VOLUME)
+            await self.docker("create_volume", **objects.make_volume_kwargs(name=volume, labels=labels))
+
+        expiration = self.plan_lifetime(options)
+        labels = naming.resource_labels(
+            **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration
+        )
+        labels.update(self.extra_labels_for_start())
+        create_kwargs, host_config = await self._container_spec(
+            options, labels, volume, network_gateway(network)
+        )
+        wanted_hash = objects.config_hash(create_kwargs, host_config)
+        create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
+
+        self.emit_progress(55, "Creating the workspace container")
+        existing = await self.get_object()
+        if existing is not None and await self._reusable(existing, wanted_hash, options):
+            self._reuse_token(existing)
+        else:
+            if existing is not None:
+                await self.docker("remove_container", self.object_id, v=True, force=True)
+            await self._create(create_kwargs, host_config)
+
+        self.emit_progress(70, "Starting the workspace")
+        await self.start_object()
+        ip, port = await self.get_ip_and_port()
+        self.emit_progress(85, "Waiting for the workspace to answer")
+        await self._wait_until_listening(ip, port)
+        return ip, port
+
+    def extra_labels_for_start(self):
+        """Extra labels for the container; a hook for subclasses (GPUs add theirs)."""
+        return {}
+
+    async def _container_spec(self, options, labels, volume, gateway):
+        extra_create = self._eval_if_callable(self.extra_create_kwargs)
+        if asyncio.iscoroutine(extra_create):
+            extra_create = await extra_create
+        extra_host = self._eval_if_callable(self.extra_host_config)
+        if asyncio.iscoroutine(extra_host):
+            extra_host = await extra_host
+        create_kwargs = objects.make_container_kwargs(
+            name=self.object_name,
+            image=options.image,
+            env=self.workspace_env(options, gateway),
+            labels=labels,
+            port=self.port,
+            command=await self._command(options.image),
+            extra=self._render_templates(extra_create or {}),
+        )
+        host_config = objects.make_host_config(
+            network=self.network_name,
+            cpu_limit=options.cpu_limit,
+            mem_limit=options.mem_limit,
+            shm_size=options.shm_size,
+            volume=volume,
+            volume_path=self.volume_path,
+            gpus=options.gpus,
+            extra=self._render_templates(extra_host or {}),
+        )
+        return create_kwargs, host_config
+
+    async def _command(self, image):
+        """The configured ``cmd`` or the image's own, plus the Spawner's args."""
+        cmd = self.cmd
+        if not cmd:
+            cmd = (await self.docker("inspect_image", image))["Config"].get("Cmd") or []
+        return list(cmd) + self.get_args()
+
+    async def _ensure_image(self, image, refresh=False):
+        """Make sure ``image`` is present; on update, try to pull a newer one first."""
+        if refresh and self.pull_policy not in ("never", "skip"):
+            repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+            try:
+                await self.docker("pull", repo, tag)
+            except APIError as e:
+                self.log.warning("Could not pull %s for an update (%s); using the local image", image, e)
+        try:
+            await self.pull_image(image)
+        except (ImageNotFound, NotFound):
+            raise web.HTTPError(400, f"Image {image} is not available on the Docker engine") from None
+        except APIError as e:
+            raise web.HTTPError(
+                400, f"Image {image} could not be pulled: {e.explanation or e}"
+            ) from None
+
+    async def _reusable(self, container, wanted_hash, options):
+        """Reuse an existing container only if nothing about it would change."""
+        labels = container["Config"].get("Labels") or {}
+        if options.update:
+            return False
+        if labels.get(naming.LABEL_CONFIG_HASH) != wanted_hash:
+            self.log.info("Recreating %s: its settings changed", self.object_name)
+            return False
+        return labels.get(naming.LABEL_EXPIRATION) == str(int(self.expiration))
+
+    def _reuse_token(self, container):
+        for line in container["Config"].get("Env") or []:
+            if line.startswith("JUPYTERHUB_API_TOKEN="):
+                self.api_token = line.split("=", 1)[1]
+                break
+
+    async def _create(self, create_kwargs, host_config):
+        kwargs = dict(create_kwargs)
+        kwargs["host_config"] = self.client.create_host_config(**host_config)
+        try:
+            obj = await self.docker("create_container", **kwargs)
+        except APIError as e:
+            if e.status_code == 409:  # a container of that name appeared meanwhile: replace it
+                await self.docker("remove_container", self.object_name, force=True)
+                obj = await self.docker("create_container", **kwargs)
+            else:
+                raise
+        self.object_id = obj["Id"]
+        self.log.info("Created %s (id: %s) from %s", self.object_name, self.object_id[:12], kwargs["image"])
+
+    async def start_object(self):
+        try:
+            await super().start_object()
+        except APIError:
+            # a container that cannot start is not left behind half-created
+            self.log.exception("Could not start %s; removing it", self.object_name)
+            await self.remove_object()
+            self.object_id = ""
+            raise
+
+    async def _wait_until_listening(self, ip, port):
+        """Return as soon as the workspace accepts TCP connections (bounded by http_timeout)."""
+        deadline = time.monotonic() + self.http_timeout
+        next_state_check = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
+            except (OSError, asyncio.TimeoutError):
+                pass
+            else:
+                writer.close()
+                return
+            if time.monotonic() >= next_state_check:
+                next_state_check = time.monotonic() + 1
+                status = await self.poll()
+                if status is not None:
+                    logs = await self.docker("logs", self.object_id, tail=20)
+                    raise RuntimeError(
+                        f"Workspace {self.object_name} exited ({status}): "
+                        f"{logs.decode(errors='replace')[-2000:]}"
+                    )
+            await asyncio.sleep(self.ready_poll_interval)
+        raise TimeoutError(f"{self.object_name} did not accept connections within {self.http_timeout}s")
+
+    async def delete_forever(self):
+        """A deleted server loses its container; its volume is left to the cleanup policy."""
+        try:
+            await self.docker("remove_container", self.object_name, force=True)
+        except NotFound:
+            pass
+
+    async def is_update_available(self):
+        """True when the configured image now has another ID than the container's."""
+        container = await self.get_object()
+        if container is None or self.workspace_options is None:
+            return False
+        try:
+            image = await self.docker("inspect_image", self.workspace_options.image)
+        except NotFound:
+            return False
+        return image["Id"] != container["Image"]
+
+
+def _with_host(url, host):
+    """``url`` with its host replaced by ``host`` (port, path and query kept)."""
+    parts = urlsplit(url)
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

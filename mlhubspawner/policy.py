@@ -1,0 +1,211 @@
+"""The admin's policy for workspaces: images, limits, lifetime and per-user quotas.
+
+:class:`WorkspacePolicy` holds the settings as traitlets; both spawners inherit it, so they are
+configured as ``c.MLHubDockerSpawner.max_cpu = 4`` (or ``c.WorkspacePolicy.max_cpu`` for all
+backends) and honour JupyterHub's group overrides. :meth:`WorkspacePolicy.policy` freezes them
+into a :class:`Policy` value that the pure option parser checks against.
+"""
+
+from dataclasses import dataclass
+
+from traitlets import Bool, Float, Int, List, Unicode, Union, validate
+from traitlets.config import Configurable
+
+from .options import OptionsError, parse_size
+
+DEFAULT_RESERVED_ENV = [
+    "JUPYTERHUB_*",
+    "JPY_*",
+    "MLHUB_*",
+    "MEM_LIMIT",
+    "MEM_GUARANTEE",
+    "CPU_LIMIT",
+    "CPU_GUARANTEE",
+    "MAX_NUM_THREADS",
+    "SSH_JUMPHOST_TARGET",
+    "NVIDIA_VISIBLE_DEVICES",
+    "JUPYTER_IMAGE",
+    "JUPYTER_IMAGE_SPEC",
+]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A frozen snapshot of the policy; sizes in bytes, CPUs in cores, ``None`` = no limit."""
+
+    default_image: str
+    images: tuple = ()
+    allow_custom_image: bool = False
+    default_cpu: float | None = None
+    max_cpu: float | None = None
+    default_memory: int | None = None
+    min_memory: int = 128 * 1024**2
+    max_memory: int | None = None
+    default_shm_size: int | None = 256 * 1024**2
+    max_shm_size: int | None = None
+    default_days_to_live: float | None = None
+    max_days_to_live: float | None = None
+    reserved_env_names: tuple = tuple(DEFAULT_RESERVED_ENV)
+    max_gpus: int = 0
+    allow_all_gpus: bool = False
+    max_servers_per_user: int | None = None
+    max_total_cpu_per_user: float | None = None
+    max_total_memory_per_user: int | None = None
+    host_cpus: float | None = None
+    host_memory: int | None = None
+
+
+def _positive_or_none(value):
+    return value if value is not None and value > 0 else None
+
+
+def _cap(limit, host):
+    if host is None:
+        return limit
+    return host if limit is None else min(limit, host)
+
+
+class _Size(Union):
+    """A size trait: bytes as an int, or a string such as ``512M`` / ``4G``; ``None`` = unset."""
+
+    def __init__(self, default_value=None, **kwargs):
+        super().__init__([Int(), Unicode()], default_value=default_value, allow_none=True, **kwargs)
+
+    def validate(self, obj, value):
+        value = super().validate(obj, value)
+        if isinstance(value, str):
+            try:
+                return parse_size(value, self.name)
+            except OptionsError as e:
+                raise ValueError(f"{type(obj).__name__}.{self.name}: {e.message}") from None
+        return value
+
+
+class WorkspacePolicy(Configurable):
+    """Admin limits for workspace options; mixed into both ML Hub spawners."""
+
+    workspace_images = List(
+        Unicode(),
+        help="""Images offered in the options form (the spawner's ``image`` is always offered first).
+
+        Example::
+
+            c.MLHubDockerSpawner.workspace_images = ["mltooling/ml-workspace:0.13.2"]
+        """,
+    ).tag(config=True)
+
+    allow_custom_image = Bool(
+        False,
+        help="""Let users type any image name, not only one of ``workspace_images``.""",
+    ).tag(config=True)
+
+    default_cpu_limit = Float(
+        None,
+        allow_none=True,
+        help="""CPU limit (cores, fractions allowed) when the user gives none; ``None`` = unlimited.""",
+    ).tag(config=True)
+
+    max_cpu_limit = Float(
+        None,
+        allow_none=True,
+        help="""Largest CPU limit a user may request (also capped at the engine's CPU count).""",
+    ).tag(config=True)
+
+    default_mem_limit = _Size(
+        help="""Memory limit when the user gives none (``"2G"``); ``None`` = unlimited.""",
+    ).tag(config=True)
+
+    min_mem_limit = _Size(
+        "128M", help="""Smallest memory limit a user may request (a workspace needs some)."""
+    ).tag(config=True)
+
+    max_mem_limit = _Size(
+        help="""Largest memory limit a user may request (``"16G"``; also capped at the engine's memory).""",
+    ).tag(config=True)
+
+    default_shm_size = _Size(
+        "256M", help="""Shared memory (``/dev/shm``) size when the user gives none."""
+    ).tag(config=True)
+
+    max_shm_size = _Size(help="""Largest shared-memory size a user may request.""").tag(config=True)
+
+    default_days_to_live = Float(
+        None,
+        allow_none=True,
+        help="""Lifetime in days when the user gives none; ``None`` = never expires.""",
+    ).tag(config=True)
+
+    max_days_to_live = Float(
+        None,
+        allow_none=True,
+        help="""Longest lifetime in days a user may request; when set, every workspace expires.""",
+    ).tag(config=True)
+
+    reserved_env_names = List(
+        Unicode(),
+        DEFAULT_RESERVED_ENV,
+        help="""Env var names users may not set (entries ending in ``*`` are prefixes).""",
+    ).tag(config=True)
+
+    max_gpus = Int(0, help="""Most GPUs one workspace may request (0 = no GPUs).""").tag(config=True)
+
+    allow_all_gpus = Bool(False, help="""Allow ``gpus: all``.""").tag(config=True)
+
+    max_servers_per_user = Int(
+        None,
+        allow_none=True,
+        help="""Most workspaces one user may run at once (default and named together).""",
+    ).tag(config=True)
+
+    max_total_cpu_per_user = Float(
+        None,
+        allow_none=True,
+        help="""Most CPUs one user's running workspaces may have in total.""",
+    ).tag(config=True)
+
+    max_total_mem_per_user = _Size(
+        help="""Most memory one user's running workspaces may have in total (``"32G"``).""",
+    ).tag(config=True)
+
+    @validate("default_cpu_limit", "max_cpu_limit", "max_total_cpu_per_user")
+    def _validate_cpu(self, proposal):
+        value = proposal.value
+        if value is not None and not value > 0:
+            raise ValueError(f"{type(self).__name__}.{proposal.trait.name} must be > 0, got {value}")
+        return value
+
+    @validate("default_days_to_live", "max_days_to_live")
+    def _validate_days(self, proposal):
+        value = proposal.value
+        if value is not None and not value > 0:
+            raise ValueError(f"{type(self).__name__}.{proposal.trait.name} must be > 0, got {value}")
+        return value
+
+    def offered_images(self, default_image):
+        """The images of the form: the default first, then ``workspace_images``, no repeats."""
+        return tuple(dict.fromkeys([default_image, *self.workspace_images]))
+
+    def policy(self, default_image, host_cpus=None, host_memory=None):
+        """Freeze the current settings (after group overrides) into a :class:`Policy`."""
+        return Policy(
+            default_image=default_image,
+            images=self.offered_images(default_image),
+            allow_custom_image=self.allow_custom_image,
+            default_cpu=self.default_cpu_limit,
+            max_cpu=_cap(_positive_or_none(self.max_cpu_limit), host_cpus),
+            default_memory=self.default_mem_limit,
+            min_memory=self.min_mem_limit or 0,
+            max_memory=_cap(self.max_mem_limit, host_memory),
+            default_shm_size=self.default_shm_size,
+            max_shm_size=self.max_shm_size,
+            default_days_to_live=self.default_days_to_live,
+            max_days_to_live=self.max_days_to_live,
+            reserved_env_names=tuple(self.reserved_env_names),
+            max_gpus=self.max_gpus,
+            allow_all_gpus=self.allow_all_gpus,
+            max_servers_per_user=self.max_servers_per_user,
+            max_total_cpu_per_user=self.max_total_cpu_per_user,
+            max_total_memory_per_user=self.max_total_mem_per_user,
+            host_cpus=host_cpus,
+            host_memory=host_memory,
+        )

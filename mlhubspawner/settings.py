@@ -1,0 +1,97 @@
+"""Deployment settings from environment variables (pure), validated at hub start.
+
+``jupyterhub_config.py`` maps these onto traits; a bad value stops the hub with a message that
+names the variable.
+"""
+
+import os
+from dataclasses import dataclass
+
+from .naming import validate_hub_name
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+EXECUTION_MODES = {"docker": "docker", "local": "docker", "k8s": "k8s", "kubernetes": "k8s"}
+
+
+class SettingsError(ValueError):
+    """An environment variable with an invalid value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    hub_name: str = "mlhub"
+    execution_mode: str = "docker"
+    cleanup_interval_seconds: int = 3600
+    cleanup_min_age_seconds: int = 600
+    cleanup_volume_grace_seconds: int = 604800
+    ssl_enabled: bool = False
+    data_dir: str = "/data"
+    ip: str = ""
+    port: int = 8080
+    hub_port: int = 8081
+    proxy_api_port: int = 8001
+    hub_address: str = "gateway"
+    workspace_image: str = "mlhub-workspace:latest"
+    user_config: str = "/resources/jupyterhub_user_config.py"
+
+
+def _bool(env, name, default):
+    value = env.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SettingsError(f"{name}={value!r}: expected true or false")
+
+
+def _int(env, name, default, minimum, maximum=None, allow=()):
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: expected a whole number") from None
+    if number not in allow and (number < minimum or (maximum is not None and number > maximum)):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        extra = f" (or {', '.join(map(str, allow))})" if allow else ""
+        raise SettingsError(f"{name}={value!r}: must be {bounds}{extra}")
+    return number
+
+
+def _port(env, name, default):
+    return _int(env, name, default, 1, 65535)
+
+
+def load_settings(env=None, in_container=None):
+    """Read and validate the ML Hub environment variables (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    if in_container is None:
+        in_container = os.path.exists("/.dockerenv")
+    defaults = Settings()
+    hub_name = env.get("HUB_NAME", defaults.hub_name)
+    try:
+        validate_hub_name(hub_name)
+    except ValueError as e:
+        raise SettingsError(f"HUB_NAME: {e}") from None
+    mode = env.get("EXECUTION_MODE", "docker").strip().lower()
+    if mode not in EXECUTION_MODES:
+        raise SettingsError(f"EXECUTION_MODE={mode!r}: expected docker (alias local) or k8s")
+    hub_address = env.get("MLHUB_HUB_ADDRESS", "").strip() or ("" if in_container else "gateway")
+    return Settings(
+        hub_name=hub_name,
+        execution_mode=EXECUTION_MODES[mode],
+        cleanup_interval_seconds=_int(env, "CLEANUP_INTERVAL_SECONDS", 3600, 10, allow=(-1,)),
+        cleanup_min_age_seconds=_int(env, "CLEANUP_MIN_AGE_SECONDS", 600, 0),
+        cleanup_volume_grace_seconds=_int(env, "CLEANUP_VOLUME_GRACE_SECONDS", 604800, 0),
+        ssl_enabled=_bool(env, "SSL_ENABLED", False),
+        data_dir=env.get("MLHUB_DATA_DIR", defaults.data_dir),
+        ip=env.get("MLHUB_IP", defaults.ip),
+        port=_port(env, "MLHUB_PORT", 8080),
+        hub_port=_port(env, "MLHUB_HUB_PORT", 8081),
+        proxy_api_port=_port(env, "MLHUB_PROXY_API_PORT", 8001),
+        hub_address=hub_address or hub_name,
+        workspace_image=env.get("MLHUB_WORKSPACE_IMAGE", defaults.workspace_image),
+        user_config=env.get("MLHUB_USER_CONFIG", defaults.user_config),
+    )

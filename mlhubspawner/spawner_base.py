@@ -1,0 +1,204 @@
+"""What every ML Hub spawner shares, whatever the backend: options, policy, lifetime, state.
+
+A backend spawner inherits :class:`MLHubSpawnerMixin` before its JupyterHub base class and
+implements :meth:`host_resources`. The flow: form or REST body → :meth:`options_from_form`
+(form only) → :meth:`apply_user_options` (validate against the policy and quotas) → the backend's
+``start()``, which reads :attr:`workspace_options` and builds its objects with pure functions.
+"""
+
+import asyncio
+import os
+import time
+
+from tornado import web
+from traitlets import Any, Unicode, default, validate
+
+from . import naming
+from .form import render_options_form
+from .options import OptionsError, WorkspaceOptions, check_quota, form_to_options, parse_options
+from .policy import WorkspacePolicy
+
+STATE_KEY = "mlhub"
+
+
+def plan_expiration(now, days_to_live, created_at=None, previous_expiration=0):
+    """Lifetime of a workspace: ``(created_at, expiration)``, expiration 0 = never.
+
+    The lifetime counts from the workspace's creation, so restarts and option changes do not
+    extend it; once it has passed, the next start begins a new lifetime.
+    """
+    if not created_at or (previous_expiration and previous_expiration <= now):
+        created_at = now
+    expiration = created_at + days_to_live * 86400 if days_to_live else 0
+    return created_at, expiration
+
+
+def options_error(error):
+    """An HTTP 400 for an :class:`OptionsError`, naming the field for the API and the form."""
+    http_error = web.HTTPError(400, "Invalid %s: %s", error.field, error.message)
+    http_error.jupyterhub_message = f"Invalid {error.field}: {error.message}"
+    http_error.log_message = f"Invalid {error.field}: {error.message}"
+    return http_error
+
+
+class MLHubSpawnerMixin(WorkspacePolicy):
+    """Options, policy, lifetime and state handling shared by the Docker and Kubernetes spawners."""
+
+    hub_name = Unicode(
+        help="""Name of this hub: prefix of every resource name and value of the ``mlhub.origin`` label.
+
+        Several hubs can share one engine as long as their names differ.
+        Defaults to the ``HUB_NAME`` environment variable, else ``mlhub``.
+        """,
+    ).tag(config=True)
+
+    @default("hub_name")
+    def _default_hub_name(self):
+        return os.environ.get("HUB_NAME", "mlhub")
+
+    @validate("hub_name")
+    def _validate_hub_name(self, proposal):
+        try:
+            return naming.validate_hub_name(proposal.value)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}.hub_name: {e}") from None
+
+    # validated options of the current (or last) start, and the raw options they came from
+    workspace_options = Any(None, allow_none=True)
+    _last_raw_options = None
+    created_at = 0.0
+    expiration = 0.0
+
+    # ---- hooks a backend implements -------------------------------------------------------
+
+    async def host_resources(self):
+        """``(cpus, memory_bytes)`` of the engine/cluster where workspaces run, or ``(None, None)``."""
+        return None, None
+
+    def default_image(self):
+        return self.image
+
+    # ---- policy and options ---------------------------------------------------------------
+
+    async def current_policy(self):
+        cpus, memory = await self.host_resources()
+        return self.policy(self.default_image(), host_cpus=cpus, host_memory=memory)
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    async def _render_options_form(self, spawner=None):
+        policy = await self.current_policy()
+        return render_options_form(policy, last=self.workspace_options, server_name=self.name)
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._options_from_form
+
+    async def _options_from_form(self, form_data):
+        """Convert the form and validate it at once, so a bad form creates and stores nothing."""
+        raw = form_to_options(form_data)
+        try:
+            parse_options(raw, await self.current_policy())
+        except OptionsError as e:
+            raise options_error(e) from None
+        return raw
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return type(self)._apply_workspace_options
+
+    async def _apply_workspace_options(self, user_options):
+        """Validate ``user_options`` (form or REST) against the policy and the user's quota."""
+        try:
+            options = parse_options(user_options or {}, await self.current_policy())
+            check_quota(options, self._running_siblings(), await self.current_policy())
+        except OptionsError as e:
+            self._restore_saved_options()
+            raise options_error(e) from None
+        self.workspace_options = options
+        self._last_raw_options = dict(user_options or {})
+
+    def _restore_saved_options(self):
+        """JupyterHub stored the refused options as the next defaults: put the last good ones back."""
+        orm_spawner = getattr(self, "orm_spawner", None)
+        if orm_spawner is not None and self.db is not None:
+            orm_spawner.user_options = self._last_raw_options or {}
+            self.db.commit()
+
+    def _running_siblings(self):
+        """Options of the user's other workspaces that are running or starting."""
+        siblings = []
+        for name, spawner in (getattr(self.user, "spawners", None) or {}).items():
+            if name == self.name or spawner is self or not spawner.active:
+                continue
+            opts = getattr(spawner, "workspace_options", None)
+            if opts is not None:
+                siblings.append(opts)
+        return siblings
+
+    async def validated_options(self):
+        """The options of this start, validated again (whatever ``apply_user_options`` is set to)."""
+        await self._apply_workspace_options(self.user_options)
+        return self.workspace_options
+
+    def plan_lifetime(self, options, now=None):
+        now = time.time() if now is None else now
+        self.created_at, self.expiration = plan_expiration(
+            now, options.days_to_live, self.created_at, self.expiration
+        )
+        return self.expiration
+
+    # ---- progress events ------------------------------------------------------------------
+
+    def _progress_reset(self):
+        self._progress_events = []
+        self._progress_changed = asyncio.Event()
+
+    def emit_progress(self, percent, message):
+        if not hasattr(self, "_progress_events"):
+            self._progress_reset()
+        self._progress_events.append({"progress": percent, "message": message})
+        self._progress_changed.set()
+
+    async def progress(self):
+        """Spawn progress for JupyterHub's progress bar (image, network, volume, container)."""
+        if not hasattr(self, "_progress_events"):
+            self._progress_reset()
+        sent = 0
+        while True:
+            while sent < len(self._progress_events):
+                yield self._progress_events[sent]
+                sent += 1
+            self._progress_changed.clear()
+            await self._progress_changed.wait()
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        mlhub = {"created_at": self.created_at, "expiration": self.expiration}
+        if self.workspace_options is not None:
+            mlhub["options"] = self.workspace_options.to_dict()
+            mlhub["user_options"] = self._last_raw_options or {}
+        state[STATE_KEY] = mlhub
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        mlhub = state.get(STATE_KEY) or {}
+        self.created_at = mlhub.get("created_at") or 0.0
+        self.expiration = mlhub.get("expiration") or 0.0
+        if mlhub.get("options"):
+            self.workspace_options = WorkspaceOptions.from_dict(mlhub["options"])
+            self._last_raw_options = mlhub.get("user_options") or {}
+
+    def workspace_info(self, now=None):
+        """Last options plus remaining lifetime, for the Info view and the admin."""
+        now = time.time() if now is None else now
+        info = self.workspace_options.to_dict() if self.workspace_options else {}
+        info["expiration_timestamp_seconds"] = int(self.expiration)
+        if self.expiration:
+            info["remaining_lifetime_seconds"] = max(0, int(self.expiration - now))
+        return info

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers `docker info`.
+# Uses a running engine if one answers; else, as root on Debian/Ubuntu, installs Debian's docker.io
+# (+ iptables) when needed and starts dockerd in the background; else says what to do and exits 1.
+# Env: MLHUB_STATE_DIR (default /var/lib/mlhub-dev) holds dockerd.log; DOCKER_WAIT_SECONDS (default 60).
+set -euo pipefail
+
+state_dir=${MLHUB_STATE_DIR:-/var/lib/mlhub-dev}
+wait_seconds=${DOCKER_WAIT_SECONDS:-60}
+log() { printf 'ensure-docker: %s\n' "$*" >&2; }
+engine_answers() { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }
+
+if engine_answers; then
+    log "Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+    exit 0
+fi
+
+is_debian_like() { [ -r /etc/os-release ] && grep -qiE '^(ID|ID_LIKE)=.*(debian|ubuntu)' /etc/os-release; }
+remote_host() { [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix:///var/run/docker.sock" ]; }
+
+if [ "$(id -u)" -ne 0 ] || ! is_debian_like || ! command -v apt-get >/dev/null 2>&1 || remote_host; then
+    cat >&2 <<EOF
+ensure-docker: no Docker engine answers 'docker info'${DOCKER_HOST:+ at DOCKER_HOST=$DOCKER_HOST}.
+  - install Docker (e.g. 'apt-get install docker.io' on Debian/Ubuntu, or Docker Engine / Docker Desktop),
+  - start the daemon ('systemctl start docker', or 'dockerd &' as root) and make sure this user may use it
+    (member of the 'docker' group), or
+  - point DOCKER_HOST at a reachable engine.
+  Run this script as root on Debian/Ubuntu to have it install and start Debian's docker.io itself.
+EOF
+    exit 1
+fi
+
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-cache show docker.io >/dev/null 2>&1; then
+        log "apt-get update"
+        apt-get update -qq >&2
+    fi
+    log "installing docker.io iptables (apt)"
+    if ! apt-get install -y -qq docker.io iptables >&2; then
+        log "install failed; retrying after apt-get update"
+        apt-get update -qq >&2
+        apt-get install -y -qq docker.io iptables >&2
+    fi
+fi
+
+mkdir -p "$state_dir"
+daemon_log="$state_dir/dockerd.log"
+pid=""
+if [ -s /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    pid=$(cat /var/run/docker.pid)
+    log "dockerd already running (pid $pid); waiting for it"
+else
+    log "starting dockerd (log: $daemon_log)"
+    setsid nohup dockerd >>"$daemon_log" 2>&1 </dev/null &
+    pid=$!
+fi
+
+start=$SECONDS
+while [ $((SECONDS - start)) -lt "$wait_seconds" ]; do
+    if engine_answers; then
+        log "Docker engine answers after $((SECONDS - start)) s"
+        exit 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+        log "dockerd exited"
+        break
+    fi
+    sleep 1
+done
+
+log "Docker engine did not answer within ${wait_seconds} s; tail of $daemon_log:"
+tail -n 30 "$daemon_log" >&2 || true
+exit 1
