@@ -203,7 +203,7 @@ def parse_options(raw, policy):
     if not isinstance(image, str):
         raise OptionsError("image", f"expected an image name, got {image!r}")
     image = image.strip()
-    if image not in policy.images and not policy.allow_custom_image:
+    if image not in (policy.default_image, *policy.images) and not policy.allow_custom_image:
         raise OptionsError("image", f"{image!r} is not one of the offered images")
     if len(image) > 255 or not _IMAGE_PATTERN.match(image):
         raise OptionsError("image", f"{image!r} is not a valid image reference")
@@ -287,9 +287,7 @@ def check_quota(requested, running, policy):
     ``running`` holds the options of the user's other active workspaces.
     """
     if policy.max_servers_per_user is not None and len(running) + 1 > policy.max_servers_per_user:
-        raise OptionsError(
-            "quota", f"at most {policy.max_servers_per_user} running workspaces per user"
-        )
+        raise OptionsError("quota", f"at most {policy.max_servers_per_user} running workspaces per user")
     if policy.max_total_cpu_per_user is not None:
         fallback = policy.max_cpu or policy.host_cpus or 0
         total = sum((o.cpu_limit or fallback) for o in [*running, requested])

@@ -64,11 +64,9 @@ def _port(env, name, default):
     return _int(env, name, default, 1, 65535)
 
 
-def load_settings(env=None, in_container=None):
+def load_settings(env=None):
     """Read and validate the ML Hub environment variables (``os.environ`` by default)."""
     env = os.environ if env is None else env
-    if in_container is None:
-        in_container = os.path.exists("/.dockerenv")
     defaults = Settings()
     hub_name = env.get("HUB_NAME", defaults.hub_name)
     try:
@@ -78,7 +76,6 @@ def load_settings(env=None, in_container=None):
     mode = env.get("EXECUTION_MODE", "docker").strip().lower()
     if mode not in EXECUTION_MODES:
         raise SettingsError(f"EXECUTION_MODE={mode!r}: expected docker (alias local) or k8s")
-    hub_address = env.get("MLHUB_HUB_ADDRESS", "").strip() or ("" if in_container else "gateway")
     return Settings(
         hub_name=hub_name,
         execution_mode=EXECUTION_MODES[mode],
@@ -91,7 +88,7 @@ def load_settings(env=None, in_container=None):
         port=_port(env, "MLHUB_PORT", 8080),
         hub_port=_port(env, "MLHUB_HUB_PORT", 8081),
         proxy_api_port=_port(env, "MLHUB_PROXY_API_PORT", 8001),
-        hub_address=hub_address or hub_name,
+        hub_address=env.get("MLHUB_HUB_ADDRESS", "").strip() or "gateway",
         workspace_image=env.get("MLHUB_WORKSPACE_IMAGE", defaults.workspace_image),
         user_config=env.get("MLHUB_USER_CONFIG", defaults.user_config),
     )

@@ -35,9 +35,10 @@ def plan_expiration(now, days_to_live, created_at=None, previous_expiration=0):
 
 def options_error(error):
     """An HTTP 400 for an :class:`OptionsError`, naming the field for the API and the form."""
-    http_error = web.HTTPError(400, "Invalid %s: %s", error.field, error.message)
-    http_error.jupyterhub_message = f"Invalid {error.field}: {error.message}"
-    http_error.log_message = f"Invalid {error.field}: {error.message}"
+    text = f"Invalid {error.field}: {error.message}"
+    http_error = web.HTTPError(400, "%s", text)
+    http_error.jupyterhub_message = text  # shown on the spawn form
+    http_error.field = error.field
     return http_error
 
 

@@ -15,9 +15,7 @@ import ipaddress
 from docker.errors import APIError, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
-PRIVATE_RANGES = tuple(
-    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-)
+PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 class PoolExhausted(RuntimeError):

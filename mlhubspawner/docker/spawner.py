@@ -51,9 +51,9 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         help="""Size of each user network's subnet (``24`` = 254 addresses); between the pool's and /29.""",
     ).tag(config=True)
 
-    volume_path = Unicode(
-        "/workspace", help="""Where the workspace's persistent volume is mounted."""
-    ).tag(config=True)
+    volume_path = Unicode("/workspace", help="""Where the workspace's persistent volume is mounted.""").tag(
+        config=True
+    )
 
     connect_hub_via_gateway = Bool(
         False,
@@ -252,9 +252,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         except (ImageNotFound, NotFound):
             raise web.HTTPError(400, f"Image {image} is not available on the Docker engine") from None
         except APIError as e:
-            raise web.HTTPError(
-                400, f"Image {image} could not be pulled: {e.explanation or e}"
-            ) from None
+            raise web.HTTPError(400, f"Image {image} could not be pulled: {e.explanation or e}") from None
 
     async def _reusable(self, container, wanted_hash, options):
         """Reuse an existing container only if nothing about it would change."""
@@ -303,7 +301,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         while time.monotonic() < deadline:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
             else:
                 writer.close()

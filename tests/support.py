@@ -1,0 +1,171 @@
+"""Test helpers: a real JupyterHub process running ML Hub's config, and Docker clean-up by label."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+LABEL_ORIGIN = "mlhub.origin"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def docker_client():
+    """A client for the engine; fails (never skips) when no engine answers."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise RuntimeError(
+            f"No Docker engine answers ({e}). Run `make engine` (or start dockerd) and try again."
+        ) from e
+    return client
+
+
+def remove_by_label(client, label):
+    """Remove every container, volume and network carrying ``label`` (``key=value``)."""
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+
+
+class Hub:
+    """``jupyterhub -f jupyterhub_config.py`` in a subprocess, with its own name, ports and data."""
+
+    def __init__(self, workdir, hub_name=None, user_config=""):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.hub_name = hub_name or f"t{secrets.token_hex(3)}"
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "hub.log"
+        config = self.workdir / "user_config.py"
+        config.write_text(
+            f"c.JupyterHub.services = [{{'name': 'tests', 'api_token': {self.token!r}}}]\n"
+            "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], 'scopes': "
+            "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', "
+            "'admin:auth_state', 'tokens', 'access:servers']}]\n" + user_config
+        )
+        self.env = dict(
+            os.environ,
+            HUB_NAME=self.hub_name,
+            MLHUB_DATA_DIR=str(self.workdir / "data"),
+            MLHUB_PORT=str(self.port),
+            MLHUB_HUB_PORT=str(free_port()),
+            MLHUB_PROXY_API_PORT=str(free_port()),
+            MLHUB_USER_CONFIG=str(config),
+            MLHUB_WORKSPACE_IMAGE=os.environ.get("MLHUB_WORKSPACE_IMAGE", "mlhub-workspace:latest"),
+            PATH=f"{REPO / '.mlhub/node/node_modules/.bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        )
+        self.process = None
+
+    def start(self, timeout=60):
+        log = open(self.log_path, "a")  # noqa: SIM115 (kept open for the subprocess's lifetime)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(REPO / "jupyterhub_config.py")],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/health", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"hub did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout=30):
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log_tail(self, lines=60):
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # ---- REST API -------------------------------------------------------------------------
+
+    def api(self, method, path, token=None, **kwargs):
+        headers = {"Authorization": f"token {token or self.token}"}
+        kwargs.setdefault("timeout", 120)
+        return requests.request(method, f"{self.url}/hub/api/{path.lstrip('/')}", headers=headers, **kwargs)
+
+    def create_user(self, name, admin=False):
+        r = self.api("POST", f"users/{name}", json={"admin": admin})
+        assert r.status_code in (201, 409), r.text
+        return name
+
+    def server_path(self, user, server=""):
+        return f"users/{user}/servers/{server}" if server else f"users/{user}/server"
+
+    def spawn(self, user, server="", options=None, timeout=120):
+        """Start a server and wait until the hub reports it ready; returns the response."""
+        r = self.api("POST", self.server_path(user, server), json=options or {})
+        if r.status_code not in (201, 202):
+            return r
+        self.wait_ready(user, server, timeout)
+        return r
+
+    def server_model(self, user, server=""):
+        model = self.api("GET", f"users/{user}").json()
+        return model.get("servers", {}).get(server)
+
+    def wait_ready(self, user, server="", timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(user, server)
+            if model and model.get("ready"):
+                return model
+            if model is None:
+                raise AssertionError(f"server {user}/{server} failed to start:\n{self.log_tail()}")
+            time.sleep(0.2)
+        raise AssertionError(f"server {user}/{server} not ready in {timeout}s:\n{self.log_tail()}")
+
+    def stop_server(self, user, server="", remove=False, timeout=60):
+        r = self.api("DELETE", self.server_path(user, server), json={"remove": remove} if server else None)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(user, server)
+            if model is None:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"server {user}/{server} did not stop in {timeout}s")
+
+    def get_through_proxy(self, user, server="", path="api/status", token=None):
+        prefix = f"/user/{user}/{server}/" if server else f"/user/{user}/"
+        headers = {"Authorization": f"token {token or self.token}"}
+        return requests.get(f"{self.url}{prefix}{path}", headers=headers, timeout=30)
