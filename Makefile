@@ -11,6 +11,7 @@ export MLHUB_WORKSPACE_IMAGE ?= mlhub-workspace:$(VERSION)
 export MLHUB_DATA_DIR ?= $(STATE)/data
 export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
+export MLHUB_VERSION := $(VERSION)
 
 .PHONY: help deps engine images run stop test lint format bench clean
 

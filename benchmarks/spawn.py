@@ -1,0 +1,712 @@
+"""Spawn latency benchmark: raw Docker floor vs ML Hub's spawner vs stock DockerSpawner, in one run.
+
+    .venv/bin/python benchmarks/spawn.py [--quick] [--only floor,mlhub,stock] [--concurrency 10,30]
+
+Each target runs the same phases with the same image: sequential spawns of one user (each
+followed by a stop+delete), then N users spawning at once (and all stopping at once). The hubs run
+``jupyterhub_config.py`` unchanged; only a generated user config (``MLHUB_USER_CONFIG``) is added.
+Results: a table on stdout, ``benchmarks/results/spawn-<UTC>.json`` and ``spawn-latest.json``, plus
+each hub's log next to them. See ``benchmarks/README.md`` for what each figure means.
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import docker
+import psutil
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+NODE_BIN = REPO / ".mlhub" / "node" / "node_modules" / ".bin"
+IMAGE = os.environ.get("MLHUB_WORKSPACE_IMAGE", "mlhub-workspace:latest")
+PORT = 8080  # the workspace image's Jupyter port
+BENCH_LABEL = "mlhub.bench"
+RUN_LABEL = "mlhub.bench.run"
+SERVER = "w"  # every hub spawn is a named server (so DELETE {"remove": true} applies)
+HTTP_TIMEOUT, START_TIMEOUT = 120, 300  # the same for both hubs (ours: jupyterhub_config.py)
+SPAWN_DEADLINE = START_TIMEOUT + 60  # client-side bound of one spawn
+STOP_DEADLINE = 180  # client-side bound of one stop+delete
+POLL = 0.05  # floor readiness poll interval
+SCOPES = ["admin:users", "admin:servers", "servers", "read:users", "list:users", "tokens"]
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, q):
+    """The q-th percentile (0-100) with linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(results, wall):
+    """Figures of one batch of spawns or stops: ``results`` are dicts with ok/seconds/error."""
+    times = [r["seconds"] for r in results if r["ok"]]
+    errors = sorted({r["error"] for r in results if not r["ok"]})
+    return {
+        "n": len(results),
+        "ok": len(times),
+        "failures": len(results) - len(times),
+        "p50": percentile(times, 50),
+        "p95": percentile(times, 95),
+        "max": max(times, default=None),
+        "wall": wall,
+        "times": [round(r["seconds"], 3) if r["ok"] else None for r in results],
+        "errors": errors[:5],
+    }
+
+
+def run_parallel(func, items):
+    """Call ``func(item)`` for all items at once (released together); return results and wall time."""
+    barrier = threading.Barrier(len(items))
+    start = []
+
+    def task(item):
+        if barrier.wait() == 0:
+            start.append(time.monotonic())
+        return func(item)
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        results = list(pool.map(task, items))
+    return results, time.monotonic() - start[0]
+
+
+def failure(started, error):
+    """A failed spawn/stop result."""
+    return {"ok": False, "seconds": time.monotonic() - started, "error": str(error)[:300]}
+
+
+def bridge_gateway(client):
+    """The default bridge's gateway address (docker0), which containers on it reach the host by."""
+    attrs = client.networks.get("bridge").attrs
+    for config in attrs.get("IPAM", {}).get("Config") or []:
+        if config.get("Gateway"):
+            return config["Gateway"]
+    iface = attrs.get("Options", {}).get("com.docker.network.bridge.name", "docker0")
+    for addr in psutil.net_if_addrs().get(iface, []):
+        if addr.family == socket.AF_INET:
+            return addr.address
+    raise RuntimeError("cannot find the default bridge's gateway address")
+
+
+# ---- hub process sampling ---------------------------------------------------------------------
+
+
+class Sampler:
+    """Samples RSS and CPU time of a process and its children every 0.2 s in a thread."""
+
+    def __init__(self, pid, interval=0.2):
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.samples = []  # (monotonic time, rss bytes, cumulative cpu seconds)
+        self._cpu = {}  # pid -> last cpu seconds seen (children that exit keep their last value)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        rss = 0
+        try:
+            procs = [self.root] + self.root.children(recursive=True)
+        except psutil.Error:
+            return
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    rss += proc.memory_info().rss
+                self._cpu[proc.pid] = times.user + times.system
+            except psutil.Error:
+                continue
+        self.samples.append((time.monotonic(), rss, sum(self._cpu.values())))
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+    def window(self, start, end):
+        """Peak RSS (MB), mean and peak CPU (% of one core) between two monotonic times."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return {"rss_peak_mb": None, "cpu_mean_pct": None, "cpu_peak_pct": None}
+        steps = [100 * (b[2] - a[2]) / (b[0] - a[0]) for a, b in zip(inside, inside[1:]) if b[0] > a[0]]
+        return {
+            "rss_peak_mb": round(max(s[1] for s in inside) / 2**20, 1),
+            "cpu_mean_pct": round(100 * (inside[-1][2] - inside[0][2]) / (inside[-1][0] - inside[0][0]), 1),
+            "cpu_peak_pct": round(max(steps), 1),
+        }
+
+
+# ---- the floor: docker run of the same image ------------------------------------------------
+
+
+class StubHub:
+    """Answers the two calls jupyterhub-singleuser makes to its hub: the version check and activity.
+
+    ``jupyterhub-singleuser`` GETs ``$JUPYTERHUB_API_URL`` before it listens and exits after 5 failed
+    attempts (2+4+8+16 s back-off), so the floor needs something to answer; this stub answers at
+    once, which is the floor: same container work, no hub.
+    """
+
+    def __init__(self, host, version):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                stub.requests += 1
+                body = json.dumps({"version": version}).encode()
+                self.send_response(200)
+                self.send_header("X-JupyterHub-Version", version)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = 0
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/hub/api"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Floor:
+    """``docker run -d`` of the workspace image until its HTTP port answers, then stop + remove."""
+
+    def __init__(self, client, run_id, stub_url):
+        self.api = client.api
+        self.run_id = run_id
+        self.stub_url = stub_url
+
+    def env(self, user):
+        prefix = f"/user/{user}/"
+        return {
+            "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{PORT}{prefix}",
+            "JUPYTERHUB_SERVICE_PREFIX": prefix,
+            "JUPYTERHUB_API_TOKEN": secrets.token_hex(16),
+            "JUPYTERHUB_API_URL": self.stub_url,
+            "JUPYTERHUB_ACTIVITY_URL": f"{self.stub_url}/users/{user}/activity",
+            "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
+            "JUPYTERHUB_USER": user,
+            "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_SERVER_NAME": "",
+        }
+
+    def spawn(self, user):
+        """Create + start a container and poll its HTTP port every 50 ms; returns a result dict."""
+        started = time.monotonic()
+        try:
+            container = self.api.create_container(
+                IMAGE,
+                name=f"mlhub-bench-{self.run_id}-{user}",
+                environment=self.env(user),
+                labels={BENCH_LABEL: "1", RUN_LABEL: self.run_id},
+                host_config=self.api.create_host_config(network_mode="bridge"),
+            )
+            self.api.start(container["Id"])
+            ip = self.api.inspect_container(container["Id"])["NetworkSettings"]["IPAddress"]
+        except docker.errors.DockerException as e:
+            return failure(started, e)
+        url = f"http://{ip}:{PORT}/user/{user}/api"
+        for _ in range(int(SPAWN_DEADLINE / POLL)):
+            try:
+                requests.get(url, timeout=2)
+            except requests.RequestException:
+                if time.monotonic() - started > SPAWN_DEADLINE:
+                    break
+                time.sleep(POLL)
+                continue
+            return {"ok": True, "seconds": time.monotonic() - started, "id": container["Id"]}
+        return failure(started, f"{user}: port {ip}:{PORT} did not answer")
+
+    def stop(self, user):
+        """``docker stop`` + ``docker rm -v`` of the user's container; returns a result dict."""
+        started = time.monotonic()
+        name = f"mlhub-bench-{self.run_id}-{user}"
+        try:
+            self.api.stop(name, timeout=10)
+            self.api.remove_container(name, v=True)
+        except docker.errors.DockerException as e:
+            return failure(started, e)
+        return {"ok": True, "seconds": time.monotonic() - started}
+
+
+def run_floor(client, run_id, gateway, sequential, concurrency):
+    """All floor phases; returns {phase name: figures}."""
+    import jupyterhub
+
+    out = {}
+    with StubHub(gateway, jupyterhub.__version__) as stub:
+        floor = Floor(client, run_id, stub.url)
+        spawns, stops = [], []
+        for i in range(sequential):
+            spawns.append(floor.spawn(f"seq{i}"))
+            stops.append(floor.stop(f"seq{i}"))
+            log(f"floor sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
+        out["sequential"] = phase_result(spawns, None, stops, None)
+        for n in concurrency:
+            users = [f"c{n}u{i:03d}" for i in range(n)]
+            spawns, wall = run_parallel(floor.spawn, users)
+            log(f"floor concurrent {n}: wall {wall:.2f}s")
+            stops, stop_wall = run_parallel(floor.stop, users)
+            out[f"concurrent-{n}"] = phase_result(spawns, wall, stops, stop_wall)
+        out["stub_requests"] = stub.requests
+    return out
+
+
+def phase_result(spawns, wall, stops, stop_wall, hub=None):
+    """Figures of one phase; a sequential phase (wall None) counts the sum of its spawns/stops."""
+    spawn = summarize(spawns, wall if wall is not None else sum(r["seconds"] for r in spawns))
+    stop = summarize(stops, stop_wall if stop_wall is not None else sum(r["seconds"] for r in stops))
+    return {"spawn": spawn, "stop": stop, "hub": hub}
+
+
+# ---- the hubs -----------------------------------------------------------------------------
+
+
+class Hub:
+    """``jupyterhub -f jupyterhub_config.py`` in its own process group, driven by a service token."""
+
+    def __init__(self, kind, name, gateway, workdir):
+        self.kind, self.name, self.gateway = kind, name, gateway
+        self.workdir = Path(workdir)
+        self.token = secrets.token_hex(24)
+        self.hub_port, self.port, self.proxy_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.hub_port}/hub/api"
+        self.log_path = self.workdir / "hub.log"
+        self.process = None
+
+    def user_config(self):
+        """The generated ``MLHUB_USER_CONFIG``: the bench service, plus stock DockerSpawner if asked."""
+        text = (
+            f"c.JupyterHub.services = [{{'name': 'bench', 'api_token': {self.token!r}}}]\n"
+            f"c.JupyterHub.load_roles = [{{'name': 'bench', 'scopes': {SCOPES!r}, 'services': ['bench']}}]\n"
+        )
+        if self.kind == "stock":
+            # hub_connect_url (set by jupyterhub_config.py) wins over hub_connect_ip: override it
+            text += f"""
+c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+c.JupyterHub.hub_connect_url = "http://{self.gateway}:{self.hub_port}"
+c.DockerSpawner.image = {IMAGE!r}
+c.DockerSpawner.port = {PORT}
+c.DockerSpawner.network_name = "bridge"
+c.DockerSpawner.use_internal_ip = True
+c.DockerSpawner.remove = True
+c.DockerSpawner.prefix = {self.name!r}
+c.DockerSpawner.extra_create_kwargs = {{"labels": {{"{BENCH_LABEL}": "1", "{RUN_LABEL}": {self.name!r}}}}}
+c.DockerSpawner.http_timeout = {HTTP_TIMEOUT}
+c.DockerSpawner.start_timeout = {START_TIMEOUT}
+"""
+        return text
+
+    def start(self, timeout=60):
+        """Start the hub and wait until its API answers."""
+        config = self.workdir / "user_config.py"
+        config.write_text(self.user_config())
+        env = dict(
+            os.environ,
+            HUB_NAME=self.name,
+            MLHUB_DATA_DIR=str(self.workdir / "data"),
+            MLHUB_PORT=str(self.port),
+            MLHUB_HUB_PORT=str(self.hub_port),
+            MLHUB_PROXY_API_PORT=str(self.proxy_port),
+            MLHUB_WORKSPACE_IMAGE=IMAGE,
+            MLHUB_USER_CONFIG=str(config),
+            PATH=f"{NODE_BIN}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        )
+        with open(self.log_path, "ab") as logfile:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(REPO / "jupyterhub_config.py")],
+                cwd=self.workdir,
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.kind} hub exited with {self.process.returncode}: see {self.log_path}"
+                )
+            try:
+                if requests.get(f"{self.url}/users", headers=self.headers, timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.kind} hub did not answer within {timeout}s: see {self.log_path}")
+
+    def stop(self, timeout=30):
+        """SIGTERM the hub's process group (hub + proxy), SIGKILL after ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    @property
+    def headers(self):
+        return {"Authorization": f"token {self.token}"}
+
+    def log_size(self):
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def reported_start_times(self, offset):
+        """``User x:w took N seconds to start`` (the hub's own spawn timer) logged after ``offset``."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        return [float(s) for s in re.findall(r"took ([0-9.]+) seconds to start", text)]
+
+    # ---- REST API -------------------------------------------------------------------------
+
+    def create_users(self, names):
+        r = requests.post(f"{self.url}/users", json={"usernames": names}, headers=self.headers, timeout=60)
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"creating users failed: {r.status_code} {r.text[:300]}")
+
+    def spawn(self, user):
+        """POST the named server; ready on 201, else follow the progress stream to its ready event."""
+        started = time.monotonic()
+        url = f"{self.url}/users/{user}/servers/{SERVER}"
+        with requests.Session() as s:
+            s.headers.update(self.headers)
+            try:
+                r = s.post(url, json={}, timeout=(5, SPAWN_DEADLINE))
+                if r.status_code == 201:
+                    return {"ok": True, "seconds": time.monotonic() - started, "status": 201}
+                if r.status_code != 202:
+                    return failure(started, f"POST {r.status_code}: {r.text[:200]}")
+                return self._follow_progress(s, user, started)
+            except (requests.RequestException, ValueError) as e:  # ValueError: a garbled event
+                return failure(started, e)
+
+    def _follow_progress(self, session, user, started):
+        """Read the SSE progress stream until ``ready`` or ``failed`` (bounded in time)."""
+        url = f"{self.url}/users/{user}/servers/{SERVER}/progress"
+        with session.get(url, stream=True, timeout=(5, 30)) as r:
+            if r.status_code != 200:
+                return failure(started, f"progress {r.status_code}: {r.text[:200]}")
+            for line in r.iter_lines(chunk_size=None, decode_unicode=True):
+                if time.monotonic() - started > SPAWN_DEADLINE:
+                    break
+                if not line or not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                if event.get("ready"):
+                    return {"ok": True, "seconds": time.monotonic() - started, "status": 202}
+                if event.get("failed"):
+                    return failure(started, event.get("message", "spawn failed"))
+        return failure(started, "progress stream ended without a ready event")
+
+    def stop_server(self, user):
+        """DELETE the named server with ``remove``; wait until the hub no longer knows it (404)."""
+        started = time.monotonic()
+        url = f"{self.url}/users/{user}/servers/{SERVER}"
+        try:
+            r = requests.delete(url, json={"remove": True}, headers=self.headers, timeout=(5, STOP_DEADLINE))
+            if r.status_code not in (202, 204, 404):
+                return failure(started, f"DELETE {r.status_code}: {r.text[:200]}")
+            for _ in range(int(STOP_DEADLINE / 0.1)):
+                if requests.get(url, headers=self.headers, timeout=(5, 30)).status_code == 404:
+                    return {"ok": True, "seconds": time.monotonic() - started}
+                if time.monotonic() - started > STOP_DEADLINE:
+                    break
+                time.sleep(0.1)
+        except requests.RequestException as e:
+            return failure(started, e)
+        return failure(started, f"{user}/{SERVER} still exists after {STOP_DEADLINE}s")
+
+
+def run_hub(hub, client, sequential, concurrency, settle=3):
+    """All phases of one hub; returns {phase name: figures}."""
+    out = {}
+    with Sampler(hub.process.pid) as sampler:
+
+        def measured(spawn_phase, stop_phase):
+            offset = hub.log_size()
+            time.sleep(settle)  # let the hub go idle between phases
+            t0 = time.monotonic()
+            spawns, wall = spawn_phase()
+            t1 = time.monotonic()
+            stops, stop_wall = stop_phase()
+            t2 = time.monotonic()
+            reported = hub.reported_start_times(offset)
+            result = phase_result(
+                spawns,
+                wall,
+                stops,
+                stop_wall,
+                {"spawn": sampler.window(t0, t1), "stop": sampler.window(t1, t2)},
+            )
+            result["hub_reported_start_p50"] = percentile(reported, 50)
+            result["leftover_containers"] = len(leftover_containers(client, hub))
+            return result
+
+        hub.create_users(["seq"])
+        seq_spawns, seq_stops = [], []
+
+        def seq_spawn_phase():
+            for i in range(sequential):
+                seq_spawns.append(hub.spawn("seq"))
+                seq_stops.append(hub.stop_server("seq"))
+                log(f"{hub.kind} sequential {i + 1}/{sequential}: {seq_spawns[-1]['seconds']:.2f}s")
+            return seq_spawns, None
+
+        out["sequential"] = measured(seq_spawn_phase, lambda: (seq_stops, None))
+        for n in concurrency:
+            users = [f"c{n}u{i:03d}" for i in range(n)]
+            hub.create_users(users)
+            result = measured(
+                lambda: run_parallel(hub.spawn, users), lambda: run_parallel(hub.stop_server, users)
+            )
+            log(
+                f"{hub.kind} concurrent {n}: wall {result['spawn']['wall']:.2f}s, {result['spawn']['failures']} failed"
+            )
+            out[f"concurrent-{n}"] = result
+    return out
+
+
+def leftover_containers(client, hub):
+    """Containers of ``hub`` that still exist (ours by origin label, stock by run label)."""
+    label = f"mlhub.origin={hub.name}" if hub.kind == "mlhub" else f"{RUN_LABEL}={hub.name}"
+    return client.containers.list(all=True, filters={"label": label})
+
+
+def remove_labelled(client, label):
+    """Remove every container, volume and network carrying ``label`` (``key=value``)."""
+    for container in client.containers.list(all=True, filters={"label": label}):
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    for network in client.networks.list(filters={"label": label}):
+        try:
+            network.remove()
+        except docker.errors.APIError as e:
+            log(f"could not remove network {network.name}: {e}")
+    for volume in client.volumes.list(filters={"label": label}):
+        try:
+            volume.remove(force=True)
+        except docker.errors.APIError as e:
+            log(f"could not remove volume {volume.name}: {e}")
+
+
+def remove_by_prefix(client, prefix):
+    """Remove containers whose name starts with ``prefix-`` (stock DockerSpawner's names)."""
+    for container in client.containers.list(all=True, filters={"name": f"^/{prefix}-"}):
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def log(message):
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ratios(results, concurrency):
+    """Hub figures relative to the floor: p50 (sequential) and wall (concurrent)."""
+    out = {}
+    floor = results.get("floor") or {}
+    for kind in ("mlhub", "stock"):
+        phases = results.get(kind) or {}
+        if not floor or not phases or "error" in phases or "error" in floor:
+            continue
+        ratio = {}
+        fp, hp = floor["sequential"]["spawn"]["p50"], phases["sequential"]["spawn"]["p50"]
+        if fp and hp:
+            ratio["sequential_p50"] = round(hp / fp, 2)
+        for n in concurrency:
+            key = f"concurrent-{n}"
+            if key in floor and key in phases and phases[key]["spawn"]["failures"] == 0:
+                ratio[f"{key}_wall"] = round(phases[key]["spawn"]["wall"] / floor[key]["spawn"]["wall"], 2)
+        out[kind] = ratio
+    return out
+
+
+def fmt(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(results, concurrency):
+    """A human-readable table of every phase, then the ratios."""
+    header = (
+        f"{'target':<7} {'phase':<14} {'n':>3} {'fail':>4} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
+        f"{'wall s':>7} {'stop p50':>8} {'stop wall':>9} {'hub MB':>7} {'CPU%':>6} {'CPU%pk':>6}"
+    )
+    print("\n" + header + "\n" + "-" * len(header))
+    for kind in ("floor", "mlhub", "stock"):
+        phases = results.get(kind)
+        if not phases:
+            continue
+        if "error" in phases:
+            print(f"{kind:<7} ERROR: {phases['error']}")
+            continue
+        for name, phase in phases.items():
+            if not isinstance(phase, dict) or "spawn" not in phase:
+                continue
+            sp, st, hub = phase["spawn"], phase["stop"], (phase["hub"] or {}).get("spawn") or {}
+            print(
+                f"{kind:<7} {name:<14} {sp['n']:>3} {sp['failures']:>4} {fmt(sp['p50']):>7} {fmt(sp['p95']):>7} "
+                f"{fmt(sp['max']):>7} {fmt(sp['wall']):>7} {fmt(st['p50']):>8} {fmt(st['wall']):>9} "
+                f"{fmt(hub.get('rss_peak_mb'), 0):>7} {fmt(hub.get('cpu_mean_pct'), 0):>6} "
+                f"{fmt(hub.get('cpu_peak_pct'), 0):>6}"
+            )
+    for kind, ratio in ratios(results, concurrency).items():
+        print(f"{kind} / floor: " + ", ".join(f"{k} = {v}" for k, v in ratio.items()))
+
+
+def machine_info(client):
+    version = client.version()
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "docker": version.get("Version"),
+        "image": IMAGE,
+        "image_id": client.images.get(IMAGE).id,
+    }
+
+
+def write_results(results):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"spawn-{results['timestamp']}.json"
+    text = json.dumps(results, indent=2)
+    path.write_text(text)
+    (RESULTS / "spawn-latest.json").write_text(text)
+    return path
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 sequential, concurrency 5")
+    parser.add_argument("--only", default="floor,mlhub,stock", help="targets, comma-separated")
+    parser.add_argument("--concurrency", help="concurrent users per phase, comma-separated (default 10,30)")
+    parser.add_argument("--sequential", type=int, help="sequential spawns (default 10)")
+    args = parser.parse_args(argv)
+    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = set(args.only) - {"floor", "mlhub", "stock"}
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.concurrency:
+        args.concurrency = [int(n) for n in args.concurrency.split(",")]
+    else:
+        args.concurrency = [5] if args.quick else [10, 30]
+    args.sequential = args.sequential or (3 if args.quick else 10)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
+    client = docker.from_env(timeout=180, max_pool_size=max(args.concurrency) + 8)
+    run_id = secrets.token_hex(3)
+    gateway = bridge_gateway(client)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    results = {
+        "timestamp": stamp,
+        "machine": machine_info(client),
+        "settings": {"sequential": args.sequential, "concurrency": args.concurrency, "targets": args.only},
+        "complete": False,
+    }
+    names = {"mlhub": f"mlhbench-{run_id}", "stock": f"mlhbstock-{run_id}"}
+    workdir = Path(tempfile.mkdtemp(prefix=f"mlhub-bench-{run_id}-"))
+    log(f"run {run_id}: image {IMAGE}, bridge gateway {gateway}, work dir {workdir}")
+    try:
+        if "floor" in args.only:
+            results["floor"] = run_floor(client, run_id, gateway, args.sequential, args.concurrency)
+        for kind in ("mlhub", "stock"):
+            if kind not in args.only:
+                continue
+            hub = Hub(kind, names[kind], gateway, workdir / kind)
+            hub.workdir.mkdir()
+            try:
+                hub.start()
+                log(f"{kind} hub up ({hub.name}, API {hub.url})")
+                results[kind] = run_hub(hub, client, args.sequential, args.concurrency)
+            except RuntimeError as e:
+                results[kind] = {"error": str(e)}
+                log(f"{kind} failed: {e}")
+            finally:
+                hub.stop()
+                if hub.log_path.exists():
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    kept = RESULTS / f"spawn-{stamp}-{kind}-hub.log"
+                    shutil.copyfile(hub.log_path, kept)
+                    results.setdefault(kind, {})["hub_log"] = str(kept.relative_to(REPO))
+        results["complete"] = True
+    finally:
+        log("cleaning up")
+        remove_labelled(client, f"{RUN_LABEL}={run_id}")
+        remove_labelled(client, f"mlhub.origin={names['mlhub']}")
+        remove_labelled(client, f"{RUN_LABEL}={names['stock']}")
+        remove_by_prefix(client, names["stock"])
+        shutil.rmtree(workdir, ignore_errors=True)
+        results["ratios"] = ratios(results, args.concurrency)
+        path = write_results(results)
+        print_table(results, args.concurrency)
+        print(f"\nwrote {path.relative_to(REPO)} and benchmarks/results/spawn-latest.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Sign-up, admin authorization and login (NativeAuthenticator on JupyterHub 6), and the options form."""
+
+import pytest
+import requests
+
+PASSWORD = "correct-Horse-battery-9"
+
+
+def browser(hub):
+    """A requests session that behaves like a browser (cookies + the _xsrf token)."""
+    session = requests.Session()
+    session.get(f"{hub.url}/hub/login", timeout=30)
+    return session
+
+
+def post_form(session, hub, path, data, **kwargs):
+    data = dict(data, _xsrf=session.cookies.get("_xsrf"))
+    return session.post(f"{hub.url}/hub/{path}", data=data, timeout=120, **kwargs)
+
+
+def sign_up(hub, username):
+    session = browser(hub)
+    fields = {"username": username, "signup_password": PASSWORD, "signup_password_confirmation": PASSWORD}
+    r = post_form(session, hub, "signup", fields)
+    assert r.status_code == 200, r.text
+    return session
+
+
+def log_in(hub, username, password=PASSWORD):
+    session = browser(hub)
+    r = post_form(session, hub, "login", {"username": username, "password": password}, allow_redirects=False)
+    return session, r
+
+
+@pytest.fixture(scope="module")
+def admin(hub):
+    """The first admin signs up as 'admin' and logs in."""
+    sign_up(hub, "admin")
+    session, r = log_in(hub, "admin")
+    assert r.status_code == 302, r.text
+    assert r.headers["Location"].endswith("/hub/home") or "/hub/" in r.headers["Location"]
+    return session
+
+
+def test_admin_signs_up_and_logs_in(admin, hub):
+    assert admin.get(f"{hub.url}/hub/home", timeout=30).status_code == 200
+    assert "admin" in hub.api("GET", "users/admin").json()["roles"]
+
+
+def test_unauthorized_sign_up_cannot_log_in_until_the_admin_authorizes(admin, hub):
+    sign_up(hub, "fay")
+    _, r = log_in(hub, "fay")
+    assert r.status_code == 200  # the login page again, with the reason
+    assert "has not been authorized" in r.text
+    assert admin.get(f"{hub.url}/hub/authorize/fay", timeout=30).status_code == 200
+    _, r = log_in(hub, "fay")
+    assert r.status_code == 302
+
+
+def test_wrong_password_is_refused(hub, admin):
+    _, r = log_in(hub, "admin", "not-the-password")
+    assert r.status_code == 200 and "Invalid username or password" in r.text
+
+
+def test_options_form_rejects_bad_values_next_to_the_form_and_starts_good_ones(admin, hub, docker):
+    form = admin.get(f"{hub.url}/hub/spawn/admin/formws", timeout=30)
+    assert form.status_code == 200
+    for name in (
+        "defined_image",
+        "cpu_limit",
+        "mem_limit",
+        "shm_size",
+        "env",
+        "days_to_live",
+        "is_mount_volume",
+    ):
+        assert f'name="{name}"' in form.text
+    assert "mlhub-workspace" in form.text
+
+    r = post_form(admin, hub, "spawn/admin/formws", {"cpu_limit": "lots", "is_mount_volume": "on"})
+    assert r.status_code == 400
+    assert "Invalid cpu_limit" in r.text
+    assert 'name="cpu_limit"' in r.text  # the form is shown again
+    assert not docker.containers.list(
+        all=True, filters={"label": f"mlhub.origin={hub.hub_name}", "name": "formws"}
+    )
+
+    good = {
+        "cpu_limit": "0.5",
+        "mem_limit": "1G",
+        "env": "GREETING=hello",
+        "days_to_live": "1",
+        "is_mount_volume": "on",
+    }
+    r = post_form(admin, hub, "spawn/admin/formws", good)
+    assert r.status_code == 200
+    hub.wait_ready("admin", "formws")
+    container = docker.containers.get(f"{hub.hub_name}-ws-admin--formws")
+    assert "GREETING=hello" in container.attrs["Config"]["Env"]
+    assert container.attrs["HostConfig"]["NanoCpus"] == 500_000_000
+    hub.stop_server("admin", "formws", remove=True)
