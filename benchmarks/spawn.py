@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import docker
+import jupyterhub
 import psutil
 import requests
 
@@ -281,25 +282,34 @@ class Floor:
         return {"ok": True, "seconds": time.monotonic() - started}
 
 
-def run_floor(client, run_id, gateway, sequential, concurrency):
+def run_floor(client, run_id, gateway, sequential, concurrency, settle=3):
     """All floor phases; returns {phase name: figures}."""
-    import jupyterhub
-
     out = {}
     with StubHub(gateway, jupyterhub.__version__) as stub:
         floor = Floor(client, run_id, stub.url)
-        spawns, stops = [], []
-        for i in range(sequential):
-            spawns.append(floor.spawn(f"seq{i}"))
-            stops.append(floor.stop(f"seq{i}"))
-            log(f"floor sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
-        out["sequential"] = phase_result(spawns, None, stops, None)
-        for n in concurrency:
+
+        def sequential_phase():
+            spawns, stops = [], []
+            for i in range(sequential):
+                spawns.append(floor.spawn(f"seq{i}"))
+                stops.append(floor.stop(f"seq{i}"))
+                log(f"floor sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
+            return phase_result(spawns, None, stops, None)
+
+        def concurrent_phase(n):
             users = [f"c{n}u{i:03d}" for i in range(n)]
             spawns, wall = run_parallel(floor.spawn, users)
             log(f"floor concurrent {n}: wall {wall:.2f}s")
             stops, stop_wall = run_parallel(floor.stop, users)
-            out[f"concurrent-{n}"] = phase_result(spawns, wall, stops, stop_wall)
+            return phase_result(spawns, wall, stops, stop_wall)
+
+        phases = [("sequential", sequential_phase)]
+        phases += [(f"concurrent-{n}", lambda n=n: concurrent_phase(n)) for n in concurrency]
+        for name, phase in phases:
+            time.sleep(settle)
+            load = os.getloadavg()[0]
+            out[name] = phase()
+            out[name]["load1"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         out["stub_requests"] = stub.requests
     return out
 
@@ -317,8 +327,8 @@ def phase_result(spawns, wall, stops, stop_wall, hub=None):
 class Hub:
     """``jupyterhub -f jupyterhub_config.py`` in its own process group, driven by a service token."""
 
-    def __init__(self, kind, name, gateway, workdir):
-        self.kind, self.name, self.gateway = kind, name, gateway
+    def __init__(self, kind, name, gateway, workdir, debug=False):
+        self.kind, self.name, self.gateway, self.debug = kind, name, gateway, debug
         self.workdir = Path(workdir)
         self.token = secrets.token_hex(24)
         self.hub_port, self.port, self.proxy_port = free_port(), free_port(), free_port()
@@ -332,6 +342,8 @@ class Hub:
             f"c.JupyterHub.services = [{{'name': 'bench', 'api_token': {self.token!r}}}]\n"
             f"c.JupyterHub.load_roles = [{{'name': 'bench', 'scopes': {SCOPES!r}, 'services': ['bench']}}]\n"
         )
+        if self.debug:
+            text += 'c.JupyterHub.log_level = "DEBUG"\n'
         if self.kind == "stock":
             # hub_connect_url (set by jupyterhub_config.py) wins over hub_connect_ip: override it
             text += f"""
@@ -402,6 +414,11 @@ c.DockerSpawner.start_timeout = {START_TIMEOUT}
     def headers(self):
         return {"Authorization": f"token {self.token}"}
 
+    @property
+    def label(self):
+        """The label all this hub's containers carry (stock: set via extra_create_kwargs)."""
+        return f"mlhub.origin={self.name}" if self.kind == "mlhub" else f"{RUN_LABEL}={self.name}"
+
     def log_size(self):
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
@@ -421,19 +438,22 @@ c.DockerSpawner.start_timeout = {START_TIMEOUT}
 
     def spawn(self, user):
         """POST the named server; ready on 201, else follow the progress stream to its ready event."""
-        started = time.monotonic()
+        started, epoch = time.monotonic(), time.time()
         url = f"{self.url}/users/{user}/servers/{SERVER}"
         with requests.Session() as s:
             s.headers.update(self.headers)
             try:
                 r = s.post(url, json={}, timeout=(5, SPAWN_DEADLINE))
                 if r.status_code == 201:
-                    return {"ok": True, "seconds": time.monotonic() - started, "status": 201}
-                if r.status_code != 202:
-                    return failure(started, f"POST {r.status_code}: {r.text[:200]}")
-                return self._follow_progress(s, user, started)
+                    result = {"ok": True, "seconds": time.monotonic() - started, "status": 201}
+                elif r.status_code == 202:
+                    result = self._follow_progress(s, user, started)
+                else:
+                    result = failure(started, f"POST {r.status_code}: {r.text[:200]}")
             except (requests.RequestException, ValueError) as e:  # ValueError: a garbled event
-                return failure(started, e)
+                result = failure(started, e)
+        result["epoch"] = epoch
+        return result
 
     def _follow_progress(self, session, user, started):
         """Read the SSE progress stream until ``ready`` or ``failed`` (bounded in time)."""
@@ -478,53 +498,94 @@ def run_hub(hub, client, sequential, concurrency, settle=3):
     with Sampler(hub.process.pid) as sampler:
 
         def measured(spawn_phase, stop_phase):
+            """Run one phase; figures plus hub CPU/RSS of its spawn and stop windows."""
             offset = hub.log_size()
             time.sleep(settle)  # let the hub go idle between phases
+            load = os.getloadavg()[0]
             t0 = time.monotonic()
             spawns, wall = spawn_phase()
             t1 = time.monotonic()
             stops, stop_wall = stop_phase()
             t2 = time.monotonic()
-            reported = hub.reported_start_times(offset)
-            result = phase_result(
-                spawns,
-                wall,
-                stops,
-                stop_wall,
-                {"spawn": sampler.window(t0, t1), "stop": sampler.window(t1, t2)},
-            )
-            result["hub_reported_start_p50"] = percentile(reported, 50)
+            windows = {"spawn": sampler.window(t0, t1), "stop": sampler.window(t1, t2)}
+            result = phase_result(spawns, wall, stops, stop_wall, windows)
+            result["hub_reported_start_p50"] = percentile(hub.reported_start_times(offset), 50)
             result["leftover_containers"] = len(leftover_containers(client, hub))
-            return result
+            result["load1"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+            return result, spawns
 
         hub.create_users(["seq"])
-        seq_spawns, seq_stops = [], []
+        seq_stops = []
 
         def seq_spawn_phase():
+            spawns = []
             for i in range(sequential):
-                seq_spawns.append(hub.spawn("seq"))
+                spawns.append(hub.spawn("seq"))
                 seq_stops.append(hub.stop_server("seq"))
-                log(f"{hub.kind} sequential {i + 1}/{sequential}: {seq_spawns[-1]['seconds']:.2f}s")
-            return seq_spawns, None
+                log(f"{hub.kind} sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
+            return spawns, None
 
-        out["sequential"] = measured(seq_spawn_phase, lambda: (seq_stops, None))
+        result, spawns = measured(seq_spawn_phase, lambda: (seq_stops, None))
+        pick = spawns[min(1, len(spawns) - 1)]  # a warm spawn: the user's network and volume exist
+        if pick["ok"]:
+            result["timeline"] = spawn_timeline(hub, client, pick, "seq")
+        out["sequential"] = result
         for n in concurrency:
             users = [f"c{n}u{i:03d}" for i in range(n)]
             hub.create_users(users)
-            result = measured(
+            result, spawns = measured(
                 lambda: run_parallel(hub.spawn, users), lambda: run_parallel(hub.stop_server, users)
             )
-            log(
-                f"{hub.kind} concurrent {n}: wall {result['spawn']['wall']:.2f}s, {result['spawn']['failures']} failed"
-            )
+            slowest = max(range(n), key=lambda i: spawns[i]["seconds"] if spawns[i]["ok"] else 0)
+            if spawns[slowest]["ok"]:
+                result["timeline"] = spawn_timeline(hub, client, spawns[slowest], users[slowest])
+            sp = result["spawn"]
+            log(f"{hub.kind} concurrent {n}: wall {sp['wall']:.2f}s, {sp['failures']} failed")
             out[f"concurrent-{n}"] = result
     return out
 
 
 def leftover_containers(client, hub):
-    """Containers of ``hub`` that still exist (ours by origin label, stock by run label)."""
-    label = f"mlhub.origin={hub.name}" if hub.kind == "mlhub" else f"{RUN_LABEL}={hub.name}"
-    return client.containers.list(all=True, filters={"label": label})
+    """Containers of ``hub`` that still exist."""
+    return client.containers.list(all=True, filters={"label": hub.label})
+
+
+HUB_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) [^\]]*\] (.*)$")
+PROXY_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \[ConfigProxy\] \w+: (.*)$")
+ACCESS_LINE = re.compile(r"^(\d{3}) (POST) (\S+/servers/\S*) \(.*\) ([0-9.]+)ms$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def spawn_timeline(hub, client, result, user):
+    """One spawn as the hub log and the Docker engine saw it, in seconds after the client's POST.
+
+    Hub lines and container events that mention ``user``, within the spawn's wall-clock window; the
+    POST's arrival is derived from its access-log line (logged on completion, with its duration).
+    """
+    start, end = result["epoch"], result["epoch"] + result["seconds"]
+    events, day = [], None
+    for line in ANSI.sub("", hub.log_path.read_text(errors="replace")).splitlines():
+        hub_match, proxy_match = HUB_LINE.match(line), PROXY_LINE.match(line)
+        if hub_match:
+            stamp = datetime.strptime(hub_match[1], "%Y-%m-%d %H:%M:%S.%f")
+            day, when, message = stamp.date(), stamp.timestamp(), hub_match[2]
+            access = ACCESS_LINE.match(message)
+            if access and f"/users/{user}/" in access[3]:
+                arrived = when - float(access[4]) / 1000
+                events.append((arrived, "hub", f"(derived) {access[2]} {access[3]} arrives"))
+        elif proxy_match and day is not None:
+            stamp = datetime.strptime(proxy_match[1], "%H:%M:%S.%f").time()
+            when, message = datetime.combine(day, stamp).timestamp(), "proxy: " + proxy_match[2]
+        else:
+            continue
+        if user in message and start - 0.01 <= when <= end + 0.05 and " GET /hub/api/users/" not in message:
+            events.append((when, "hub", message))
+    since, until = int(start) - 1, int(end) + 2
+    for event in client.events(since=since, until=until, filters={"label": hub.label}, decode=True):
+        when, name = event["timeNano"] / 1e9, event["Actor"]["Attributes"].get("name", "")
+        if user in name and start - 0.01 <= when <= end + 0.05:
+            events.append((when, "docker", f"{event['Action']} {name}"))
+    return [f"{when - start:+7.3f}s {source:<6} {message[:160]}" for when, source, message in sorted(events)]
 
 
 def remove_labelled(client, label):
@@ -643,6 +704,7 @@ def parse_args(argv=None):
     parser.add_argument("--only", default="floor,mlhub,stock", help="targets, comma-separated")
     parser.add_argument("--concurrency", help="concurrent users per phase, comma-separated (default 10,30)")
     parser.add_argument("--sequential", type=int, help="sequential spawns (default 10)")
+    parser.add_argument("--hub-debug", action="store_true", help="run the hubs with log_level DEBUG")
     args = parser.parse_args(argv)
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(args.only) - {"floor", "mlhub", "stock"}
@@ -678,7 +740,7 @@ def main(argv=None):
         for kind in ("mlhub", "stock"):
             if kind not in args.only:
                 continue
-            hub = Hub(kind, names[kind], gateway, workdir / kind)
+            hub = Hub(kind, names[kind], gateway, workdir / kind, debug=args.hub_debug)
             hub.workdir.mkdir()
             try:
                 hub.start()

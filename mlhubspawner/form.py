@@ -18,31 +18,48 @@ def _environment():
     )
 
 
-def render_options_form(policy, last=None, server_name="", gpus_free=None):
-    """HTML of the options form for ``policy``, prefilled from ``last`` (WorkspaceOptions or None)."""
+def form_values(policy, last=None):
+    """The form's field values (strings) from the last options, else the policy's defaults."""
 
     def size(value):
         return format_size(value) if value else ""
 
-    last_image = last.image if last else policy.default_image
+    cpu = last.cpu_limit if last else policy.default_cpu
+    return {
+        "image": last.image if last else policy.default_image,
+        "cpu_limit": f"{cpu:g}" if cpu else "",
+        "mem_limit": size(last.mem_limit if last else policy.default_memory),
+        "shm_size": size(last.shm_size if last else policy.default_shm_size),
+        "days_to_live": f"{last.days_to_live:g}" if last and last.days_to_live else "",
+        "env": "\n".join(f"{k}={v}" for k, v in (last.env if last else {}).items()),
+        "is_mount_volume": last.mount_volume if last else True,
+        "gpus": last.gpus if last else "",
+    }
+
+
+def submitted_values(raw):
+    """Field values from submitted (refused) options, to show them again next to the error."""
+    values = {
+        key: str(raw.get(key) or "")
+        for key in ("image", "cpu_limit", "mem_limit", "shm_size", "days_to_live", "gpus")
+    }
+    values["env"] = raw.get("env") if isinstance(raw.get("env"), str) else ""
+    values["is_mount_volume"] = bool(raw.get("is_mount_volume"))
+    return values
+
+
+def render_options_form(policy, values, error=None):
+    """HTML of the options form; ``error`` is an OptionsError shown next to its field."""
     return (
         _environment()
         .get_template("options_form.html")
         .render(
             policy=policy,
-            server_name=server_name,
             images=policy.images,
-            selected_image=last_image,
-            custom_selected=last_image not in policy.images,
-            cpu=(last.cpu_limit if last and last.cpu_limit else policy.default_cpu) or "",
-            mem=size(last.mem_limit if last else policy.default_memory),
-            shm=size(last.shm_size if last else policy.default_shm_size),
-            days=(last.days_to_live if last and last.days_to_live else policy.default_days_to_live) or "",
-            env="\n".join(f"{k}={v}" for k, v in (last.env if last else {}).items()),
-            mount_volume=last.mount_volume if last else True,
-            gpus=last.gpus if last else "",
-            max_memory=size(policy.max_memory),
-            max_shm=size(policy.max_shm_size),
-            gpus_free=gpus_free,
+            values=values,
+            custom_selected=values["image"] not in policy.images,
+            max_memory=format_size(policy.max_memory) if policy.max_memory else "",
+            error_field=error.field if error else None,
+            error_message=error.message if error else None,
         )
     )

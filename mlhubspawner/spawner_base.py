@@ -11,10 +11,10 @@ import os
 import time
 
 from tornado import web
-from traitlets import Any, Unicode, default, validate
+from traitlets import Any, Bool, Unicode, default, validate
 
 from . import naming
-from .form import render_options_form
+from .form import form_values, render_options_form, submitted_values
 from .options import OptionsError, WorkspaceOptions, check_quota, form_to_options, parse_options
 from .policy import WorkspacePolicy
 
@@ -64,6 +64,15 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         except ValueError as e:
             raise ValueError(f"{type(self).__name__}.hub_name: {e}") from None
 
+    default_server_form = Bool(
+        False,
+        help="""Show the options form for the default server too.
+
+        By default the default server starts at once with the admin's defaults (the last options
+        used, if any); named servers always show the form.
+        """,
+    ).tag(config=True)
+
     # validated options of the current (or last) start, and the raw options they came from
     workspace_options = Any(None, allow_none=True)
     _last_raw_options = None
@@ -90,8 +99,18 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         return self._render_options_form
 
     async def _render_options_form(self, spawner=None):
+        refused = getattr(self.user, "_mlhub_refused_form", None)
+        if refused is not None and time.monotonic() - refused[3] < 10:
+            # JupyterHub re-renders a refused form with the *default* server's form:
+            # hand over to the spawner whose form was refused, with the error next to its field
+            self.user._mlhub_refused_form = None
+            spawner, raw, error, _ = refused
+            policy = await spawner.current_policy()
+            return render_options_form(policy, submitted_values(raw), error)
+        if not self.name and not self.default_server_form:
+            return ""
         policy = await self.current_policy()
-        return render_options_form(policy, last=self.workspace_options, server_name=self.name)
+        return render_options_form(policy, form_values(policy, self.workspace_options))
 
     @default("options_from_form")
     def _default_options_from_form(self):
@@ -103,6 +122,7 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         try:
             parse_options(raw, await self.current_policy())
         except OptionsError as e:
+            self.user._mlhub_refused_form = (self, raw, e, time.monotonic())
             raise options_error(e) from None
         return raw
 
