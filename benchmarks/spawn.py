@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -166,7 +166,11 @@ class Sampler:
         inside = [s for s in self.samples if start <= s[0] <= end]
         if len(inside) < 2:
             return {"rss_peak_mb": None, "cpu_mean_pct": None, "cpu_peak_pct": None}
-        steps = [100 * (b[2] - a[2]) / (b[0] - a[0]) for a, b in zip(inside, inside[1:]) if b[0] > a[0]]
+        steps = [
+            100 * (b[2] - a[2]) / (b[0] - a[0])
+            for a, b in zip(inside, inside[1:], strict=False)
+            if b[0] > a[0]
+        ]
         return {
             "rss_peak_mb": round(max(s[1] for s in inside) / 2**20, 1),
             "cpu_mean_pct": round(100 * (inside[-1][2] - inside[0][2]) / (inside[-1][0] - inside[0][0]), 1),
@@ -534,7 +538,8 @@ def run_hub(hub, client, sequential, concurrency, settle=3):
             users = [f"c{n}u{i:03d}" for i in range(n)]
             hub.create_users(users)
             result, spawns = measured(
-                lambda: run_parallel(hub.spawn, users), lambda: run_parallel(hub.stop_server, users)
+                lambda users=users: run_parallel(hub.spawn, users),
+                lambda users=users: run_parallel(hub.stop_server, users),
             )
             slowest = max(range(n), key=lambda i: spawns[i]["seconds"] if spawns[i]["ok"] else 0)
             if spawns[slowest]["ok"]:
@@ -559,32 +564,34 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def spawn_timeline(hub, client, result, user):
     """One spawn as the hub log and the Docker engine saw it, in seconds after the client's POST.
 
-    Hub lines and container events that mention ``user``, within the spawn's wall-clock window; the
-    POST's arrival is derived from its access-log line (logged on completion, with its duration).
+    Hub/proxy lines and container events that mention ``user`` within the spawn's wall-clock window;
+    the POST's arrival is derived from its access-log line (logged on completion, with its duration).
     """
     start, end = result["epoch"], result["epoch"] + result["seconds"]
     events, day = [], None
+
+    def keep(when, source, message):
+        if user in message and start - 0.01 <= when <= end + 0.002:
+            events.append((when, source, message))
+
     for line in ANSI.sub("", hub.log_path.read_text(errors="replace")).splitlines():
         hub_match, proxy_match = HUB_LINE.match(line), PROXY_LINE.match(line)
         if hub_match:
             stamp = datetime.strptime(hub_match[1], "%Y-%m-%d %H:%M:%S.%f")
-            day, when, message = stamp.date(), stamp.timestamp(), hub_match[2]
+            day, message = stamp.date(), hub_match[2]
             access = ACCESS_LINE.match(message)
-            if access and f"/users/{user}/" in access[3]:
-                arrived = when - float(access[4]) / 1000
-                events.append((arrived, "hub", f"(derived) {access[2]} {access[3]} arrives"))
+            if access:
+                arrived = stamp.timestamp() - float(access[4]) / 1000
+                keep(arrived, "hub", f"(derived) {access[2]} {access[3]} arrives")
+            if " GET /hub/api/users/" not in message:  # not the benchmark's own polling
+                keep(stamp.timestamp(), "hub", message)
         elif proxy_match and day is not None:
-            stamp = datetime.strptime(proxy_match[1], "%H:%M:%S.%f").time()
-            when, message = datetime.combine(day, stamp).timestamp(), "proxy: " + proxy_match[2]
-        else:
-            continue
-        if user in message and start - 0.01 <= when <= end + 0.05 and " GET /hub/api/users/" not in message:
-            events.append((when, "hub", message))
+            stamp = datetime.combine(day, datetime.strptime(proxy_match[1], "%H:%M:%S.%f").time())
+            keep(stamp.timestamp(), "proxy", proxy_match[2])
     since, until = int(start) - 1, int(end) + 2
     for event in client.events(since=since, until=until, filters={"label": hub.label}, decode=True):
-        when, name = event["timeNano"] / 1e9, event["Actor"]["Attributes"].get("name", "")
-        if user in name and start - 0.01 <= when <= end + 0.05:
-            events.append((when, "docker", f"{event['Action']} {name}"))
+        name = event["Actor"]["Attributes"].get("name", "")
+        keep(event["timeNano"] / 1e9, "docker", f"{event['Action']} {name}")
     return [f"{when - start:+7.3f}s {source:<6} {message[:160]}" for when, source, message in sorted(events)]
 
 
@@ -651,7 +658,7 @@ def print_table(results, concurrency):
     """A human-readable table of every phase, then the ratios."""
     header = (
         f"{'target':<7} {'phase':<14} {'n':>3} {'fail':>4} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
-        f"{'wall s':>7} {'stop p50':>8} {'stop wall':>9} {'hub MB':>7} {'CPU%':>6} {'CPU%pk':>6}"
+        f"{'wall s':>7} {'stop p50':>8} {'stop wall':>9} {'hub MB':>7} {'CPU%':>6} {'CPU%pk':>6} {'load1':>5}"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for kind in ("floor", "mlhub", "stock"):
@@ -669,10 +676,16 @@ def print_table(results, concurrency):
                 f"{kind:<7} {name:<14} {sp['n']:>3} {sp['failures']:>4} {fmt(sp['p50']):>7} {fmt(sp['p95']):>7} "
                 f"{fmt(sp['max']):>7} {fmt(sp['wall']):>7} {fmt(st['p50']):>8} {fmt(st['wall']):>9} "
                 f"{fmt(hub.get('rss_peak_mb'), 0):>7} {fmt(hub.get('cpu_mean_pct'), 0):>6} "
-                f"{fmt(hub.get('cpu_peak_pct'), 0):>6}"
+                f"{fmt(hub.get('cpu_peak_pct'), 0):>6} {fmt((phase.get('load1') or [None])[0], 1):>5}"
             )
     for kind, ratio in ratios(results, concurrency).items():
         print(f"{kind} / floor: " + ", ".join(f"{k} = {v}" for k, v in ratio.items()))
+    for kind in ("mlhub", "stock"):
+        timeline = ((results.get(kind) or {}).get("sequential") or {}).get("timeline")
+        if timeline:
+            print(
+                f"\n{kind}: one warm sequential spawn (hub log + Docker events)\n  " + "\n  ".join(timeline)
+            )
 
 
 def machine_info(client):
@@ -724,7 +737,7 @@ def main(argv=None):
     client = docker.from_env(timeout=180, max_pool_size=max(args.concurrency) + 8)
     run_id = secrets.token_hex(3)
     gateway = bridge_gateway(client)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results = {
         "timestamp": stamp,
         "machine": machine_info(client),

@@ -175,25 +175,26 @@ class MLHubSpawnerMixin(WorkspacePolicy):
 
     def _progress_reset(self):
         self._progress_events = []
-        self._progress_changed = asyncio.Event()
 
     def emit_progress(self, percent, message):
         if not hasattr(self, "_progress_events"):
             self._progress_reset()
         self._progress_events.append({"progress": percent, "message": message})
-        self._progress_changed.set()
 
     async def progress(self):
-        """Spawn progress for JupyterHub's progress bar (image, network, volume, container)."""
-        if not hasattr(self, "_progress_events"):
-            self._progress_reset()
-        sent = 0
+        """Spawn progress for JupyterHub's progress bar (image, network, volume, container).
+
+        JupyterHub stops iterating when the spawn ends; a new start begins a new list.
+        """
+        events, sent = None, 0
         while True:
-            while sent < len(self._progress_events):
-                yield self._progress_events[sent]
+            current = getattr(self, "_progress_events", [])
+            if current is not events:
+                events, sent = current, 0
+            while sent < len(events):
+                yield events[sent]
                 sent += 1
-            self._progress_changed.clear()
-            await self._progress_changed.wait()
+            await asyncio.sleep(0.1)
 
     # ---- state ----------------------------------------------------------------------------
 

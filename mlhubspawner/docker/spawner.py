@@ -17,7 +17,7 @@ from tornado import web
 from traitlets import Bool, Float, Int, Unicode, default, validate
 
 from .. import naming
-from ..spawner_base import MLHubSpawnerMixin
+from ..spawner_base import STATE_KEY, MLHubSpawnerMixin
 from . import objects
 from .networks import NetworkAllocator, network_gateway, validate_pool
 
@@ -97,6 +97,12 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     def _object_name_default(self):
         return naming.workspace_name(self.hub_name, self.user.name, self.name)
 
+    volume_name = Unicode(help="Name of the workspace's volume (persisted in state).")
+
+    @default("volume_name")
+    def _default_volume_name(self):
+        return naming.volume_name(self.hub_name, self.user.name, self.name)
+
     @default("client_kwargs")
     def _default_client_kwargs(self):
         return {"max_pool_size": max(10, self.docker_threads)}
@@ -131,6 +137,28 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             cached = (time.monotonic(), float(info["NCPU"]), int(info["MemTotal"]))
             MLHubDockerSpawner._host = cached
         return cached[1], cached[2]
+
+    # ---- state: names are kept, so a change of naming scheme never orphans a workspace ----
+
+    def get_state(self):
+        state = super().get_state()
+        state[STATE_KEY]["names"] = {
+            "container": self.object_name,
+            "network": self.network_name,
+            "volume": self.volume_name,
+        }
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        names = (state.get(STATE_KEY) or {}).get("names") or {}
+        for key, trait in (
+            ("container", "object_name"),
+            ("network", "network_name"),
+            ("volume", "volume_name"),
+        ):
+            if names.get(key):
+                setattr(self, trait, names[key])
 
     # ---- environment ----------------------------------------------------------------------
 
@@ -168,7 +196,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
         volume = None
         if options.mount_volume:
-            volume = naming.volume_name(self.hub_name, self.user.name, self.name)
+            volume = self.volume_name
             self.emit_progress(40, f"Preparing volume {volume}")
             labels = naming.resource_labels(**owner_labels, component=naming.COMPONENT_VOLUME)
             await self.docker("create_volume", **objects.make_volume_kwargs(name=volume, labels=labels))

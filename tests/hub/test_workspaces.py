@@ -1,6 +1,8 @@
 """Workspaces spawned through a real JupyterHub's REST API onto the real Docker engine."""
 
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -30,15 +32,52 @@ def ip_on_user_network(container, hub, user):
     ]
 
 
+def wait_gone(docker, name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not docker.containers.list(all=True, filters={"name": f"^{name}$"}):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def progress_messages(hub, user, server):
+    """Follow the spawn's progress event stream to its end; returns the messages."""
+    deadline = time.monotonic() + 10
+    while True:  # until the spawn request has reached the hub
+        r = hub.api("GET", f"users/{user}/servers/{server}/progress", stream=True, timeout=120)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert r.status_code == 200
+    messages = []
+    for line in r.iter_lines(decode_unicode=True):
+        if line.startswith("data:"):
+            event = json.loads(line[5:])
+            messages.append(event.get("message", ""))
+            if event.get("ready") or event.get("failed"):
+                break
+    r.close()
+    return messages
+
+
 def test_named_workspace_with_options(hub, docker):
     user = hub.create_user("ada")
     before = time.time()
-    r = hub.spawn(
-        user,
-        "train",
-        {"cpu_limit": "0.5", "mem_limit": "1G", "shm_size": "128M", "env": {"FOO": "bar"}, "days_to_live": 2},
-    )
-    assert r.status_code in (201, 202), r.text
+    options = {
+        "cpu_limit": "0.5",
+        "mem_limit": "1G",
+        "shm_size": "128M",
+        "env": {"FOO": "bar"},
+        "days_to_live": 2,
+    }
+    with ThreadPoolExecutor(1) as pool:
+        request = pool.submit(hub.api, "POST", f"users/{user}/servers/train", json=options)
+        messages = progress_messages(hub, user, "train")
+        assert request.result().status_code in (201, 202), request.result().text
+    for expected in ("Checking image", "Preparing network", "Preparing volume", "Starting the workspace"):
+        assert any(m.startswith(expected) for m in messages), messages
+    assert hub.wait_ready(user, "train")
     container = container_of(docker, hub, user, "train")
     attrs = container.attrs
     host = attrs["HostConfig"]
@@ -77,9 +116,10 @@ def test_named_workspace_with_options(hub, docker):
     assert state["options"]["cpu_limit"] == 0.5
     assert state["options"]["env"] == {"FOO": "bar"}
     assert state["expiration"] == pytest.approx(expiry, abs=1)
+    assert state["names"] == {"container": container.name, "network": network.name, "volume": volume.name}
     hub.stop_server(user, "train", remove=True)
-    with pytest.raises(Exception, match="No such container|404"):
-        container.reload()
+    assert wait_gone(docker, container.name), "a deleted server's container must be removed"
+    assert docker.volumes.get(volume.name), "its volume stays (the cleanup policy decides)"
 
 
 def test_default_server_data_survives_stop_start_and_update(hub, docker):
