@@ -11,6 +11,7 @@ c.MLHubDockerSpawner.max_mem_limit = "2G"
 c.MLHubDockerSpawner.max_days_to_live = 30
 c.MLHubDockerSpawner.max_servers_per_user = 2
 c.MLHubDockerSpawner.max_total_mem_per_user = "3G"
+c.MLHubDockerSpawner.workspace_images = ["mlhub-test-missing:1"]  # offered, but not on the engine
 """
 
 

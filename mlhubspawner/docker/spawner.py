@@ -194,12 +194,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             naming.resource_labels(**owner_labels, component=naming.COMPONENT_NETWORK),
         )
 
-        volume = None
+        volume, new_volume = None, False
         if options.mount_volume:
             volume = self.volume_name
             self.emit_progress(40, f"Preparing volume {volume}")
-            labels = naming.resource_labels(**owner_labels, component=naming.COMPONENT_VOLUME)
-            await self.docker("create_volume", **objects.make_volume_kwargs(name=volume, labels=labels))
+            new_volume = await self._ensure_volume(volume, owner_labels)
 
         expiration = self.plan_lifetime(options)
         labels = naming.resource_labels(
@@ -213,20 +212,47 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
 
         self.emit_progress(55, "Creating the workspace container")
+        try:
+            await self._create_or_reuse(create_kwargs, host_config, wanted_hash, options)
+        except Exception:
+            if new_volume:  # a workspace that never started leaves no volume behind
+                await self.docker("remove_volume", volume, force=True)
+            raise
+        ip, port = await self.get_ip_and_port()
+        self.emit_progress(85, "Waiting for the workspace to answer")
+        await self._wait_until_listening(ip, port)
+        return ip, port
+
+    async def _create_or_reuse(self, create_kwargs, host_config, wanted_hash, options):
+        """Start the existing container if nothing changed, else (re)create it; then start it."""
         existing = await self.get_object()
-        if existing is not None and await self._reusable(existing, wanted_hash, options):
+        reused = existing is not None and self._reusable(existing, wanted_hash, options)
+        if reused:
             self._reuse_token(existing)
         else:
             if existing is not None:
                 await self.docker("remove_container", self.object_id, v=True, force=True)
             await self._create(create_kwargs, host_config)
-
         self.emit_progress(70, "Starting the workspace")
-        await self.start_object()
-        ip, port = await self.get_ip_and_port()
-        self.emit_progress(85, "Waiting for the workspace to answer")
-        await self._wait_until_listening(ip, port)
-        return ip, port
+        try:
+            await self.start_object()
+        except APIError as e:
+            if not reused:
+                raise
+            # e.g. its network was removed and recreated meanwhile: a fresh container will do
+            self.log.warning("Could not restart %s (%s); recreating it", self.object_name, e)
+            await self._create(create_kwargs, host_config)
+            await self.start_object()
+
+    async def _ensure_volume(self, volume, owner_labels):
+        """Create the workspace's volume if missing; returns True if it was created now."""
+        try:
+            await self.docker("inspect_volume", volume)
+            return False
+        except NotFound:
+            labels = naming.resource_labels(**owner_labels, component=naming.COMPONENT_VOLUME)
+            await self.docker("create_volume", **objects.make_volume_kwargs(name=volume, labels=labels))
+            return True
 
     def extra_labels_for_start(self):
         """Extra labels for the container; a hook for subclasses (GPUs add theirs)."""
@@ -277,12 +303,17 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                 self.log.warning("Could not pull %s for an update (%s); using the local image", image, e)
         try:
             await self.pull_image(image)
-        except (ImageNotFound, NotFound):
-            raise web.HTTPError(400, f"Image {image} is not available on the Docker engine") from None
         except APIError as e:
-            raise web.HTTPError(400, f"Image {image} could not be pulled: {e.explanation or e}") from None
+            reason = (
+                "is not on the Docker engine"
+                if isinstance(e, (ImageNotFound, NotFound))
+                else "could not be pulled"
+            )
+            raise web.HTTPError(
+                400, "%s", f"Invalid image: {image} {reason} ({e.explanation or e})"
+            ) from None
 
-    async def _reusable(self, container, wanted_hash, options):
+    def _reusable(self, container, wanted_hash, options):
         """Reuse an existing container only if nothing about it would change."""
         labels = container["Config"].get("Labels") or {}
         if options.update:

@@ -140,9 +140,16 @@ def test_default_server_data_survives_stop_start_and_update(hub, docker):
     assert container.exec_run(["cat", "/workspace/data.txt"]).output == b"kept\n"
 
     hub.stop_server(user)
+    # the user network was removed meanwhile: the start recreates it and a fresh container
+    docker.networks.get(naming.network_name(hub.hub_name, user)).remove()
+    assert hub.spawn(user).status_code in (201, 202)
+    recreated_id = container_of(docker, hub, user).id
+    assert container_of(docker, hub, user).exec_run(["cat", "/workspace/data.txt"]).output == b"kept\n"
+
+    hub.stop_server(user)
     assert hub.spawn(user, options={"cpu_limit": 1, "update": True}).status_code in (201, 202)
     updated = container_of(docker, hub, user)
-    assert updated.id != first_id  # recreated from the image
+    assert updated.id not in (first_id, recreated_id)  # recreated from the image
     assert updated.exec_run(["cat", "/workspace/data.txt"]).output == b"kept\n"
     assert hub.get_through_proxy(user).status_code == 200
     hub.stop_server(user)
@@ -190,6 +197,7 @@ BAD_OPTIONS = [
     ({"cpu_limit": 1e12}, "cpu_limit"),
     ({"mem_limit": "a lot"}, "mem_limit"),
     ({"image": "someone/else:latest"}, "image"),
+    ({"image": "mlhub-test-missing:1"}, "image"),  # offered, but missing and not pullable
     ({"env": "NO_EQUALS_SIGN"}, "env"),
     ({"env": {"JUPYTERHUB_API_TOKEN": "stolen"}}, "env"),
     ({"days_to_live": 0}, "days_to_live"),
