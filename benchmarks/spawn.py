@@ -44,6 +44,7 @@ HTTP_TIMEOUT, START_TIMEOUT = 120, 300  # the same for both hubs (ours: jupyterh
 SPAWN_DEADLINE = START_TIMEOUT + 60  # client-side bound of one spawn
 STOP_DEADLINE = 180  # client-side bound of one stop+delete
 POLL = 0.05  # floor readiness poll interval
+ABORT = threading.Event()  # set on Ctrl-C/SIGTERM: worker threads stop waiting
 SCOPES = ["admin:users", "admin:servers", "servers", "read:users", "list:users", "tokens"]
 
 
@@ -95,14 +96,34 @@ def run_parallel(func, items):
             start.append(time.monotonic())
         return func(item)
 
-    with ThreadPoolExecutor(len(items)) as pool:
+    pool = ThreadPoolExecutor(len(items))
+    try:
         results = list(pool.map(task, items))
+    except BaseException:
+        ABORT.set()
+        raise
+    finally:
+        pool.shutdown(wait=not ABORT.is_set(), cancel_futures=True)
     return results, time.monotonic() - start[0]
 
 
 def failure(started, error):
     """A failed spawn/stop result."""
     return {"ok": False, "seconds": time.monotonic() - started, "error": str(error)[:300]}
+
+
+def http_answers(ip, port, path, timeout=2.0):
+    """True if ``ip:port`` answers an HTTP request with a status line (any status).
+
+    A raw socket, not ``requests``: 30 threads polling every 50 ms with ``requests`` take CPU
+    from the very containers being timed.
+    """
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n".encode())
+            return sock.recv(16).startswith(b"HTTP/")
+    except OSError:
+        return False
 
 
 def bridge_gateway(client):
@@ -262,16 +283,12 @@ class Floor:
             ip = self.api.inspect_container(container["Id"])["NetworkSettings"]["IPAddress"]
         except docker.errors.DockerException as e:
             return failure(started, e)
-        url = f"http://{ip}:{PORT}/user/{user}/api"
         for _ in range(int(SPAWN_DEADLINE / POLL)):
-            try:
-                requests.get(url, timeout=2)
-            except requests.RequestException:
-                if time.monotonic() - started > SPAWN_DEADLINE:
-                    break
-                time.sleep(POLL)
-                continue
-            return {"ok": True, "seconds": time.monotonic() - started, "id": container["Id"]}
+            if http_answers(ip, PORT, f"/user/{user}/api"):
+                return {"ok": True, "seconds": time.monotonic() - started}
+            if ABORT.is_set() or time.monotonic() - started > SPAWN_DEADLINE:
+                break
+            time.sleep(POLL)
         return failure(started, f"{user}: port {ip}:{PORT} did not answer")
 
     def stop(self, user):
@@ -286,35 +303,101 @@ class Floor:
         return {"ok": True, "seconds": time.monotonic() - started}
 
 
-def run_floor(client, run_id, gateway, sequential, concurrency, settle=3):
+def run_floor(client, run_id, gateway, sequential, concurrency):
     """All floor phases; returns {phase name: figures}."""
-    out = {}
     with StubHub(gateway, jupyterhub.__version__) as stub:
         floor = Floor(client, run_id, stub.url)
-
-        def sequential_phase():
-            spawns, stops = [], []
-            for i in range(sequential):
-                spawns.append(floor.spawn(f"seq{i}"))
-                stops.append(floor.stop(f"seq{i}"))
-                log(f"floor sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
-            return phase_result(spawns, None, stops, None)
-
-        def concurrent_phase(n):
-            users = [f"c{n}u{i:03d}" for i in range(n)]
-            spawns, wall = run_parallel(floor.spawn, users)
-            log(f"floor concurrent {n}: wall {wall:.2f}s")
-            stops, stop_wall = run_parallel(floor.stop, users)
-            return phase_result(spawns, wall, stops, stop_wall)
-
-        phases = [("sequential", sequential_phase)]
-        phases += [(f"concurrent-{n}", lambda n=n: concurrent_phase(n)) for n in concurrency]
-        for name, phase in phases:
-            time.sleep(settle)
-            load = os.getloadavg()[0]
-            out[name] = phase()
-            out[name]["load1"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+        out = run_phases("floor", floor.spawn, floor.stop, sequential, concurrency)
         out["stub_requests"] = stub.requests
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used between snapshots: the whole machine, the Docker engine, this benchmark."""
+
+    ENGINE = {"dockerd", "containerd"}
+
+    def __init__(self):
+        self.engine = [p for p in psutil.process_iter(["name"]) if p.info["name"] in self.ENGINE]
+        self.me = psutil.Process()
+
+    def snapshot(self):
+        t = psutil.cpu_times()
+        engine = 0.0
+        for proc in self.engine:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            engine += times.user + times.system
+        mine = self.me.cpu_times()
+        return {
+            "time": time.monotonic(),
+            "machine": t.user + t.nice + t.system + t.irq + t.softirq + t.steal,
+            "engine": engine,
+            "bench": mine.user + mine.system,
+        }
+
+    @staticmethod
+    def delta(a, b):
+        """Busy cores of the machine (0..CPU count) and CPU seconds of the engine and benchmark."""
+        wall = b["time"] - a["time"]
+        return {
+            "wall": round(wall, 2),
+            "machine_busy_cores": round((b["machine"] - a["machine"]) / wall, 2) if wall > 0 else None,
+            "engine_cpu_s": round(b["engine"] - a["engine"], 2),
+            "bench_cpu_s": round(b["bench"] - a["bench"], 2),
+        }
+
+
+def run_phases(
+    target, spawn, stop, sequential, concurrency, settle=3, sampler=None, prepare=None, finish=None
+):
+    """The phases of one target; ``spawn(user)`` and ``stop(user)`` return result dicts.
+
+    ``prepare(users)`` runs before a phase (not timed); ``finish(phase, result, users, spawns)`` adds
+    target-specific figures. Each phase starts after ``settle`` idle seconds, whose machine CPU use
+    (``cpu.before``) shows how busy the machine was with other work.
+    """
+    meter, out = CpuMeter(), {}
+    phases = [("sequential", ["seq"] * sequential)]
+    phases += [(f"concurrent-{n}", [f"c{n}u{i:03d}" for i in range(n)]) for n in concurrency]
+    for phase, users in phases:
+        if prepare:
+            prepare(sorted(set(users)))
+        before = meter.snapshot()
+        time.sleep(settle)
+        s0 = meter.snapshot()
+        if phase == "sequential":
+            spawns, stops = [], []
+            for i, user in enumerate(users):
+                spawns.append(spawn(user))
+                stops.append(stop(user))
+                log(f"{target} sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
+            wall = stop_wall = None
+            s1 = s2 = meter.snapshot()
+        else:
+            spawns, wall = run_parallel(spawn, users)
+            s1 = meter.snapshot()
+            stops, stop_wall = run_parallel(stop, users)
+            s2 = meter.snapshot()
+            failed = sum(not r["ok"] for r in spawns)
+            log(f"{target} {phase}: wall {wall:.2f}s, {failed} failed")
+        hub = None
+        if sampler:
+            hub = {
+                "spawn": sampler.window(s0["time"], s1["time"]),
+                "stop": sampler.window(s1["time"], s2["time"]),
+            }
+        result = phase_result(spawns, wall, stops, stop_wall, hub)
+        result["cpu"] = {
+            "before": CpuMeter.delta(before, s0),
+            "spawn": CpuMeter.delta(s0, s1),
+            "stop": CpuMeter.delta(s1, s2),
+        }
+        if finish:
+            finish(phase, result, users, spawns)
+        out[phase] = result
     return out
 
 
@@ -331,8 +414,9 @@ def phase_result(spawns, wall, stops, stop_wall, hub=None):
 class Hub:
     """``jupyterhub -f jupyterhub_config.py`` in its own process group, driven by a service token."""
 
-    def __init__(self, kind, name, gateway, workdir, debug=False):
+    def __init__(self, kind, name, gateway, workdir, debug=False, extra_config=""):
         self.kind, self.name, self.gateway, self.debug = kind, name, gateway, debug
+        self.extra_config = extra_config
         self.workdir = Path(workdir)
         self.token = secrets.token_hex(24)
         self.hub_port, self.port, self.proxy_port = free_port(), free_port(), free_port()
@@ -363,7 +447,7 @@ c.DockerSpawner.extra_create_kwargs = {{"labels": {{"{BENCH_LABEL}": "1", "{RUN_
 c.DockerSpawner.http_timeout = {HTTP_TIMEOUT}
 c.DockerSpawner.start_timeout = {START_TIMEOUT}
 """
-        return text
+        return text + self.extra_config
 
     def start(self, timeout=60):
         """Start the hub and wait until its API answers."""
@@ -466,7 +550,7 @@ c.DockerSpawner.start_timeout = {START_TIMEOUT}
             if r.status_code != 200:
                 return failure(started, f"progress {r.status_code}: {r.text[:200]}")
             for line in r.iter_lines(chunk_size=None, decode_unicode=True):
-                if time.monotonic() - started > SPAWN_DEADLINE:
+                if ABORT.is_set() or time.monotonic() - started > SPAWN_DEADLINE:
                     break
                 if not line or not line.startswith("data:"):
                     continue
@@ -481,78 +565,55 @@ c.DockerSpawner.start_timeout = {START_TIMEOUT}
         """DELETE the named server with ``remove``; wait until the hub no longer knows it (404)."""
         started = time.monotonic()
         url = f"{self.url}/users/{user}/servers/{SERVER}"
-        try:
-            r = requests.delete(url, json={"remove": True}, headers=self.headers, timeout=(5, STOP_DEADLINE))
-            if r.status_code not in (202, 204, 404):
-                return failure(started, f"DELETE {r.status_code}: {r.text[:200]}")
-            for _ in range(int(STOP_DEADLINE / 0.1)):
-                if requests.get(url, headers=self.headers, timeout=(5, 30)).status_code == 404:
-                    return {"ok": True, "seconds": time.monotonic() - started}
-                if time.monotonic() - started > STOP_DEADLINE:
-                    break
-                time.sleep(0.1)
-        except requests.RequestException as e:
-            return failure(started, e)
+        with requests.Session() as s:  # one keep-alive connection: cheap polling
+            s.headers.update(self.headers)
+            try:
+                r = s.delete(url, json={"remove": True}, timeout=(5, STOP_DEADLINE))
+                if r.status_code not in (202, 204, 404):
+                    return failure(started, f"DELETE {r.status_code}: {r.text[:200]}")
+                for _ in range(int(STOP_DEADLINE / 0.1)):
+                    if s.get(url, timeout=(5, 30)).status_code == 404:
+                        return {"ok": True, "seconds": time.monotonic() - started}
+                    if ABORT.is_set() or time.monotonic() - started > STOP_DEADLINE:
+                        break
+                    time.sleep(0.1)
+            except requests.RequestException as e:
+                return failure(started, e)
         return failure(started, f"{user}/{SERVER} still exists after {STOP_DEADLINE}s")
 
 
-def run_hub(hub, client, sequential, concurrency, settle=3):
+def run_hub(hub, client, sequential, concurrency):
     """All phases of one hub; returns {phase name: figures}."""
-    out = {}
+    log_offset = [0]
+
+    def prepare(users):
+        hub.create_users(users)
+        log_offset[0] = hub.log_size()
+
+    def finish(phase, result, users, spawns):
+        result["hub_reported_start_p50"] = percentile(hub.reported_start_times(log_offset[0]), 50)
+        labelled = {"filters": {"label": hub.label}}
+        result["leftover_containers"] = len(client.containers.list(all=True, **labelled))
+        result["leftover_networks"] = len(client.networks.list(**labelled))  # ours: kept per user
+        result["leftover_volumes"] = len(client.volumes.list(**labelled))  # ours: kept per workspace
+        if phase == "sequential":
+            index = min(1, len(spawns) - 1)  # a warm spawn: the user's network and volume exist
+        else:
+            index = max(range(len(spawns)), key=lambda i: spawns[i]["seconds"] if spawns[i]["ok"] else 0)
+        if spawns[index]["ok"]:
+            result["timeline"] = spawn_timeline(hub, client, spawns[index], users[index])
+
     with Sampler(hub.process.pid) as sampler:
-
-        def measured(spawn_phase, stop_phase):
-            """Run one phase; figures plus hub CPU/RSS of its spawn and stop windows."""
-            offset = hub.log_size()
-            time.sleep(settle)  # let the hub go idle between phases
-            load = os.getloadavg()[0]
-            t0 = time.monotonic()
-            spawns, wall = spawn_phase()
-            t1 = time.monotonic()
-            stops, stop_wall = stop_phase()
-            t2 = time.monotonic()
-            windows = {"spawn": sampler.window(t0, t1), "stop": sampler.window(t1, t2)}
-            result = phase_result(spawns, wall, stops, stop_wall, windows)
-            result["hub_reported_start_p50"] = percentile(hub.reported_start_times(offset), 50)
-            result["leftover_containers"] = len(leftover_containers(client, hub))
-            result["load1"] = [round(load, 2), round(os.getloadavg()[0], 2)]
-            return result, spawns
-
-        hub.create_users(["seq"])
-        seq_stops = []
-
-        def seq_spawn_phase():
-            spawns = []
-            for i in range(sequential):
-                spawns.append(hub.spawn("seq"))
-                seq_stops.append(hub.stop_server("seq"))
-                log(f"{hub.kind} sequential {i + 1}/{sequential}: {spawns[-1]['seconds']:.2f}s")
-            return spawns, None
-
-        result, spawns = measured(seq_spawn_phase, lambda: (seq_stops, None))
-        pick = spawns[min(1, len(spawns) - 1)]  # a warm spawn: the user's network and volume exist
-        if pick["ok"]:
-            result["timeline"] = spawn_timeline(hub, client, pick, "seq")
-        out["sequential"] = result
-        for n in concurrency:
-            users = [f"c{n}u{i:03d}" for i in range(n)]
-            hub.create_users(users)
-            result, spawns = measured(
-                lambda users=users: run_parallel(hub.spawn, users),
-                lambda users=users: run_parallel(hub.stop_server, users),
-            )
-            slowest = max(range(n), key=lambda i: spawns[i]["seconds"] if spawns[i]["ok"] else 0)
-            if spawns[slowest]["ok"]:
-                result["timeline"] = spawn_timeline(hub, client, spawns[slowest], users[slowest])
-            sp = result["spawn"]
-            log(f"{hub.kind} concurrent {n}: wall {sp['wall']:.2f}s, {sp['failures']} failed")
-            out[f"concurrent-{n}"] = result
-    return out
-
-
-def leftover_containers(client, hub):
-    """Containers of ``hub`` that still exist."""
-    return client.containers.list(all=True, filters={"label": hub.label})
+        return run_phases(
+            hub.kind,
+            hub.spawn,
+            hub.stop_server,
+            sequential,
+            concurrency,
+            sampler=sampler,
+            prepare=prepare,
+            finish=finish,
+        )
 
 
 HUB_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) [^\]]*\] (.*)$")
@@ -636,7 +697,7 @@ def ratios(results, concurrency):
     floor = results.get("floor") or {}
     for kind in ("mlhub", "stock"):
         phases = results.get(kind) or {}
-        if not floor or not phases or "error" in phases or "error" in floor:
+        if "sequential" not in floor or "sequential" not in phases:  # not run, failed or interrupted
             continue
         ratio = {}
         fp, hp = floor["sequential"]["spawn"]["p50"], phases["sequential"]["spawn"]["p50"]
@@ -658,7 +719,7 @@ def print_table(results, concurrency):
     """A human-readable table of every phase, then the ratios."""
     header = (
         f"{'target':<7} {'phase':<14} {'n':>3} {'fail':>4} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
-        f"{'wall s':>7} {'stop p50':>8} {'stop wall':>9} {'hub MB':>7} {'CPU%':>6} {'CPU%pk':>6} {'load1':>5}"
+        f"{'wall s':>7} {'stop p50':>8} {'stop wall':>9} {'hub MB':>7} {'CPU%':>6} {'CPU%pk':>6} {'bg':>4} {'busy':>4}"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for kind in ("floor", "mlhub", "stock"):
@@ -672,11 +733,13 @@ def print_table(results, concurrency):
             if not isinstance(phase, dict) or "spawn" not in phase:
                 continue
             sp, st, hub = phase["spawn"], phase["stop"], (phase["hub"] or {}).get("spawn") or {}
+            cpu = phase["cpu"]
             print(
                 f"{kind:<7} {name:<14} {sp['n']:>3} {sp['failures']:>4} {fmt(sp['p50']):>7} {fmt(sp['p95']):>7} "
                 f"{fmt(sp['max']):>7} {fmt(sp['wall']):>7} {fmt(st['p50']):>8} {fmt(st['wall']):>9} "
                 f"{fmt(hub.get('rss_peak_mb'), 0):>7} {fmt(hub.get('cpu_mean_pct'), 0):>6} "
-                f"{fmt(hub.get('cpu_peak_pct'), 0):>6} {fmt((phase.get('load1') or [None])[0], 1):>5}"
+                f"{fmt(hub.get('cpu_peak_pct'), 0):>6} {fmt(cpu['before']['machine_busy_cores'], 1):>4} "
+                f"{fmt(cpu['spawn']['machine_busy_cores'], 1):>4}"
             )
     for kind, ratio in ratios(results, concurrency).items():
         print(f"{kind} / floor: " + ", ".join(f"{k} = {v}" for k, v in ratio.items()))
@@ -700,11 +763,13 @@ def machine_info(client):
 
 
 def write_results(results):
+    """Write the JSON; only a complete run replaces ``spawn-latest.json``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"spawn-{results['timestamp']}.json"
     text = json.dumps(results, indent=2)
     path.write_text(text)
-    (RESULTS / "spawn-latest.json").write_text(text)
+    if results["complete"]:
+        (RESULTS / "spawn-latest.json").write_text(text)
     return path
 
 
@@ -718,6 +783,9 @@ def parse_args(argv=None):
     parser.add_argument("--concurrency", help="concurrent users per phase, comma-separated (default 10,30)")
     parser.add_argument("--sequential", type=int, help="sequential spawns (default 10)")
     parser.add_argument("--hub-debug", action="store_true", help="run the hubs with log_level DEBUG")
+    parser.add_argument(
+        "--mlhub-config", type=Path, help="extra config lines for our hub only (A/B tests of its settings)"
+    )
     args = parser.parse_args(argv)
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(args.only) - {"floor", "mlhub", "stock"}
@@ -741,7 +809,12 @@ def main(argv=None):
     results = {
         "timestamp": stamp,
         "machine": machine_info(client),
-        "settings": {"sequential": args.sequential, "concurrency": args.concurrency, "targets": args.only},
+        "settings": {
+            "sequential": args.sequential,
+            "concurrency": args.concurrency,
+            "targets": args.only,
+            "mlhub_config": args.mlhub_config.read_text() if args.mlhub_config else "",
+        },
         "complete": False,
     }
     names = {"mlhub": f"mlhbench-{run_id}", "stock": f"mlhbstock-{run_id}"}
@@ -753,7 +826,8 @@ def main(argv=None):
         for kind in ("mlhub", "stock"):
             if kind not in args.only:
                 continue
-            hub = Hub(kind, names[kind], gateway, workdir / kind, debug=args.hub_debug)
+            extra = args.mlhub_config.read_text() if kind == "mlhub" and args.mlhub_config else ""
+            hub = Hub(kind, names[kind], gateway, workdir / kind, args.hub_debug, extra)
             hub.workdir.mkdir()
             try:
                 hub.start()
@@ -780,7 +854,8 @@ def main(argv=None):
         results["ratios"] = ratios(results, args.concurrency)
         path = write_results(results)
         print_table(results, args.concurrency)
-        print(f"\nwrote {path.relative_to(REPO)} and benchmarks/results/spawn-latest.json")
+        latest = " and benchmarks/results/spawn-latest.json" if results["complete"] else " (incomplete run)"
+        print(f"\nwrote {path.relative_to(REPO)}{latest}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     ).tag(config=True)
 
     subnet_pool = Unicode(
-        "10.213.0.0/16",
+        "10.208.0.0/12",
         help="""Private address range the per-user networks' subnets are taken from.
 
         Must lie inside 10/8, 172.16/12 or 192.168/16 and must not collide with networks the
@@ -47,8 +47,12 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     ).tag(config=True)
 
     subnet_prefix_length = Int(
-        24,
-        help="""Size of each user network's subnet (``24`` = 254 addresses); between the pool's and /29.""",
+        26,
+        help="""Size of each user network's subnet (``26`` = 61 workspaces); between the pool's and /29.
+
+        The default pool holds 16384 such networks, handed out lowest first (the first 1024
+        users fit in 10.208.0.0/16).
+        """,
     ).tag(config=True)
 
     volume_path = Unicode("/workspace", help="""Where the workspace's persistent volume is mounted.""").tag(
@@ -184,21 +188,21 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     async def start(self):
         self._progress_reset()
         options = await self.validated_options()
-        self.emit_progress(10, f"Checking image {options.image}")
-        await self._ensure_image(options.image, refresh=options.update)
-
-        self.emit_progress(25, f"Preparing network {self.network_name}")
         owner_labels = dict(hub_name=self.hub_name, username=self.user.name, server_name=self.name)
-        network = await self.allocator.ensure(
-            self.network_name,
-            naming.resource_labels(**owner_labels, component=naming.COMPONENT_NETWORK),
+        volume = self.volume_name if options.mount_volume else None
+        self.emit_progress(10, f"Checking image {options.image}")
+        image = await self._ensure_image(options.image, refresh=options.update)
+        # network and volume are independent: prepare them side by side
+        self.emit_progress(
+            25, f"Preparing network {self.network_name}" + (f" and volume {volume}" if volume else "")
         )
-
-        volume, new_volume = None, False
-        if options.mount_volume:
-            volume = self.volume_name
-            self.emit_progress(40, f"Preparing volume {volume}")
-            new_volume = await self._ensure_volume(volume, owner_labels)
+        network, new_volume = await asyncio.gather(
+            self.allocator.ensure(
+                self.network_name,
+                naming.resource_labels(**owner_labels, component=naming.COMPONENT_NETWORK),
+            ),
+            self._ensure_volume(volume, owner_labels),
+        )
 
         expiration = self.plan_lifetime(options)
         labels = naming.resource_labels(
@@ -206,7 +210,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         )
         labels.update(self.extra_labels_for_start())
         create_kwargs, host_config = await self._container_spec(
-            options, labels, volume, network_gateway(network)
+            options, labels, volume, network_gateway(network), image
         )
         wanted_hash = objects.config_hash(create_kwargs, host_config)
         create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
@@ -225,7 +229,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     async def _create_or_reuse(self, create_kwargs, host_config, wanted_hash, options):
         """Start the existing container if nothing changed, else (re)create it; then start it."""
-        existing = await self.get_object()
+        existing = await self._inspect_container()
         reused = existing is not None and self._reusable(existing, wanted_hash, options)
         if reused:
             self._reuse_token(existing)
@@ -246,6 +250,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     async def _ensure_volume(self, volume, owner_labels):
         """Create the workspace's volume if missing; returns True if it was created now."""
+        if volume is None:
+            return False
         try:
             await self.docker("inspect_volume", volume)
             return False
@@ -258,7 +264,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         """Extra labels for the container; a hook for subclasses (GPUs add theirs)."""
         return {}
 
-    async def _container_spec(self, options, labels, volume, gateway):
+    async def _container_spec(self, options, labels, volume, gateway, image):
         extra_create = self._eval_if_callable(self.extra_create_kwargs)
         if asyncio.iscoroutine(extra_create):
             extra_create = await extra_create
@@ -271,7 +277,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             env=self.workspace_env(options, gateway),
             labels=labels,
             port=self.port,
-            command=await self._command(options.image),
+            command=list(self.cmd or image["Config"].get("Cmd") or []) + self.get_args(),
             extra=self._render_templates(extra_create or {}),
         )
         host_config = objects.make_host_config(
@@ -286,15 +292,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         )
         return create_kwargs, host_config
 
-    async def _command(self, image):
-        """The configured ``cmd`` or the image's own, plus the Spawner's args."""
-        cmd = self.cmd
-        if not cmd:
-            cmd = (await self.docker("inspect_image", image))["Config"].get("Cmd") or []
-        return list(cmd) + self.get_args()
-
     async def _ensure_image(self, image, refresh=False):
-        """Make sure ``image`` is present; on update, try to pull a newer one first."""
+        """Make sure ``image`` is present (pulling per ``pull_policy``); returns its inspection.
+
+        On an update, a newer image is pulled first when the policy allows pulling.
+        """
         if refresh and self.pull_policy not in ("never", "skip"):
             repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
             try:
@@ -302,16 +304,29 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             except APIError as e:
                 self.log.warning("Could not pull %s for an update (%s); using the local image", image, e)
         try:
+            return await self.docker("inspect_image", image)
+        except NotFound:
+            pass
+        try:
+            if self.pull_policy in ("never", "skip"):
+                raise ImageNotFound(f"pull_policy is {self.pull_policy}")
             await self.pull_image(image)
+            return await self.docker("inspect_image", image)
         except APIError as e:
-            reason = (
-                "is not on the Docker engine"
-                if isinstance(e, (ImageNotFound, NotFound))
-                else "could not be pulled"
-            )
+            reason = "is not on the Docker engine" if isinstance(e, NotFound) else "could not be pulled"
             raise web.HTTPError(
                 400, "%s", f"Invalid image: {image} {reason} ({e.explanation or e})"
             ) from None
+
+    async def _inspect_container(self):
+        """The workspace's container, or None (without DockerSpawner's log line for a new one)."""
+        try:
+            container = await self.docker("inspect_container", self.object_name)
+        except NotFound:
+            self.object_id = ""
+            return None
+        self.object_id = container["Id"]
+        return container
 
     def _reusable(self, container, wanted_hash, options):
         """Reuse an existing container only if nothing about it would change."""
@@ -354,9 +369,14 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             raise
 
     async def _wait_until_listening(self, ip, port):
-        """Return as soon as the workspace accepts TCP connections (bounded by http_timeout)."""
-        deadline = time.monotonic() + self.http_timeout
-        next_state_check = time.monotonic() + 1
+        """Return as soon as the workspace accepts TCP connections (bounded by http_timeout).
+
+        Polls every ``ready_poll_interval`` at first, then backs off to half a second, so that
+        many pending spawns do not take CPU from the workspaces they wait for.
+        """
+        start = time.monotonic()
+        deadline = start + self.http_timeout
+        next_state_check = start + 2
         while time.monotonic() < deadline:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
@@ -365,8 +385,9 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             else:
                 writer.close()
                 return
-            if time.monotonic() >= next_state_check:
-                next_state_check = time.monotonic() + 1
+            now = time.monotonic()
+            if now >= next_state_check:
+                next_state_check = now + 2
                 status = await self.poll()
                 if status is not None:
                     logs = await self.docker("logs", self.object_id, tail=20)
@@ -374,7 +395,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                         f"Workspace {self.object_name} exited ({status}): "
                         f"{logs.decode(errors='replace')[-2000:]}"
                     )
-            await asyncio.sleep(self.ready_poll_interval)
+            elapsed = now - start
+            await asyncio.sleep(self.ready_poll_interval if elapsed < 5 else min(0.5, elapsed / 20))
         raise TimeoutError(f"{self.object_name} did not accept connections within {self.http_timeout}s")
 
     async def delete_forever(self):

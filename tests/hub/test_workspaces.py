@@ -75,8 +75,14 @@ def test_named_workspace_with_options(hub, docker):
         request = pool.submit(hub.api, "POST", f"users/{user}/servers/train", json=options)
         messages = progress_messages(hub, user, "train")
         assert request.result().status_code in (201, 202), request.result().text
-    for expected in ("Checking image", "Preparing network", "Preparing volume", "Starting the workspace"):
+    for expected in (
+        "Checking image",
+        "Preparing network",
+        "Starting the workspace",
+        "Waiting for the workspace",
+    ):
         assert any(m.startswith(expected) for m in messages), messages
+    assert any("and volume" in m for m in messages), messages
     assert hub.wait_ready(user, "train")
     container = container_of(docker, hub, user, "train")
     attrs = container.attrs
@@ -124,7 +130,8 @@ def test_named_workspace_with_options(hub, docker):
 
 def test_default_server_data_survives_stop_start_and_update(hub, docker):
     user = hub.create_user("bea")
-    assert hub.spawn(user, options={"cpu_limit": 1}).status_code in (201, 202)
+    first = {"cpu_limit": 1, "shm_size": "64M", "env": {"ONLY_FIRST": "1"}}
+    assert hub.spawn(user, options=first).status_code in (201, 202)
     container = container_of(docker, hub, user)
     first_id = container.id
     assert container.exec_run(["sh", "-c", "echo kept > /workspace/data.txt"]).exit_code == 0
@@ -150,6 +157,9 @@ def test_default_server_data_survives_stop_start_and_update(hub, docker):
     assert hub.spawn(user, options={"cpu_limit": 1, "update": True}).status_code in (201, 202)
     updated = container_of(docker, hub, user)
     assert updated.id not in (first_id, recreated_id)  # recreated from the image
+    # nothing of the earlier options leaks into this start
+    assert updated.attrs["HostConfig"]["ShmSize"] == 256 * 1024**2
+    assert not any(e.startswith("ONLY_FIRST=") for e in updated.attrs["Config"]["Env"])
     assert updated.exec_run(["cat", "/workspace/data.txt"]).output == b"kept\n"
     assert hub.get_through_proxy(user).status_code == 200
     hub.stop_server(user)
