@@ -92,3 +92,6 @@ log "workspace: $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels in $((SECONDS
 quiet "$tmp/build.log" docker build --pull=false --build-arg "BASE_IMAGE=$base_image" \
     --build-arg "VERSION=$version" --label "mlhub.build-hash=$ws_hash" -t "$image" "$ctx"
 log "workspace: built $image (hash $ws_hash) in $((SECONDS - start)) s"
+# Drop what this build left dangling: its install stage and the image it replaced (ours only, by label).
+docker image prune -f --filter label=mlhub.build-stage >/dev/null
+docker image prune -f --filter label=mlhub.build-hash >/dev/null
