@@ -167,15 +167,14 @@ class WorkspacePolicy(Configurable):
         help="""Most memory one user's running workspaces may have in total (``"32G"``).""",
     ).tag(config=True)
 
-    @validate("default_cpu_limit", "max_cpu_limit", "max_total_cpu_per_user")
-    def _validate_cpu(self, proposal):
-        value = proposal.value
-        if value is not None and not value > 0:
-            raise ValueError(f"{type(self).__name__}.{proposal.trait.name} must be > 0, got {value}")
-        return value
-
-    @validate("default_days_to_live", "max_days_to_live")
-    def _validate_days(self, proposal):
+    @validate(
+        "default_cpu_limit",
+        "max_cpu_limit",
+        "max_total_cpu_per_user",
+        "default_days_to_live",
+        "max_days_to_live",
+    )
+    def _validate_positive(self, proposal):
         value = proposal.value
         if value is not None and not value > 0:
             raise ValueError(f"{type(self).__name__}.{proposal.trait.name} must be > 0, got {value}")

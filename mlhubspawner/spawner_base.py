@@ -132,9 +132,10 @@ class MLHubSpawnerMixin(WorkspacePolicy):
 
     async def _apply_workspace_options(self, user_options):
         """Validate ``user_options`` (form or REST) against the policy and the user's quota."""
+        policy = await self.current_policy()
         try:
-            options = parse_options(user_options or {}, await self.current_policy())
-            check_quota(options, self._running_siblings(), await self.current_policy())
+            options = parse_options(user_options or {}, policy)
+            check_quota(options, self._running_siblings(), policy)
         except OptionsError as e:
             self._restore_saved_options()
             raise options_error(e) from None
