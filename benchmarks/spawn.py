@@ -32,10 +32,12 @@ import jupyterhub
 import psutil
 import requests
 
+from mlhubspawner import __version__
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 NODE_BIN = REPO / ".mlhub" / "node" / "node_modules" / ".bin"
-IMAGE = os.environ.get("MLHUB_WORKSPACE_IMAGE", "mlhub-workspace:latest")
+IMAGE = os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}")
 PORT = 8080  # the workspace image's Jupyter port
 BENCH_LABEL = "mlhub.bench"
 RUN_LABEL = "mlhub.bench.run"

@@ -7,6 +7,7 @@ names the variable.
 import os
 from dataclasses import dataclass
 
+from ._version import __version__
 from .naming import validate_hub_name
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -32,7 +33,7 @@ class Settings:
     hub_port: int = 8081
     proxy_api_port: int = 8001
     hub_address: str = "gateway"
-    workspace_image: str = "mlhub-workspace:latest"
+    workspace_image: str = f"mlhub-workspace:{__version__}"
     user_config: str = "/resources/jupyterhub_user_config.py"
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import docker
 import requests
 
+from mlhubspawner import __version__
+
 REPO = Path(__file__).resolve().parent.parent
 LABEL_ORIGIN = "mlhub.origin"
 
@@ -70,7 +72,7 @@ class Hub:
             MLHUB_HUB_PORT=str(free_port()),
             MLHUB_PROXY_API_PORT=str(free_port()),
             MLHUB_USER_CONFIG=str(config),
-            MLHUB_WORKSPACE_IMAGE=os.environ.get("MLHUB_WORKSPACE_IMAGE", "mlhub-workspace:latest"),
+            MLHUB_WORKSPACE_IMAGE=os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}"),
             PATH=f"{REPO / '.mlhub/node/node_modules/.bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         )
         self.process = None

@@ -2,7 +2,7 @@
 # Build the ML Hub workspace image without any image registry:
 #   1. base image mlhub-base:bookworm-<hash of base-packages.txt>: a Debian rootfs made by mmdebstrap from
 #      Debian's packages, then `docker import` (skipped when MLHUB_UPSTREAM_BASE, e.g. debian:bookworm, is set);
-#   2. workspace image $MLHUB_WORKSPACE_IMAGE (default mlhub-workspace:latest) from resources/workspace/Dockerfile,
+#   2. workspace image $MLHUB_WORKSPACE_IMAGE (default mlhub-workspace:<version>) from resources/workspace/Dockerfile,
 #      with Python wheels downloaded on the host (`pip download` for CPython 3.11 manylinux) into the context.
 # Both steps are skipped when an image with the same content hash exists (label mlhub.build-hash).
 # Env: MLHUB_WORKSPACE_IMAGE, MLHUB_UPSTREAM_BASE, MLHUB_VERSION (image version label, default dev),
@@ -11,9 +11,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ws_dir=$(cd "$here/../workspace" && pwd)
-image=${MLHUB_WORKSPACE_IMAGE:-mlhub-workspace:latest}
+package_version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$here/../../mlhubspawner/_version.py")
+image=${MLHUB_WORKSPACE_IMAGE:-mlhub-workspace:$package_version}
 upstream=${MLHUB_UPSTREAM_BASE:-}
-version=${MLHUB_VERSION:-dev}
+version=${MLHUB_VERSION:-$package_version}
 python=${PYTHON:-python3}
 suite=bookworm
 

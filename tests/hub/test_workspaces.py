@@ -111,6 +111,9 @@ def test_named_workspace_with_options(hub, docker):
     assert set(attrs["NetworkSettings"]["Networks"]) == {network.name}
     # the workspace answers through the proxy, and reaches the hub API through its gateway
     assert hub.get_through_proxy(user, "train").status_code == 200
+    lab = hub.get_through_proxy(user, "train", path="lab")
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    assert "python3" in hub.get_through_proxy(user, "train", path="api/kernelspecs").json()["kernelspecs"]
     code, out = exec_python(
         container,
         "import os, urllib.request as u; print(u.urlopen(os.environ['JUPYTERHUB_API_URL'], timeout=5).status)",
