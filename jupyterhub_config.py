@@ -63,6 +63,67 @@ c.MLHubDockerSpawner.image = settings.workspace_image
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
 
+# --- services: cleanup (expired and orphaned workspaces) and idle culling -----------------
+# Add services of your own with c.JupyterHub.services.append(...) and c.JupyterHub.load_roles.append(...):
+# assigning a new list would drop these.
+c.JupyterHub.custom_scopes = {
+    "custom:mlhub-cleanup:read": {"description": "Read the cleanup service's status and dry-run reports."},
+    "custom:mlhub-cleanup:write": {
+        "description": "Run cleanup sweeps that remove workspaces and their data."
+    },
+}
+c.JupyterHub.services = [
+    {
+        "name": "cleanup-service",
+        "url": f"http://127.0.0.1:{settings.cleanup_port}",
+        "command": [sys.executable, "-m", "cleanup_service"],
+        "environment": {
+            "HUB_NAME": settings.hub_name,
+            "EXECUTION_MODE": settings.execution_mode,
+            "CLEANUP_INTERVAL_SECONDS": str(settings.cleanup_interval_seconds),
+            "CLEANUP_MIN_AGE_SECONDS": str(settings.cleanup_min_age_seconds),
+            "CLEANUP_VOLUME_GRACE_SECONDS": str(settings.cleanup_volume_grace_seconds),
+            "MLHUB_DATA_DIR": str(data_dir),
+            **{k: v for k, v in os.environ.items() if k.startswith("DOCKER_")},
+        },
+    }
+]
+c.JupyterHub.load_roles = [
+    {
+        "name": "cleanup-service",
+        "description": "List users and servers, read expirations, stop and delete servers.",
+        "scopes": [
+            "list:users",
+            "read:users:name",
+            "read:servers",
+            "admin:server_state",
+            "delete:servers",
+            "servers",
+        ],
+        "services": ["cleanup-service"],
+    }
+]
+if settings.idle_timeout_seconds:
+    c.JupyterHub.services.append(
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={settings.idle_timeout_seconds}",
+            ],
+        }
+    )
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "idle-culler",
+            "description": "Stop servers idle for longer than MLHUB_IDLE_TIMEOUT_SECONDS.",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }
+    )
+
 # --- the operator's overrides, last -------------------------------------------------------
 if os.path.exists(settings.user_config):
     load_subconfig(settings.user_config)  # noqa: F821 (provided by JupyterHub)

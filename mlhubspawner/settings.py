@@ -35,6 +35,8 @@ class Settings:
     hub_address: str = "gateway"
     workspace_image: str = f"mlhub-workspace:{__version__}"
     user_config: str = "/resources/jupyterhub_user_config.py"
+    cleanup_port: int = 8002
+    idle_timeout_seconds: int = 86400
 
 
 def _bool(env, name, default):
@@ -92,4 +94,6 @@ def load_settings(env=None):
         hub_address=env.get("MLHUB_HUB_ADDRESS", "").strip() or "gateway",
         workspace_image=env.get("MLHUB_WORKSPACE_IMAGE", defaults.workspace_image),
         user_config=env.get("MLHUB_USER_CONFIG", defaults.user_config),
+        cleanup_port=_port(env, "MLHUB_CLEANUP_PORT", 8002),
+        idle_timeout_seconds=_int(env, "MLHUB_IDLE_TIMEOUT_SECONDS", 86400, 60, allow=(0,)),
     )

@@ -59,10 +59,11 @@ class Hub:
         self.log_path = self.workdir / "hub.log"
         config = self.workdir / "user_config.py"
         config.write_text(
-            f"c.JupyterHub.services = [{{'name': 'tests', 'api_token': {self.token!r}}}]\n"
-            "c.JupyterHub.load_roles = [{'name': 'tests', 'services': ['tests'], 'scopes': "
-            "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', "
-            "'admin:auth_state', 'tokens', 'access:servers']}]\n" + user_config
+            f"c.JupyterHub.services.append({{'name': 'tests', 'api_token': {self.token!r}}})\n"
+            "c.JupyterHub.load_roles.append({'name': 'tests', 'services': ['tests'], 'scopes': "
+            "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', 'admin:server_state', "
+            "'admin:auth_state', 'tokens', 'access:servers', 'access:services', "
+            "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write']})\n" + user_config
         )
         self.env = dict(
             os.environ,
@@ -71,6 +72,7 @@ class Hub:
             MLHUB_PORT=str(self.port),
             MLHUB_HUB_PORT=str(free_port()),
             MLHUB_PROXY_API_PORT=str(free_port()),
+            MLHUB_CLEANUP_PORT=str(free_port()),
             MLHUB_USER_CONFIG=str(config),
             MLHUB_WORKSPACE_IMAGE=os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}"),
             PATH=f"{REPO / '.mlhub/node/node_modules/.bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",

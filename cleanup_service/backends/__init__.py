@@ -1,0 +1,21 @@
+"""Where workspaces live: one interface, one implementation per execution mode."""
+
+from .base import Backend
+
+BACKENDS = {"docker": "cleanup_service.backends.docker:DockerBackend"}
+
+
+def backend_class(mode):
+    """The backend class for an ``EXECUTION_MODE`` (``docker``, or ``k8s`` once it exists)."""
+    import importlib
+
+    try:
+        module, _, name = BACKENDS[mode].partition(":")
+    except KeyError:
+        raise ValueError(
+            f"no cleanup backend for execution mode {mode!r} (known: {', '.join(BACKENDS)})"
+        ) from None
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["Backend", "backend_class"]

@@ -1,0 +1,135 @@
+"""The Docker backend: containers, networks and volumes carrying this hub's labels.
+
+Docker cannot relabel a volume, so the time a volume was first seen orphaned is kept in a small
+JSON file (``state_path``) next to the hub's data; it is the grace period's clock.
+"""
+
+import asyncio
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, NotFound
+
+from mlhubspawner import naming
+
+from ..planner import CONTAINER, NETWORK, VOLUME, Resource
+from .base import Backend
+
+
+def _epoch(timestamp):
+    """Docker's RFC 3339 times (nanoseconds, ``Z`` or an offset) as epoch seconds."""
+    if isinstance(timestamp, (int, float)):
+        return float(timestamp)
+    text = timestamp.replace("Z", "+00:00")
+    head, _, rest = text.partition(".")
+    if rest:  # trim fractions beyond microseconds, keep the offset
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        offset = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{offset}"
+    return datetime.fromisoformat(text).timestamp()
+
+
+class DockerBackend(Backend):
+    def __init__(self, hub_name, log, state_path=None, threads=8, client=None):
+        super().__init__(hub_name, log)
+        self.client = client or docker.APIClient(
+            version="auto", max_pool_size=threads, **docker.utils.kwargs_from_env()
+        )
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="cleanup-docker")
+        self.state_path = Path(state_path) if state_path else None
+        self._orphans = self._load_orphans()
+
+    def _call(self, method, *args, **kwargs):
+        return asyncio.wrap_future(self.executor.submit(getattr(self.client, method), *args, **kwargs))
+
+    def _load_orphans(self):
+        if self.state_path and self.state_path.exists():
+            try:
+                return json.loads(self.state_path.read_text())
+            except (OSError, ValueError):
+                self.log.warning("Unreadable %s; orphaned volumes start a new grace period", self.state_path)
+        return {}
+
+    def _save_orphans(self):
+        if self.state_path:
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._orphans, indent=1, sort_keys=True))
+            os.replace(tmp, self.state_path)
+
+    async def list_resources(self):
+        label = {"label": [f"{naming.LABEL_ORIGIN}={self.hub_name}"]}
+        containers, networks, volumes = await asyncio.gather(
+            self._call("containers", all=True, filters=label),
+            self._call("networks", filters=label),
+            self._call("volumes", filters=label),
+        )
+        attached = {}
+        for c in containers:
+            for net in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values():
+                attached[net.get("NetworkID")] = attached.get(net.get("NetworkID"), 0) + 1
+        resources = [
+            Resource(
+                CONTAINER,
+                c["Names"][0].lstrip("/"),
+                c.get("Labels") or {},
+                c["Created"],
+                c["State"] == "running",
+            )
+            for c in containers
+        ]
+        resources += [
+            Resource(
+                NETWORK,
+                n["Name"],
+                n.get("Labels") or {},
+                _epoch(n["Created"]),
+                attached=attached.get(n["Id"], 0),
+            )
+            for n in networks
+        ]
+        names = set()
+        for v in (volumes or {}).get("Volumes") or []:
+            names.add(v["Name"])
+            created = _epoch(v["CreatedAt"]) if v.get("CreatedAt") else 0.0
+            orphaned = self._orphans.get(v["Name"])
+            resources.append(
+                Resource(VOLUME, v["Name"], v.get("Labels") or {}, created, orphaned_since=orphaned)
+            )
+        # forget marks of volumes that are gone
+        if set(self._orphans) - names:
+            self._orphans = {k: v for k, v in self._orphans.items() if k in names}
+            self._save_orphans()
+        return resources
+
+    async def remove(self, resource):
+        try:
+            if resource.kind == CONTAINER:
+                await self._call("remove_container", resource.name, v=True, force=True)
+            elif resource.kind == NETWORK:
+                await self._call("remove_network", resource.name)
+            elif resource.kind == VOLUME:
+                await self._call("remove_volume", resource.name)
+                self._orphans.pop(resource.name, None)
+                self._save_orphans()
+        except NotFound:
+            self.log.debug("%s %s is already gone", resource.kind, resource.name)
+        except APIError as e:
+            if e.status_code == 409 and "removal" in str(e.explanation or "").lower():
+                return  # already being removed
+            raise
+
+    async def mark_orphaned(self, resource, since):
+        if since is None:
+            if self._orphans.pop(resource.name, None) is not None:
+                self._save_orphans()
+        elif resource.name not in self._orphans:
+            self._orphans[resource.name] = since
+            self._save_orphans()
+
+    async def close(self):
+        self.executor.shutdown(wait=False)
+        self.client.close()
