@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nativeauthenticator
 
+from mlhubspawner import lifetime_api
 from mlhubspawner.settings import SettingsError, load_settings
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -62,6 +63,9 @@ c.MLHubDockerSpawner.hub_name = settings.hub_name
 c.MLHubDockerSpawner.image = settings.workspace_image
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
+
+# the lifetime API (/hub/api/mlhub/...): only the hub can change a server's expiration
+c.JupyterHub.extra_handlers = lifetime_api.handlers
 
 # --- services: cleanup (expired and orphaned workspaces) and idle culling -----------------
 # Add services of your own with c.JupyterHub.services.append(...) and c.JupyterHub.load_roles.append(...):

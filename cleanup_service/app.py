@@ -221,7 +221,7 @@ class SweepHandler(APIHandler):
         if not isinstance(body.get("dry_run", False), bool):
             raise web.HTTPError(400, "dry_run must be true or false")
         action = self.cleaner.report if body.get("dry_run") else self.cleaner.run
-        self.log.info(
+        self.cleaner.log.info(
             "%s asked for the %s sweep (dry_run=%s)",
             self.current_user.get("name"),
             name,

@@ -48,11 +48,16 @@ def dump_on_failure(request):
     """After a failed test that used the hub: print the hub log and its containers' logs."""
     yield
     report = getattr(request.node, "rep_call", None)
-    if report is None or not report.failed or "hub" not in request.fixturenames:
+    if report is None or not report.failed:
         return
-    hub = request.getfixturevalue("hub")
-    client = request.getfixturevalue("docker")
-    print(f"----- hub log ({hub.hub_name}) -----\n{hub.log_tail(120)}")
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_ORIGIN}={hub.hub_name}"}):
-        logs = container.logs(tail=40).decode(errors="replace")
-        print(f"----- {container.name} ({container.status}) -----\n{logs}")
+    for name in ("hub", "chub"):
+        if name not in request.fixturenames:
+            continue
+        hub = request.getfixturevalue(name)
+        client = request.getfixturevalue("docker")
+        print(f"----- hub log ({hub.hub_name}) -----\n{hub.log_tail(120)}")
+        for container in client.containers.list(
+            all=True, filters={"label": f"{LABEL_ORIGIN}={hub.hub_name}"}
+        ):
+            logs = container.logs(tail=40).decode(errors="replace")
+            print(f"----- {container.name} ({container.status}) -----\n{logs}")

@@ -173,3 +173,41 @@ class Hub:
         prefix = f"/user/{user}/{server}/" if server else f"/user/{user}/"
         headers = {"Authorization": f"token {token or self.token}"}
         return requests.get(f"{self.url}{prefix}{path}", headers=headers, timeout=30)
+
+
+def base_image(client):
+    """Our mmdebstrap base image (cheap containers for tests that only need labelled resources)."""
+    images = client.images.list(name="mlhub-base")
+    if not images:
+        raise RuntimeError("no mlhub-base image: run `make images`")
+    return images[0].tags[0]
+
+
+def labelled_resources(client, hub_name, user, server="", extra_labels=None):
+    """A running container on its own network, plus a volume, labelled like a workspace of ``user``."""
+    from mlhubspawner import naming
+
+    labels = naming.resource_labels(hub_name, user, server, component="workspace")
+    labels.update(extra_labels or {})
+    name = naming.workspace_name(hub_name, user, server)
+    network = client.networks.create(naming.network_name(hub_name, user), labels=labels)
+    volume = client.volumes.create(name, labels=labels)
+    container = client.containers.run(
+        base_image(client),
+        ["sleep", "infinity"],
+        name=name,
+        labels=labels,
+        network=network.name,
+        volumes={volume.name: {"bind": "/workspace", "mode": "rw"}},
+        detach=True,
+    )
+    return container, network, volume
+
+
+def exists(collection, name):
+    """Whether a container/network/volume of that exact name exists."""
+    try:
+        collection.get(name)
+    except docker.errors.NotFound:
+        return False
+    return True
