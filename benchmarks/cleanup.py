@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from ipaddress import ip_network
 from pathlib import Path
+from typing import NamedTuple
 
 import docker
 import jupyterhub
@@ -57,7 +58,9 @@ REPEATS = 3  # dry runs per point (the median is reported)
 PAGE = 200  # the cleanup service's page size (JupyterHub's api_page_max_limit)
 USER_BATCH = 200  # usernames per POST /hub/api/users
 GONE_SHARE = 0.5  # resources whose user the hub does not have
-STOPPED_SHARE = 0.2  # existing users' containers left stopped (their default server does not exist)
+OLD_SHARE = 0.2  # existing users' containers of a named server ("old") that does not exist, stopped
+OLD_RUNNING_SHARE = 0.2  # … the same, running (the sweep keeps running containers)
+OLD_VOLUME_SHARE = 0.5  # existing users' volumes of the missing server "old"
 DELETED_USERS = 20  # created, then deleted through the API: half of the "gone" owners
 CALL = re.compile(r"\] (\d{3}) (GET|POST|PUT|PATCH|DELETE) (/hub/api/\S*) \(([^@)]*)@[^)]*\) ([\d.]+)ms")
 
@@ -86,12 +89,34 @@ def run_pool(label, func, items):
 # ---- the labelled resources -----------------------------------------------------------------
 
 
-class Fleet:
-    """The benchmark's resources on the engine, with the category each was made in.
+class Category(NamedTuple):
+    """How a benchmark resource is made, and what one executing users sweep must do with it."""
 
-    Categories: ``keep`` (an existing user's running container, network or volume), ``stopped``
-    (an existing user's container that was created only: its server does not exist, so the sweep
-    removes it) and ``gone`` (owned by a deleted or never-existing user: removed, volumes marked).
+    server: str  # its mlhub.server_name label
+    running: bool  # containers: started (else created only)
+    removed: bool
+    marked: bool  # volumes: marked orphaned (kept through the grace period)
+
+
+# Every hub user has a (stopped) default server "" in the hub's model, so resources of server ""
+# belong to an existing server; "old" is a named server that no user has.
+CATEGORIES = {
+    (CONTAINER, "gone"): Category("", False, True, False),
+    (CONTAINER, "keep"): Category("", False, False, False),
+    (CONTAINER, "old"): Category("old", False, True, False),
+    (CONTAINER, "old-running"): Category("old", True, False, False),
+    (NETWORK, "gone"): Category("", False, True, False),
+    (NETWORK, "keep"): Category("", False, False, False),
+    (VOLUME, "gone"): Category("", False, False, True),
+    (VOLUME, "keep"): Category("", False, False, False),
+    (VOLUME, "old"): Category("old", False, False, True),
+}
+
+
+class Fleet:
+    """The benchmark's resources on the engine, each made in one of the :data:`CATEGORIES`.
+
+    ``gone`` resources belong to deleted or never-existing users; the others to existing users.
     """
 
     def __init__(self, api, hub_name, run_id, image, gone_users):
@@ -108,15 +133,18 @@ class Fleet:
         networks = volumes = n // 10
         containers = n - networks - volumes
         gone = round(containers * GONE_SHARE)
-        stopped = round((containers - gone) * STOPPED_SHARE)
+        old, running = round((containers - gone) * OLD_SHARE), round((containers - gone) * OLD_RUNNING_SHARE)
         out = {
             (CONTAINER, "gone"): gone,
-            (CONTAINER, "stopped"): stopped,
-            (CONTAINER, "keep"): containers - gone - stopped,
+            (CONTAINER, "old"): old,
+            (CONTAINER, "old-running"): running,
+            (CONTAINER, "keep"): containers - gone - old - running,
         }
         for kind, total in ((NETWORK, networks), (VOLUME, volumes)):
             out[(kind, "gone")] = round(total * GONE_SHARE)
             out[(kind, "keep")] = total - out[(kind, "gone")]
+        out[(VOLUME, "old")] = round(out[(VOLUME, "keep")] * OLD_VOLUME_SHARE)
+        out[(VOLUME, "keep")] -= out[(VOLUME, "old")]
         return out
 
     def composition(self):
@@ -137,14 +165,15 @@ class Fleet:
 
     def create(self, spec):
         name, kind, cat, owner, subnet = spec
-        labels = naming.resource_labels(self.hub_name, owner, "", COMPONENTS[kind])
+        category = CATEGORIES[(kind, cat)]
+        labels = naming.resource_labels(self.hub_name, owner, category.server, COMPONENTS[kind])
         labels.update({BENCH_LABEL: "1", RUN_LABEL: self.run_id})
         if kind == CONTAINER:
             host_config = self.api.create_host_config(network_mode="none")
             cid = self.api.create_container(
                 self.image, ["sleep", "infinity"], name=name, labels=labels, host_config=host_config
             )["Id"]
-            if cat == "keep":
+            if category.running:
                 self.api.start(cid)
         elif kind == NETWORK:
             pool = docker.types.IPAMPool(subnet=subnet)
@@ -156,13 +185,14 @@ class Fleet:
         self.items[name] = (kind, cat)
 
     def expected_counts(self):
-        """The ``counts`` a users sweep must report now (no server exists, so every volume is orphaned)."""
+        """The ``counts`` a users sweep must report now."""
         counts = Counter()
         for name, (kind, cat) in self.items.items():
-            if kind == VOLUME:
-                counts["keep:volume" if name in self.marked else "mark_orphaned:volume"] += 1
-            elif cat != "keep":
+            category = CATEGORIES[(kind, cat)]
+            if category.removed:
                 counts[f"remove:{kind}"] += 1
+            elif category.marked:
+                counts["keep:volume" if name in self.marked else "mark_orphaned:volume"] += 1
         return dict(counts)
 
     def present(self):
@@ -179,17 +209,19 @@ class Fleet:
         problems, present = [], self.present()
         for kind in (CONTAINER, NETWORK, VOLUME):
             mine = {name for name, (k, _) in self.items.items() if k == kind}
-            want = {name for name in mine if kind == VOLUME or self.items[name][1] == "keep"}
+            want = {name for name in mine if not CATEGORIES[self.items[name]].removed}
             if present[kind] & (mine - want):
-                problems.append(f"{len(present[kind] & (mine - want))} {kind}s of gone owners/servers remain")
+                problems.append(f"{len(present[kind] & (mine - want))} {kind}s that should be gone remain")
             if want - present[kind]:
-                problems.append(f"{len(want - present[kind])} {kind}s of existing users were removed")
-        volumes = {name for name, (k, _) in self.items.items() if k == VOLUME}
+                problems.append(f"{len(want - present[kind])} {kind}s that should remain were removed")
+        orphans = {name for name, key in self.items.items() if CATEGORIES[key].marked}
         marks = set(json.loads(state_path.read_text())) if state_path.exists() else set()
-        if marks != volumes:
-            problems.append(f"{len(volumes - marks)} volumes unmarked, {len(marks - volumes)} marks unknown")
+        if marks != orphans:
+            problems.append(
+                f"{len(orphans - marks)} orphaned volumes unmarked, {len(marks - orphans)} wrong marks"
+            )
         self.items = {n: v for n, v in self.items.items() if n in present[v[0]]}
-        self.marked = marks & volumes
+        self.marked = marks
         return problems
 
     def engine_list_seconds(self):
@@ -280,6 +312,18 @@ def deleted_users(hub):
     return [name for pair in zip(names, never, strict=True) for name in pair]
 
 
+def hub_user_count(hub):
+    """The hub's own user total (ours plus ``admin``, which the config creates)."""
+    r = requests.get(
+        f"{hub.url}/hub/api/users",
+        params={"limit": 1},
+        headers={"Authorization": f"token {hub.token}", "Accept": "application/jupyterhub-pagination+json"},
+        timeout=60,
+    )
+    r.raise_for_status()
+    return r.json()["_pagination"]["total"]
+
+
 def hub_calls(hub, offset):
     """Hub API requests logged since ``offset``: the service's (count, user pages, summed ms), others'."""
     with open(hub.log_path, errors="replace") as f:
@@ -331,7 +375,8 @@ def measure(hub, fleet, n, m, execute):
         problems.append(f"dry run counts {row['dry_users']['counts']} != expected {expected}")
     if row["dry_expired"]["counts"]:
         problems.append(f"expired sweep plans {row['dry_expired']['counts']} with no servers")
-    pages = math.ceil(m / PAGE)
+    row["hub_users"] = hub_user_count(hub)
+    pages = row["pages_expected"] = math.ceil(row["hub_users"] / PAGE)
     for key in ("dry_users", "dry_expired"):
         if row[key]["user_pages"] != pages:
             problems.append(f"{key}: {row[key]['user_pages']} user pages, expected {pages}")
@@ -418,7 +463,7 @@ def print_table(results):
             f"{n:>5} {m:>5} | {fmt(du['wall'], 3):>11} {fmt(1000 * du['wall'] / n):>6} "
             f"{fmt(1000 * du['wall'] / m):>6} | {fmt(de['wall'], 3):>9} | "
             f"{fmt(ex['wall'] if ex else None, 3):>7} {fmt(1000 * ex['wall'] / n if ex else None):>6} "
-            f"{removed if ex else '-':>7} | {calls:>11} {math.ceil(m / PAGE):>5} {fmt(du['hub_ms'], 0):>6} "
+            f"{removed if ex else '-':>7} | {calls:>11} {r['pages_expected']:>5} {fmt(du['hub_ms'], 0):>6} "
             f"{fmt(r['engine_list_s'], 3):>8} | {r['check']}"
         )
     print("\nscaling (exponent: time grows like size^exponent; <= 1 is linear or better):")
@@ -481,7 +526,9 @@ def main(argv=None):
             "users": ms,
             "repeats": REPEATS,
             "gone_share": GONE_SHARE,
-            "stopped_share": STOPPED_SHARE,
+            "old_share": OLD_SHARE,
+            "old_running_share": OLD_RUNNING_SHARE,
+            "old_volume_share": OLD_VOLUME_SHARE,
             "page_size": PAGE,
             "hub_name": hub_name,
         },

@@ -95,5 +95,5 @@ def load_settings(env=None):
         workspace_image=env.get("MLHUB_WORKSPACE_IMAGE", defaults.workspace_image),
         user_config=env.get("MLHUB_USER_CONFIG", defaults.user_config),
         cleanup_port=_port(env, "MLHUB_CLEANUP_PORT", 8002),
-        idle_timeout_seconds=_int(env, "MLHUB_IDLE_TIMEOUT_SECONDS", 86400, 60, allow=(0,)),
+        idle_timeout_seconds=_int(env, "MLHUB_IDLE_TIMEOUT_SECONDS", 86400, 10, allow=(0,)),
     )

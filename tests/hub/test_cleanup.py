@@ -220,3 +220,24 @@ def test_young_resources_are_left_alone(hub, docker):
     assert service(hub, "POST", "users").json()["actions"] == []
     for resource in (container, network, volume):
         resource.reload()
+
+
+def test_idle_culler_stops_idle_servers(docker, tmp_path):
+    """jupyterhub-idle-culler runs as a service with its own role and stops an idle workspace."""
+    hub = Hub(tmp_path / "idle-hub")
+    hub.env.update(MLHUB_IDLE_TIMEOUT_SECONDS="10")
+    try:
+        hub.start()
+        services = hub.api("GET", "services").json()
+        assert services["idle-culler"]["admin"] is False  # a least-privilege role, not admin
+        assert services["cleanup-service"]["admin"] is False
+        user = hub.create_user("sleepy")
+        assert hub.spawn(user, "nap", {"mem_limit": "512M"}).status_code in (201, 202)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (hub.server_model(user, "nap") or {}).get("ready"):
+            time.sleep(1)
+        assert not (hub.server_model(user, "nap") or {}).get("ready"), hub.log_tail()
+        assert "idle-culler" in hub.log_tail(400)
+    finally:
+        hub.stop()
+        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
