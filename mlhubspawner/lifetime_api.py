@@ -52,7 +52,10 @@ class LifetimeAPIHandler(APIHandler):
             raise web.HTTPError(400, 'expected {"days_to_live": <days or null>}')
         days = body["days_to_live"]
         if days is not None and (
-            isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) or days <= 0
+            isinstance(days, bool)
+            or not isinstance(days, (int, float))
+            or not math.isfinite(days)
+            or days <= 0
         ):
             raise web.HTTPError(400, "days_to_live must be a positive number of days, or null")
         if spawner.workspace_options is None:

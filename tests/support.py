@@ -63,7 +63,8 @@ class Hub:
             "c.JupyterHub.load_roles.append({'name': 'tests', 'services': ['tests'], 'scopes': "
             "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', 'admin:server_state', "
             "'admin:auth_state', 'tokens', 'access:servers', 'access:services', "
-            "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write', 'list:services', 'read:services']})\n" + user_config
+            "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write', 'list:services', 'read:services']})\n"
+            + user_config
         )
         self.env = dict(
             os.environ,
