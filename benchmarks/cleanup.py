@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -266,6 +267,40 @@ def remove_labelled(api, label):
         log(f"clean-up of {label} failed: {e}")
 
 
+class DestroyEvents:
+    """The engine's ``destroy`` events of resources named ``<prefix>…`` while in the block.
+
+    ``docker events`` (a subprocess on the local engine) rather than a query afterwards: the engine
+    keeps only its last 256 events. ``stages`` has, per kind, the count and the first and last
+    destroy in seconds after entering the block.
+    """
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.stages = {}
+
+    def __enter__(self):
+        self.start = time.time()
+        command = ["docker", "events", "--format", "{{json .}}", "--filter", "event=destroy"]
+        command += ["--since", f"{self.start:.3f}"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(1)  # let the last events arrive
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        times = {}
+        for line in out.splitlines():
+            event = json.loads(line)
+            if event.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(self.prefix):
+                times.setdefault(event["Type"], []).append(event["timeNano"] / 1e9 - self.start)
+        self.stages = {
+            kind: {"n": len(t), "first_s": round(min(t), 3), "last_s": round(max(t), 3)}
+            for kind, t in sorted(times.items())
+        }
+
+
 # ---- the hub and its cleanup service -------------------------------------------------------
 
 
@@ -381,7 +416,9 @@ def measure(hub, fleet, n, m, execute):
         if row[key]["user_pages"] != pages:
             problems.append(f"{key}: {row[key]['user_pages']} user pages, expected {pages}")
     if execute:
-        ex = row["execute"] = timed_sweep(hub, "POST", "users")
+        with DestroyEvents(f"{fleet.hub_name}-") as events:
+            ex = row["execute"] = timed_sweep(hub, "POST", "users")
+        ex["engine_destroy"] = events.stages
         ex["service_duration_s"] = service(hub, "GET")["last_run"]["users"]["duration_seconds"]
         if ex["counts"] != expected:
             problems.append(f"executed counts {ex['counts']} != expected {expected}")
@@ -466,6 +503,14 @@ def print_table(results):
             f"{removed if ex else '-':>7} | {calls:>11} {r['pages_expected']:>5} {fmt(du['hub_ms'], 0):>6} "
             f"{fmt(r['engine_list_s'], 3):>8} | {r['check']}"
         )
+    print("\nexecuting sweeps: engine destroy events, seconds after the POST (first-last, count):")
+    for r in rows:
+        if "execute" in r:
+            stages = ", ".join(
+                f"{kind}s {v['first_s']:.2f}-{v['last_s']:.2f} ({v['n']})"
+                for kind, v in r["execute"]["engine_destroy"].items()
+            )
+            print(f"  N={r['resources']} M={r['users']}: {stages}; answer at {r['execute']['wall']:.2f}")
     print("\nscaling (exponent: time grows like size^exponent; <= 1 is linear or better):")
     for s in results["scaling"]:
         print(

@@ -117,7 +117,15 @@ def plan_deleted_users(users, resources, now, rules):
         if not _ours(r, rules) or now - r.created < rules.min_age_seconds:
             continue
         if r.kind == NETWORK and r.user not in users:
-            actions.append(Action(REMOVE, "its user no longer exists", r))
+            staying = [
+                c.name
+                for c in resources
+                if c.kind == CONTAINER and c.user == r.user and c.name not in gone_containers
+            ]
+            if staying:
+                actions.append(Action(KEEP, "its user no longer exists, but containers are still on it", r))
+            else:
+                actions.append(Action(REMOVE, "its user no longer exists", r))
         elif r.kind == VOLUME:
             if r.user not in users:
                 actions.append(_volume_action(r, "its user no longer exists", now, rules))

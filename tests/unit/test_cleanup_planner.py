@@ -46,6 +46,11 @@ def test_stopped_container_of_a_deleted_server_goes_a_running_one_stays():
     assert plan({"alice": {""}}, [stopped, running]) == {("remove", "container-alice-old")}
 
 
+def test_a_network_stays_while_a_young_container_is_still_on_it():
+    young = res(CONTAINER, "gone", age=60)
+    assert plan({}, [young, res(NETWORK, "gone")]) == {("keep", "network-gone-")}
+
+
 def test_other_hubs_and_young_resources_are_skipped():
     other = res(CONTAINER, "gone", hub="otherhub")
     young = res(CONTAINER, "gone", age=60, name="young")
