@@ -146,11 +146,17 @@ class Cleaner:
             report.update(done=result["done"], failed=result["failed"], errors=result["errors"])
             return report
 
-    async def periodic(self, interval):
-        """Run both sweeps every ``interval`` seconds, forever; errors are logged, never fatal."""
+    async def periodic(self, interval, first_delay=30):
+        """Run both sweeps soon after start, then every ``interval`` seconds, forever.
+
+        Starting early means a hub restarted more often than ``interval`` still gets swept.
+        Errors are logged, never fatal.
+        """
+        delay = min(interval, first_delay)
         while True:
-            self.status.next_run = time.time() + interval
-            await asyncio.sleep(interval)
+            self.status.next_run = time.time() + delay
+            await asyncio.sleep(delay)
+            delay = interval
             for name in SWEEPS:
                 try:
                     await self.run(name)
