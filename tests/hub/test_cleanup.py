@@ -222,22 +222,28 @@ def test_young_resources_are_left_alone(hub, docker):
         resource.reload()
 
 
-def test_idle_culler_stops_idle_servers(docker, tmp_path):
-    """jupyterhub-idle-culler runs as a service with its own role and stops an idle workspace."""
-    hub = Hub(tmp_path / "idle-hub")
-    hub.env.update(MLHUB_IDLE_TIMEOUT_SECONDS="10")
+def test_services_work_by_themselves(docker, tmp_path):
+    """Without any API call: the periodic sweep removes a deleted user's container, and
+    jupyterhub-idle-culler (a service with its own role) stops an idle workspace."""
+    hub = Hub(tmp_path / "auto-hub")
+    hub.env.update(
+        MLHUB_IDLE_TIMEOUT_SECONDS="10", CLEANUP_INTERVAL_SECONDS="10", CLEANUP_MIN_AGE_SECONDS="0"
+    )
     try:
         hub.start()
         services = hub.api("GET", "services").json()
         assert services["idle-culler"]["admin"] is False  # a least-privilege role, not admin
         assert services["cleanup-service"]["admin"] is False
+        orphan, _, _ = labelled_resources(docker, hub.hub_name, "long-gone")
         user = hub.create_user("sleepy")
         assert hub.spawn(user, "nap", {"mem_limit": "512M"}).status_code in (201, 202)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (hub.server_model(user, "nap") or {}).get("ready"):
+        while time.monotonic() < deadline and (
+            (hub.server_model(user, "nap") or {}).get("ready") or exists(docker.containers, orphan.name)
+        ):
             time.sleep(1)
-        assert not (hub.server_model(user, "nap") or {}).get("ready"), hub.log_tail()
-        assert "idle-culler" in hub.log_tail(400)
+        assert not (hub.server_model(user, "nap") or {}).get("ready"), "the idle server was not culled"
+        assert not exists(docker.containers, orphan.name), "the periodic sweep did not run"
     finally:
         hub.stop()
         remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
