@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -270,31 +271,35 @@ def remove_labelled(api, label):
 class DestroyEvents:
     """The engine's ``destroy`` events of resources named ``<prefix>…`` while in the block.
 
-    ``docker events`` (a subprocess on the local engine) rather than a query afterwards: the engine
-    keeps only its last 256 events. ``stages`` has, per kind, the count and the first and last
-    destroy in seconds after entering the block.
+    ``docker events`` (a subprocess on the local engine, read by a thread so that it never blocks
+    on a full pipe) rather than a query afterwards: the engine keeps only its last 256 events.
+    ``stages`` has, per kind, the count and the first and last destroy in seconds after entering.
     """
 
     def __init__(self, prefix):
         self.prefix = prefix
+        self.lines = []
         self.stages = {}
 
     def __enter__(self):
         self.start = time.time()
-        command = ["docker", "events", "--format", "{{json .}}", "--filter", "event=destroy"]
-        command += ["--since", f"{self.start:.3f}"]
+        command = ["docker", "events", "--since", f"{self.start:.3f}", "--filter", "event=destroy"]
+        command += ["--format", "{{.Type}} {{.TimeNano}} {{.Actor.Attributes.name}}"]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
         return self
 
     def __exit__(self, *exc):
         time.sleep(1)  # let the last events arrive
         self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=30)
+        self.proc.wait(10)
+        self.reader.join(10)
         times = {}
-        for line in out.splitlines():
-            event = json.loads(line)
-            if event.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(self.prefix):
-                times.setdefault(event["Type"], []).append(event["timeNano"] / 1e9 - self.start)
+        for line in self.lines:
+            kind, nanos, name = (line.split(maxsplit=2) + ["", "", ""])[:3]
+            if name.startswith(self.prefix):
+                times.setdefault(kind, []).append(int(nanos) / 1e9 - self.start)
         self.stages = {
             kind: {"n": len(t), "first_s": round(min(t), 3), "last_s": round(max(t), 3)}
             for kind, t in sorted(times.items())
