@@ -54,6 +54,7 @@ class Status:
         self.removed = {}  # resource kind -> count
         self.seen = {}  # resource kind -> count in the last listing
         self.duration_sum = 0.0
+        self.hub_calls = 0
 
     def record(self, name, actions, result, duration, resources_seen):
         self.sweeps[name] += 1
@@ -95,6 +96,9 @@ class Status:
             "# HELP mlhub_cleanup_resources Resources of this hub seen in the last listing, by kind.",
             "# TYPE mlhub_cleanup_resources gauge",
             *(f'mlhub_cleanup_resources{{kind="{k}"}} {v}' for k, v in sorted(self.seen.items())),
+            "# HELP mlhub_cleanup_hub_api_calls_total Requests made to the Hub API.",
+            "# TYPE mlhub_cleanup_hub_api_calls_total counter",
+            f"mlhub_cleanup_hub_api_calls_total {self.hub_calls}",
             "# HELP mlhub_cleanup_errors_total Items that failed to clean up.",
             "# TYPE mlhub_cleanup_errors_total counter",
             f"mlhub_cleanup_errors_total {self.errors}",
@@ -247,6 +251,7 @@ class MetricsHandler(APIHandler):
         self.set_header("Content-Type", "text/plain; version=0.0.4")
 
     def get(self):
+        self.cleaner.status.hub_calls = self.cleaner.hub.calls
         self.finish(self.cleaner.status.metrics())
 
 
@@ -276,6 +281,15 @@ class CleanupService(Application):
     name = "mlhub-cleanup"
     description = "Removes expired ML Hub workspaces and what deleted users left behind."
     _log_formatter_cls = LogFormatter
+
+    @default("log_format")
+    def _default_log_format(self):
+        # tornado's LogFormatter knows %(color)s, not traitlets' %(highlevel)s
+        return "%(color)s[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s %(module)s:%(lineno)d]%(end_color)s %(message)s"
+
+    @default("log_level")
+    def _default_log_level(self):
+        return "INFO"  # sweeps and who asked for them are the audit trail
 
     hub_name = Unicode(help="Only resources labelled mlhub.origin=<hub_name> are touched ($HUB_NAME).").tag(
         config=True

@@ -113,16 +113,14 @@ def plan_deleted_users(users, resources, now, rules):
         elif r.server not in users[r.user] and not r.running:
             actions.append(Action(REMOVE, "stopped, and its server no longer exists", r))
             gone_containers.add(r.name)
+    users_with_staying_containers = {
+        r.user for r in resources if r.kind == CONTAINER and _ours(r, rules) and r.name not in gone_containers
+    }
     for r in resources:
         if not _ours(r, rules) or now - r.created < rules.min_age_seconds:
             continue
         if r.kind == NETWORK and r.user not in users:
-            staying = [
-                c.name
-                for c in resources
-                if c.kind == CONTAINER and c.user == r.user and c.name not in gone_containers
-            ]
-            if staying:
+            if r.user in users_with_staying_containers:
                 actions.append(Action(KEEP, "its user no longer exists, but containers are still on it", r))
             else:
                 actions.append(Action(REMOVE, "its user no longer exists", r))

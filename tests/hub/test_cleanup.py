@@ -158,6 +158,8 @@ def test_engine_errors_do_not_stop_the_sweep(chub, docker):
         assert network.name in status["last_error"]
         metrics = service(chub, "GET", "metrics").text
         assert "mlhub_cleanup_errors_total 1" in metrics
+        assert "mlhub_cleanup_hub_api_calls_total" in metrics
+        assert "asked for the users sweep" in chub.log_tail(400)  # an audit trail of who ran it
     finally:
         blocker.remove(force=True)
     assert service(chub, "POST", "users").json()["failed"] == 0
