@@ -281,6 +281,15 @@ def form_to_options(form):
     return options
 
 
+def gpu_count(gpus, policy):
+    """How many GPUs a ``gpus`` option asks for."""
+    if not gpus:
+        return 0
+    if gpus == "all":
+        return policy.max_gpus
+    return int(gpus) if gpus.isdigit() else len(gpus.split(","))
+
+
 def check_quota(requested, running, policy):
     """Refuse a start that would push the user over their quota.
 
@@ -288,6 +297,12 @@ def check_quota(requested, running, policy):
     """
     if policy.max_servers_per_user is not None and len(running) + 1 > policy.max_servers_per_user:
         raise OptionsError("quota", f"at most {policy.max_servers_per_user} running workspaces per user")
+    if policy.max_gpus_per_user is not None:
+        total = sum(gpu_count(o.gpus, policy) for o in [*running, requested])
+        if total > policy.max_gpus_per_user:
+            raise OptionsError(
+                "gpus", f"quota exceeded: {total} GPUs in total, at most {policy.max_gpus_per_user} per user"
+            )
     if policy.max_total_cpu_per_user is not None:
         fallback = policy.max_cpu or policy.host_cpus or 0
         total = sum((o.cpu_limit or fallback) for o in [*running, requested])

@@ -48,6 +48,8 @@ class Policy:
     reserved_env_names: tuple = tuple(DEFAULT_RESERVED_ENV)
     max_gpus: int = 0
     allow_all_gpus: bool = False
+    max_gpus_per_user: int | None = None
+    gpu_sharing: bool = False
     max_servers_per_user: int | None = None
     max_total_cpu_per_user: float | None = None
     max_total_memory_per_user: int | None = None
@@ -151,6 +153,15 @@ class WorkspacePolicy(Configurable):
 
     allow_all_gpus = Bool(False, help="""Allow ``gpus: all``.""").tag(config=True)
 
+    max_gpus_per_user = Int(
+        None, allow_none=True, help="""Most GPUs one user's running workspaces may hold in total."""
+    ).tag(config=True)
+
+    gpu_sharing = Bool(
+        False,
+        help="""Let several workspaces use the same GPU. Off: a GPU in use is never handed out again.""",
+    ).tag(config=True)
+
     max_servers_per_user = Int(
         None,
         allow_none=True,
@@ -184,7 +195,7 @@ class WorkspacePolicy(Configurable):
         """The images of the form: the default first, then ``workspace_images``, no repeats."""
         return tuple(dict.fromkeys([default_image, *self.workspace_images]))
 
-    def policy(self, default_image, host_cpus=None, host_memory=None):
+    def policy(self, default_image, host_cpus=None, host_memory=None, gpu_count=None):
         """Freeze the current settings (after group overrides) into a :class:`Policy`."""
         return Policy(
             default_image=default_image,
@@ -200,8 +211,10 @@ class WorkspacePolicy(Configurable):
             default_days_to_live=self.default_days_to_live,
             max_days_to_live=self.max_days_to_live,
             reserved_env_names=tuple(self.reserved_env_names),
-            max_gpus=self.max_gpus,
+            max_gpus=self.max_gpus if gpu_count is None else min(self.max_gpus, gpu_count),
             allow_all_gpus=self.allow_all_gpus,
+            max_gpus_per_user=self.max_gpus_per_user,
+            gpu_sharing=self.gpu_sharing,
             max_servers_per_user=self.max_servers_per_user,
             max_total_cpu_per_user=self.max_total_cpu_per_user,
             max_total_memory_per_user=self.max_total_mem_per_user,

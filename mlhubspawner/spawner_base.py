@@ -85,6 +85,10 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         """``(cpus, memory_bytes)`` of the engine/cluster where workspaces run, or ``(None, None)``."""
         return None, None
 
+    async def gpu_inventory(self):
+        """The GPUs workspaces may use (``mlhubspawner.gpus.GPU``), or ``None`` if unknown."""
+        return None
+
     def default_image(self):
         return self.image
 
@@ -92,7 +96,9 @@ class MLHubSpawnerMixin(WorkspacePolicy):
 
     async def current_policy(self):
         cpus, memory = await self.host_resources()
-        return self.policy(self.default_image(), host_cpus=cpus, host_memory=memory)
+        inventory = await self.gpu_inventory()
+        gpu_count = None if inventory is None else len(inventory)
+        return self.policy(self.default_image(), host_cpus=cpus, host_memory=memory, gpu_count=gpu_count)
 
     @default("options_form")
     def _default_options_form(self):

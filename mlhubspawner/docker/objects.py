@@ -21,7 +21,8 @@ def make_host_config(
     shm_size=None,
     volume=None,
     volume_path="/workspace",
-    gpus="",
+    gpus=(),
+    gpu_driver="nvidia",
     extra=None,
 ):
     """Keyword arguments for ``APIClient.create_host_config`` of one workspace."""
@@ -35,13 +36,8 @@ def make_host_config(
     if volume:
         host_config["binds"] = {volume: {"bind": volume_path, "mode": "rw"}}
     if gpus:
-        request = {"Driver": "nvidia", "Capabilities": [["gpu"]]}
-        if gpus == "all":
-            request["Count"] = -1
-        elif gpus.isdigit():
-            request["Count"] = int(gpus)
-        else:
-            request["DeviceIDs"] = gpus.split(",")
+        # explicit ids (never a count): allocation decides which GPUs, the engine must not
+        request = {"Driver": gpu_driver, "Capabilities": [["gpu"]], "DeviceIDs": list(gpus)}
         host_config["device_requests"] = [request]
     return deep_merge(host_config, extra or {})
 

@@ -7,6 +7,8 @@ pool of ``docker_threads`` workers, so many users spawning at once are not seria
 """
 
 import asyncio
+import contextlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
@@ -14,10 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
 from tornado import web
-from traitlets import Bool, Float, Int, Unicode, default, validate
+from traitlets import Bool, Float, Int, List, Unicode, default, validate
 
-from .. import naming
-from ..spawner_base import STATE_KEY, MLHubSpawnerMixin
+from .. import gpus, naming
+from ..options import OptionsError
+from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error
 from . import objects
 from .networks import NetworkAllocator, network_gateway, validate_pool
 
@@ -101,6 +104,33 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     def _object_name_default(self):
         return naming.workspace_name(self.hub_name, self.user.name, self.name)
 
+    gpu_ids = List(
+        Unicode(),
+        help="""GPU indices workspaces may use, when the hub cannot see the GPUs itself.
+
+        Defaults to ``$GPU_IDS`` (``0,1,2,3``); empty means: ask ``nvidia-smi`` on the hub's host.
+        Needed for a remote engine or a hub in a container without GPU access.
+        """,
+    ).tag(config=True)
+
+    gpu_driver = Unicode(
+        "nvidia", help="""The device driver named in GPU DeviceRequests (``docker run --gpus``)."""
+    ).tag(config=True)
+
+    @default("gpu_ids")
+    def _default_gpu_ids(self):
+        return [part for part in os.environ.get("GPU_IDS", "").replace(" ", "").split(",") if part]
+
+    @validate("gpu_ids")
+    def _validate_gpu_ids(self, proposal):
+        try:
+            gpus.inventory_from_ids(proposal.value)
+        except ValueError as e:
+            raise ValueError(f"MLHubDockerSpawner.gpu_ids: {e}") from None
+        return proposal.value
+
+    allocated_gpus = List(Unicode(), help="GPU ids of the last start (persisted in state).")
+
     volume_name = Unicode(help="Name of the workspace's volume (persisted in state).")
 
     @default("volume_name")
@@ -116,6 +146,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     _executors = {}
     _allocators = {}
     _host = None  # (timestamp, cpus, memory)
+    _gpu_lock = asyncio.Lock()
+    _probed_gpus = None
 
     @property
     def executor(self):
@@ -142,10 +174,47 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             MLHubDockerSpawner._host = cached
         return cached[1], cached[2]
 
+    # ---- GPUs ---------------------------------------------------------------------------
+
+    async def gpu_inventory(self):
+        if self.gpu_ids:
+            return gpus.inventory_from_ids(self.gpu_ids)
+        if MLHubDockerSpawner._probed_gpus is None:
+            loop = asyncio.get_running_loop()
+            MLHubDockerSpawner._probed_gpus = await loop.run_in_executor(self.executor, gpus.probe_nvidia_smi)
+        return MLHubDockerSpawner._probed_gpus
+
+    async def _allocate_gpus(self, request):
+        """Concrete GPU ids for this start, from the labels of this hub's live containers."""
+        if not request:
+            return []
+        live = await self.docker(
+            "containers",
+            all=True,
+            filters={"label": [f"{naming.LABEL_ORIGIN}={self.hub_name}", naming.LABEL_GPUS]},
+        )
+        holders = [
+            (c["Names"][0].lstrip("/"), c["Labels"].get(naming.LABEL_GPUS))
+            for c in live
+            if c["State"] in ("running", "created", "restarting", "paused")
+        ]
+        policy = await self.current_policy()
+        try:
+            return gpus.allocate(
+                request,
+                await self.gpu_inventory(),
+                gpus.gpus_in_use(holders, exclude=self.object_name),
+                sharing=policy.gpu_sharing,
+                prefer=self.allocated_gpus,
+            )
+        except OptionsError as e:
+            raise options_error(e) from None
+
     # ---- state: names are kept, so a change of naming scheme never orphans a workspace ----
 
     def get_state(self):
         state = super().get_state()
+        state[STATE_KEY]["gpus"] = list(self.allocated_gpus)
         state[STATE_KEY]["names"] = {
             "container": self.object_name,
             "network": self.network_name,
@@ -155,6 +224,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     def load_state(self, state):
         super().load_state(state)
+        self.allocated_gpus = (state.get(STATE_KEY) or {}).get("gpus") or []
         names = (state.get(STATE_KEY) or {}).get("names") or {}
         for key, trait in (
             ("container", "object_name"),
@@ -166,12 +236,14 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     # ---- environment ----------------------------------------------------------------------
 
-    def workspace_env(self, options, gateway):
+    def workspace_env(self, options, gateway, gpu_ids=()):
         """The env of one start: the user's vars, then ours (which the user cannot override)."""
         env = dict(options.env)
         env.update(self.get_env())
         env["JUPYTER_IMAGE_SPEC"] = options.image
         env["SSH_JUMPHOST_TARGET"] = self.object_name
+        # "void": an image that says NVIDIA_VISIBLE_DEVICES=all gets no GPU it was not given
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpu_ids) if gpu_ids else "void"
         if options.cpu_limit is not None:
             env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
             env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
@@ -205,23 +277,25 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         )
 
         expiration = self.plan_lifetime(options)
-        labels = naming.resource_labels(
-            **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration
-        )
-        labels.update(self.extra_labels_for_start())
-        create_kwargs, host_config = await self._container_spec(
-            options, labels, volume, network_gateway(network), image
-        )
-        wanted_hash = objects.config_hash(create_kwargs, host_config)
-        create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
-
         self.emit_progress(55, "Creating the workspace container")
-        try:
-            await self._create_or_reuse(create_kwargs, host_config, wanted_hash, options)
-        except Exception:
-            if new_volume:  # a workspace that never started leaves no volume behind
-                await self.docker("remove_volume", volume, force=True)
-            raise
+        # picking GPUs and creating the container that holds them is one step, one spawn at a time
+        async with MLHubDockerSpawner._gpu_lock if options.gpus else contextlib.nullcontext():
+            gpu_ids = await self._allocate_gpus(options.gpus)
+            labels = naming.resource_labels(
+                **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration, gpus=gpu_ids
+            )
+            create_kwargs, host_config = await self._container_spec(
+                options, labels, volume, network_gateway(network), image, gpu_ids
+            )
+            wanted_hash = objects.config_hash(create_kwargs, host_config)
+            create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
+            try:
+                await self._create_or_reuse(create_kwargs, host_config, wanted_hash, options)
+            except Exception:
+                if new_volume:  # a workspace that never started leaves no volume behind
+                    await self.docker("remove_volume", volume, force=True)
+                raise
+        self.allocated_gpus = gpu_ids
         ip, port = await self.get_ip_and_port()
         self.emit_progress(85, "Waiting for the workspace to answer")
         await self._wait_until_listening(ip, port)
@@ -260,11 +334,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             await self.docker("create_volume", **objects.make_volume_kwargs(name=volume, labels=labels))
             return True
 
-    def extra_labels_for_start(self):
-        """Extra labels for the container; a hook for subclasses (GPUs add theirs)."""
-        return {}
-
-    async def _container_spec(self, options, labels, volume, gateway, image):
+    async def _container_spec(self, options, labels, volume, gateway, image, gpu_ids):
         extra_create = self._eval_if_callable(self.extra_create_kwargs)
         if asyncio.iscoroutine(extra_create):
             extra_create = await extra_create
@@ -274,7 +344,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         create_kwargs = objects.make_container_kwargs(
             name=self.object_name,
             image=options.image,
-            env=self.workspace_env(options, gateway),
+            env=self.workspace_env(options, gateway, gpu_ids),
             labels=labels,
             port=self.port,
             command=list(self.cmd or image["Config"].get("Cmd") or []) + self.get_args(),
@@ -287,7 +357,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             shm_size=options.shm_size,
             volume=volume,
             volume_path=self.volume_path,
-            gpus=options.gpus,
+            gpus=gpu_ids,
+            gpu_driver=self.gpu_driver,
             extra=self._render_templates(extra_host or {}),
         )
         return create_kwargs, host_config
@@ -361,11 +432,16 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     async def start_object(self):
         try:
             await super().start_object()
-        except APIError:
+        except APIError as e:
             # a container that cannot start is not left behind half-created
             self.log.exception("Could not start %s; removing it", self.object_name)
             await self.remove_object()
             self.object_id = ""
+            if "device driver" in str(e.explanation or e):
+                message = f"The Docker engine refused the GPU request: {e.explanation or e}"
+                error = web.HTTPError(500, "%s", message)
+                error.jupyterhub_message = message
+                raise error from None
             raise
 
     async def _wait_until_listening(self, ip, port):

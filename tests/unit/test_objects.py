@@ -14,7 +14,7 @@ def test_host_config_limits_volume_and_gpus():
         mem_limit=2 * GB,
         shm_size=256 * 1024**2,
         volume="mlhub-ws-alice",
-        gpus="0,2",
+        gpus=["0", "2"],
     )
     assert host == {
         "network_mode": "mlhub-alice",
@@ -26,7 +26,9 @@ def test_host_config_limits_volume_and_gpus():
         "device_requests": [{"Driver": "nvidia", "Capabilities": [["gpu"]], "DeviceIDs": ["0", "2"]}],
     }
     assert objects.make_host_config(network="n") == {"network_mode": "n", "restart_policy": {"Name": "no"}}
-    assert objects.make_host_config(network="n", gpus="all")["device_requests"][0]["Count"] == -1
+    assert objects.make_host_config(network="n", gpus=["1"], gpu_driver="other")["device_requests"] == [
+        {"Driver": "other", "Capabilities": [["gpu"]], "DeviceIDs": ["1"]}
+    ]
 
 
 def test_extra_config_is_merged_without_touching_the_input():
