@@ -69,7 +69,7 @@ def gpus_in_use(containers, exclude=None):
 
 
 def allocate(request, inventory, in_use, sharing=False, prefer=()):
-    """Concrete GPU ids for ``request`` (``""``, a count, ``"0,2"`` or ``"all"``).
+    """Concrete GPU ids for ``request`` (``""``, a count, ``"device=0,2"`` or ``"all"``).
 
     ``in_use`` maps ids to the containers holding them; ``prefer`` lists ids this workspace had
     before, so that a restart keeps its GPUs when they are still free.
@@ -87,7 +87,7 @@ def allocate(request, inventory, in_use, sharing=False, prefer=()):
             raise OptionsError("gpus", f"{count} GPUs requested, {len(free)} free (of {len(ids)})")
         return sorted(ordered[:count], key=int)
     else:
-        wanted = request.split(",")
+        wanted = request.removeprefix("device=").split(",")
     unknown = [i for i in wanted if i not in ids]
     if unknown:
         raise OptionsError(

@@ -160,7 +160,8 @@ def is_reserved(name, reserved):
 
 
 def parse_gpus(value, policy):
-    """``none``/empty, a count, or explicit ids (``0,2``); ``all`` only if the policy allows."""
+    """``none``/empty, a count (``2``), ids (``0,2`` or ``device=1``, Docker's ``--gpus`` form for
+    a single id), or ``all`` if the policy allows. Ids come back as ``device=<ids>``."""
     text = "" if value is None else str(value).strip().lower()
     if isinstance(value, bool):
         raise OptionsError("gpus", f"expected none, a count or GPU ids, got {value!r}")
@@ -172,13 +173,15 @@ def parse_gpus(value, policy):
         if not policy.allow_all_gpus:
             raise OptionsError("gpus", "requesting all GPUs is not allowed")
         return "all"
+    ids_text = text.removeprefix("device=")
     if re.fullmatch(r"\d+", text):
         count = int(text)
-    elif re.fullmatch(r"\d+(,\d+)+", text):
-        ids = text.split(",")
+    elif re.fullmatch(r"\d+(,\d+)+", ids_text) or (text.startswith("device=") and ids_text.isdigit()):
+        ids = ids_text.split(",")
         if len(set(ids)) != len(ids):
             raise OptionsError("gpus", f"GPU ids repeat: {value!r}")
         count = len(ids)
+        text = f"device={ids_text}"
     else:
         raise OptionsError("gpus", f"expected none, a count or GPU ids like 0,2, got {value!r}")
     if count > policy.max_gpus:
@@ -287,7 +290,7 @@ def gpu_count(gpus, policy):
         return 0
     if gpus == "all":
         return policy.max_gpus
-    return int(gpus) if gpus.isdigit() else len(gpus.split(","))
+    return int(gpus) if gpus.isdigit() else len(gpus.removeprefix("device=").split(","))
 
 
 def check_quota(requested, running, policy):

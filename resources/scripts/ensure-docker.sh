@@ -3,6 +3,9 @@
 # Uses a running engine if one answers; else, as root on Debian/Ubuntu, installs Debian's docker.io
 # (+ iptables) when needed and starts dockerd in the background; else says what to do and exits 1.
 # Env: MLHUB_STATE_DIR (default /var/lib/mlhub-dev) holds dockerd.log; DOCKER_WAIT_SECONDS (default 60).
+# MLHUB_GPU_STANDIN=1 (set by `make test` only): put a stand-in `nvidia-container-runtime-hook` (records its calls,
+# changes nothing) on the PATH of the dockerd this script starts, so that the engine accepts GPU DeviceRequests on a
+# machine without GPUs; a dockerd this script started earlier without it is restarted.
 set -euo pipefail
 
 state_dir=${MLHUB_STATE_DIR:-/var/lib/mlhub-dev}
@@ -10,9 +13,37 @@ wait_seconds=${DOCKER_WAIT_SECONDS:-60}
 log() { printf 'ensure-docker: %s\n' "$*" >&2; }
 engine_answers() { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }
 
+standin_dir=""
+if [ "${MLHUB_GPU_STANDIN:-}" = 1 ]; then
+    standin_dir=${MLHUB_STATE_DIR:-/var/lib/mlhub-dev}/gpu-standin
+    mkdir -p "$standin_dir"
+    cat >"$standin_dir/nvidia-container-runtime-hook" <<'HOOK'
+#!/bin/sh
+# Stand-in for NVIDIA's OCI prestart hook, for ML Hub's tests: record the call, change nothing.
+cat >/dev/null
+echo "$(date +%s) $*" >>"$(dirname "$0")/calls.log"
+exit 0
+HOOK
+    chmod +x "$standin_dir/nvidia-container-runtime-hook"
+fi
+
+# the pid of a dockerd started by this script (it records it), if it still runs
+our_pid() {
+    local pidfile=${MLHUB_STATE_DIR:-/var/lib/mlhub-dev}/dockerd.pid
+    [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && cat "$pidfile"
+}
+has_standin() { tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -q "^PATH=$standin_dir:"; }
+
 if engine_answers; then
-    log "Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
-    exit 0
+    pid=$(our_pid || true)
+    if [ -n "$standin_dir" ] && [ -n "$pid" ] && ! has_standin "$pid"; then
+        log "restarting our dockerd (pid $pid) with the GPU stand-in hook"
+        kill "$pid"
+        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    else
+        log "Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+        exit 0
+    fi
 fi
 
 is_debian_like() { [ -r /etc/os-release ] && grep -qiE '^(ID|ID_LIKE)=.*(debian|ubuntu)' /etc/os-release; }
@@ -52,8 +83,9 @@ if [ -s /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/nul
     log "dockerd already running (pid $pid); waiting for it"
 else
     log "starting dockerd (log: $daemon_log)"
-    setsid nohup dockerd >>"$daemon_log" 2>&1 </dev/null &
+    PATH="${standin_dir:+$standin_dir:}$PATH" setsid nohup dockerd >>"$daemon_log" 2>&1 </dev/null &
     pid=$!
+    echo "$pid" >"$state_dir/dockerd.pid"
 fi
 
 start=$SECONDS

@@ -215,6 +215,7 @@ BAD_OPTIONS = [
     ({"env": {"JUPYTERHUB_API_TOKEN": "stolen"}}, "env"),
     ({"days_to_live": 0}, "days_to_live"),
     ({"days_to_live": 365}, "days_to_live"),
+    ({"gpus": 1}, "gpus"),  # this hub has no GPUs
     ({"mem_limit": "2G"}, None),  # fine alone; with a running 2G workspace it breaks the 3G quota
 ]
 

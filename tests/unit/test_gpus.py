@@ -35,12 +35,12 @@ def test_counts_get_the_lowest_free_gpus_and_a_clear_error_when_short():
 
 
 def test_explicit_ids_must_exist_and_be_free_unless_sharing():
-    assert allocate("0,3", FOUR, {"1": ["a"]}) == ["0", "3"]
+    assert allocate("device=0,3", FOUR, {"1": ["a"]}) == ["0", "3"]
     with pytest.raises(OptionsError, match="GPU 1 in use"):
-        allocate("0,1", FOUR, {"1": ["a"]})
-    assert allocate("0,1", FOUR, {"1": ["a"]}, sharing=True) == ["0", "1"]
+        allocate("device=0,1", FOUR, {"1": ["a"]})
+    assert allocate("device=0,1", FOUR, {"1": ["a"]}, sharing=True) == ["0", "1"]
     with pytest.raises(OptionsError, match="no GPU 7"):
-        allocate("0,7", FOUR, {})
+        allocate("device=0,7", FOUR, {})
 
 
 def test_all_and_none():
@@ -58,7 +58,7 @@ def test_a_restart_keeps_its_gpus_when_they_are_still_free():
 def test_many_requests_never_share_a_gpu():
     eight = inventory_from_ids(",".join(str(i) for i in range(8)))
     held = {}
-    for n, request in enumerate(["1", "2", "1", "6,7", "2"]):
+    for n, request in enumerate(["1", "2", "1", "device=6,7", "2"]):
         for gpu_id in allocate(request, eight, held):
             assert gpu_id not in held
             held[gpu_id] = [f"ws{n}"]
@@ -69,7 +69,9 @@ def test_many_requests_never_share_a_gpu():
 
 def test_policy_limits_and_per_user_quota():
     policy = Policy(default_image="a", max_gpus=2, max_gpus_per_user=3)
-    assert parse_options({"gpus": "0,1"}, policy).gpus == "0,1"
+    assert parse_options({"gpus": "0,1"}, policy).gpus == "device=0,1"
+    assert parse_options({"gpus": "device=1"}, policy).gpus == "device=1"
+    assert parse_options({"gpus": "1"}, policy).gpus == "1"  # a bare number is a count
     with pytest.raises(OptionsError, match="at most 2 GPUs"):
         parse_options({"gpus": 3}, policy)
     with pytest.raises(OptionsError, match="not available"):
@@ -77,4 +79,4 @@ def test_policy_limits_and_per_user_quota():
     running = [WorkspaceOptions(image="a", gpus="2")]
     check_quota(WorkspaceOptions(image="a", gpus="1"), running, policy)
     with pytest.raises(OptionsError, match="quota exceeded: 4 GPUs"):
-        check_quota(WorkspaceOptions(image="a", gpus="0,1"), running, policy)
+        check_quota(WorkspaceOptions(image="a", gpus="device=0,1"), running, policy)
