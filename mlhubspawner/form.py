@@ -48,8 +48,11 @@ def submitted_values(raw):
     return values
 
 
-def render_options_form(policy, values, error=None):
-    """HTML of the options form; ``error`` is an OptionsError shown next to its field."""
+def render_options_form(policy, values, error=None, gpus=()):
+    """HTML of the options form; ``error`` is an OptionsError shown next to its field.
+
+    ``gpus``: dicts with ``id``, ``name``, ``memory_mb`` and ``free``, listed under the GPU field.
+    """
     return (
         _environment()
         .get_template("options_form.html")
@@ -61,5 +64,6 @@ def render_options_form(policy, values, error=None):
             max_memory=format_size(policy.max_memory) if policy.max_memory else "",
             error_field=error.field if error else None,
             error_message=error.message if error else None,
+            gpus=gpus,
         )
     )

@@ -85,6 +85,10 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         """``(cpus, memory_bytes)`` of the engine/cluster where workspaces run, or ``(None, None)``."""
         return None, None
 
+    async def gpu_status(self):
+        """GPUs for the form: dicts with ``id``, ``name``, ``memory_mb`` and ``free``."""
+        return []
+
     async def gpu_inventory(self):
         """The GPUs workspaces may use (``mlhubspawner.gpus.GPU``), or ``None`` if unknown."""
         return None
@@ -112,11 +116,12 @@ class MLHubSpawnerMixin(WorkspacePolicy):
             self.user._mlhub_refused_form = None
             spawner, raw, error, _ = refused
             policy = await spawner.current_policy()
-            return render_options_form(policy, submitted_values(raw), error)
+            return render_options_form(policy, submitted_values(raw), error, await spawner.gpu_status())
         if not self.name and not self.default_server_form:
             return ""
         policy = await self.current_policy()
-        return render_options_form(policy, form_values(policy, self.workspace_options))
+        gpus = await self.gpu_status() if policy.max_gpus else []
+        return render_options_form(policy, form_values(policy, self.workspace_options), gpus=gpus)
 
     @default("options_from_form")
     def _default_options_from_form(self):

@@ -212,3 +212,34 @@ def exists(collection, name):
     except docker.errors.NotFound:
         return False
     return True
+
+
+# ---- a browser-like session (NativeAuthenticator sign-up and login) --------------------
+
+PASSWORD = "correct-Horse-battery-9"
+
+
+def browser(hub):
+    """A requests session that behaves like a browser (cookies + the _xsrf token)."""
+    session = requests.Session()
+    session.get(f"{hub.url}/hub/login", timeout=30)
+    return session
+
+
+def post_form(session, hub, path, data, **kwargs):
+    data = dict(data, _xsrf=session.cookies.get("_xsrf"))
+    return session.post(f"{hub.url}/hub/{path}", data=data, timeout=120, **kwargs)
+
+
+def sign_up(hub, username):
+    session = browser(hub)
+    fields = {"username": username, "signup_password": PASSWORD, "signup_password_confirmation": PASSWORD}
+    r = post_form(session, hub, "signup", fields)
+    assert r.status_code == 200, r.text
+    return session
+
+
+def log_in(hub, username, password=PASSWORD):
+    session = browser(hub)
+    r = post_form(session, hub, "login", {"username": username, "password": password}, allow_redirects=False)
+    return session, r

@@ -184,10 +184,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             MLHubDockerSpawner._probed_gpus = await loop.run_in_executor(self.executor, gpus.probe_nvidia_smi)
         return MLHubDockerSpawner._probed_gpus
 
-    async def _allocate_gpus(self, request):
-        """Concrete GPU ids for this start, from the labels of this hub's live containers."""
-        if not request:
-            return []
+    async def _gpu_holders(self):
+        """``{gpu id: [containers]}`` from the labels of this hub's live containers (mine excluded)."""
         live = await self.docker(
             "containers",
             all=True,
@@ -198,12 +196,22 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             for c in live
             if c["State"] in ("running", "created", "restarting", "paused")
         ]
+        return gpus.gpus_in_use(holders, exclude=self.object_name)
+
+    async def gpu_status(self):
+        in_use = await self._gpu_holders()
+        return [dict(vars(g), free=g.id not in in_use) for g in await self.gpu_inventory()]
+
+    async def _allocate_gpus(self, request):
+        """Concrete GPU ids for this start (call it holding ``_gpu_lock``)."""
+        if not request:
+            return []
         policy = await self.current_policy()
         try:
             return gpus.allocate(
                 request,
                 await self.gpu_inventory(),
-                gpus.gpus_in_use(holders, exclude=self.object_name),
+                await self._gpu_holders(),
                 sharing=policy.gpu_sharing,
                 prefer=self.allocated_gpus,
             )

@@ -14,7 +14,7 @@ from docker.types import DeviceRequest
 
 from mlhubspawner import naming
 
-from support import LABEL_ORIGIN, Hub, base_image, exists, remove_by_label
+from support import LABEL_ORIGIN, Hub, base_image, exists, log_in, remove_by_label, sign_up
 
 GPU_CONFIG = """
 c.MLHubDockerSpawner.gpu_ids = ["0", "1", "2", "3"]
@@ -47,6 +47,10 @@ def ghub(docker, tmp_path_factory):
     finally:
         hub.stop()
         remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+
+
+def plain_user(hub):
+    return hub.create_user("gpuless")
 
 
 def visible_devices(docker, hub, user, server="w"):
@@ -84,8 +88,16 @@ def test_gpus_are_exclusive_freed_on_stop_and_rechecked_on_restart(ghub, docker)
     ghub.stop_server(users[1], "w")
     assert ghub.spawn(users[0], "w").status_code in (201, 202)  # same options, GPU re-checked
     assert visible_devices(docker, ghub, users[0]) == held[users[1]]
+    # the form lists the GPUs and which are free
+    sign_up(ghub, "admin")
+    admin, _ = log_in(ghub, "admin")
+    form = admin.get(f"{ghub.url}/hub/spawn/admin/new", timeout=30)
+    assert form.status_code == 200, form.text[:300]
+    # users[0], users[2] and late (twice) hold all four GPUs now
+    assert form.text.count("in use</span>") == 4 and form.text.count(">free</span>") == 0
+    assert "GPU 3" in form.text and 'name="gpus"' in form.text
     # workspaces without GPUs see none, whatever their image says
-    plain = ghub.create_user("gpuless")
+    plain = plain_user(ghub)
     assert ghub.spawn(plain, "w", {"mem_limit": "512M"}).status_code in (201, 202)
     container = docker.containers.get(naming.workspace_name(ghub.hub_name, plain, "w"))
     assert container.exec_run(["printenv", "NVIDIA_VISIBLE_DEVICES"]).output.decode().strip() == "void"
