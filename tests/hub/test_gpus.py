@@ -13,6 +13,7 @@ from docker.errors import APIError
 from docker.types import DeviceRequest
 
 from mlhubspawner import naming
+from mlhubspawner.gpus import probe_nvidia_smi
 
 from support import LABEL_ORIGIN, Hub, base_image, exists, log_in, remove_by_label, sign_up
 
@@ -119,6 +120,27 @@ def test_an_engine_refusing_the_gpu_request_is_a_clear_error(docker, tmp_path):
         name = naming.workspace_name(hub.hub_name, user, "w")
         assert not exists(docker.containers, name)
         assert not exists(docker.volumes, name)
+    finally:
+        hub.stop()
+        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+
+
+@pytest.mark.gpu
+def test_a_real_gpu_is_usable_in_a_workspace(docker, tmp_path):
+    """Only on a machine with an NVIDIA GPU (skipped elsewhere): nvidia-smi sees it inside the workspace."""
+    inventory = probe_nvidia_smi()
+    if not inventory:
+        pytest.skip("no NVIDIA GPU on this machine (nvidia-smi finds none)")
+    hub = Hub(tmp_path / "real-gpu", user_config="c.MLHubDockerSpawner.max_gpus = 1\n")
+    try:
+        hub.start()
+        user = hub.create_user("cuda")
+        assert hub.spawn(
+            user, "w", {"gpus": 1, "env": {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}}
+        ).status_code in (201, 202)
+        container = docker.containers.get(naming.workspace_name(hub.hub_name, user, "w"))
+        result = container.exec_run(["nvidia-smi", "-L"])
+        assert result.exit_code == 0 and b"GPU 0" in result.output, result.output
     finally:
         hub.stop()
         remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
