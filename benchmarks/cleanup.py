@@ -44,7 +44,8 @@ from mlhubspawner import naming
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from support import Hub  # noqa: E402 (tests/ is not a package)
+import support  # noqa: E402 (tests/ is not a package)
+from support import Hub  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BENCH_LABEL, RUN_LABEL = "mlhub.bench", "mlhub.bench.run"
@@ -526,13 +527,7 @@ def print_table(results):
 
 def write_results(results):
     """Write the JSON; only a complete run replaces ``cleanup-latest.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"cleanup-{results['timestamp']}.json"
-    text = json.dumps(results, indent=2)
-    path.write_text(text)
-    if results["complete"]:
-        (RESULTS / "cleanup-latest.json").write_text(text)
-    return path
+    return support.write_results(RESULTS, "cleanup", results)
 
 
 # ---- main ---------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ from mlhubspawner import __version__
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "tests"))
+import support  # noqa: E402 (tests/ is not a package; shared with the tests)
+
 NODE_BIN = REPO / ".mlhub" / "node" / "node_modules" / ".bin"
 IMAGE = os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}")
 PORT = 8080  # the workspace image's Jupyter port
@@ -491,14 +494,7 @@ c.DockerSpawner.start_timeout = {START_TIMEOUT}
 
     def stop(self, timeout=30):
         """SIGTERM the hub's process group (hub + proxy), SIGKILL after ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        support.stop_process_group(self.process, timeout)
 
     @property
     def headers(self):
@@ -766,13 +762,7 @@ def machine_info(client):
 
 def write_results(results):
     """Write the JSON; only a complete run replaces ``spawn-latest.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"spawn-{results['timestamp']}.json"
-    text = json.dumps(results, indent=2)
-    path.write_text(text)
-    if results["complete"]:
-        (RESULTS / "spawn-latest.json").write_text(text)
-    return path
+    return support.write_results(RESULTS, "spawn", results)
 
 
 # ---- main ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Test helpers: a real JupyterHub process running ML Hub's config, and Docker clean-up by label."""
 
+import json
 import os
 import secrets
 import signal
@@ -44,6 +45,29 @@ def remove_by_label(client, label):
         volume.remove(force=True)
     for network in client.networks.list(filters={"label": label}):
         network.remove()
+
+
+def stop_process_group(process, timeout=30):
+    """SIGTERM a process started with ``start_new_session`` and its group; SIGKILL after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def write_results(results_dir, name, results):
+    """Benchmarks: ``<name>-<timestamp>.json``; only a complete run replaces ``<name>-latest.json``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}-{results['timestamp']}.json"
+    text = json.dumps(results, indent=2)
+    path.write_text(text)
+    if results["complete"]:
+        (results_dir / f"{name}-latest.json").write_text(text)
+    return path
 
 
 class Hub:
@@ -103,14 +127,7 @@ class Hub:
         raise RuntimeError(f"hub did not answer within {timeout}s:\n{self.log_tail()}")
 
     def stop(self, timeout=30):
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        stop_process_group(self.process, timeout)
 
     def restart(self):
         self.stop()
