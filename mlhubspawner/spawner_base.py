@@ -11,7 +11,7 @@ import os
 import time
 
 from tornado import web
-from traitlets import Any, Bool, Unicode, default, validate
+from traitlets import Any, Bool, Integer, Unicode, default, validate
 
 from . import naming
 from .form import form_values, render_options_form, submitted_values
@@ -73,6 +73,20 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         """,
     ).tag(config=True)
 
+    ssh_port = Integer(
+        22,
+        help="""Port of the workspace's own sshd, which the hub's SSH front forwards to.
+
+        Used in the ``permitopen`` targets of the front's authorized keys and in the ssh config
+        the hub hands out (``/hub/api/mlhub/users/{user}/ssh-config``).
+        """,
+    ).tag(config=True)
+
+    ssh_user = Unicode(
+        "jovyan",
+        help="Account users log in as on a workspace's sshd (the ``User`` of the ssh config the hub hands out).",
+    ).tag(config=True)
+
     # validated options of the current (or last) start, and the raw options they came from
     workspace_options = Any(None, allow_none=True)
     _last_raw_options = None
@@ -95,6 +109,10 @@ class MLHubSpawnerMixin(WorkspacePolicy):
 
     def default_image(self):
         return self.image
+
+    def ssh_target(self):
+        """``(host, port)`` of this workspace's sshd as the hub's SSH front reaches it."""
+        return self.object_name, self.ssh_port
 
     # ---- policy and options ---------------------------------------------------------------
 

@@ -1,0 +1,190 @@
+"""Users' SSH public keys, kept by the hub in ``<data dir>/ssh-keys.sqlite``.
+
+A key identifies its owner (the SSH front asks "whose key is this?"), so a key may be registered
+once in the whole hub. Each row remembers when its hub user was created: the API treats a row
+whose user is gone or was re-created as stale, so keys never pass to a new user of the same name.
+
+The hub is a single process with one event loop; the queries are tiny, so they run inline on one
+connection guarded by a lock.
+"""
+
+import os
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+MAX_KEYS_PER_USER = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ssh_keys (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    user_created TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ssh_keys_user ON ssh_keys (user);
+"""
+_COLUMNS = "user, user_created, type, blob, fingerprint, comment, created_at"
+
+
+class KeyStoreError(Exception):
+    """A key that cannot be added; the message is for humans."""
+
+
+class KeyExistsError(KeyStoreError):
+    pass
+
+
+class KeyLimitError(KeyStoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    user: str
+    user_created: str
+    type: str
+    blob: str  # base64
+    fingerprint: str
+    comment: str
+    created_at: str
+
+
+def utc_iso(when=None):
+    """ISO 8601 UTC timestamp (``...Z``) of ``when`` (naive = UTC, as JupyterHub stores it) or now."""
+    when = when or datetime.now(UTC)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.isoformat(timespec="microseconds") + "Z"
+
+
+class SSHKeyStore:
+    """SQLite table of SSH public keys; the connection opens on first use."""
+
+    def __init__(self, path, max_keys_per_user=MAX_KEYS_PER_USER):
+        self.path = Path(path)
+        self.max_keys_per_user = max_keys_per_user
+        self._lock = threading.Lock()
+        self._db = None
+
+    def _connect(self):
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                self.path.touch(mode=0o600)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def _query(self, sql, args=()):
+        with self._lock:
+            return [KeyRow(*row) for row in self._connect().execute(sql, args).fetchall()]
+
+    def list(self, user):
+        return self._query(f"SELECT {_COLUMNS} FROM ssh_keys WHERE user = ? ORDER BY id", (user,))
+
+    def owner_of(self, blob):
+        """The row of this key (base64 blob), or ``None``."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM ssh_keys WHERE blob = ?", (blob,))
+        return rows[0] if rows else None
+
+    def get(self, fingerprint):
+        rows = self._query(f"SELECT {_COLUMNS} FROM ssh_keys WHERE fingerprint = ?", (fingerprint,))
+        return rows[0] if rows else None
+
+    def add(self, user, user_created, key):
+        """Register ``key`` (a :class:`mlhubspawner.sshkeys.PublicKey`) for ``user``; returns its row.
+
+        Raises :class:`KeyExistsError` if the key is registered already (to anyone) and
+        :class:`KeyLimitError` past the per-user limit.
+        """
+        row = KeyRow(
+            user=user,
+            user_created=user_created,
+            type=key.type,
+            blob=key.blob_b64,
+            fingerprint=key.fingerprint,
+            comment=key.comment,
+            created_at=utc_iso(),
+        )
+        with self._lock:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (count,) = db.execute("SELECT COUNT(*) FROM ssh_keys WHERE user = ?", (user,)).fetchone()
+                if count >= self.max_keys_per_user:
+                    raise KeyLimitError(
+                        f"at most {self.max_keys_per_user} SSH keys per user: delete one first"
+                    )
+                db.execute(
+                    f"INSERT INTO ssh_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.user,
+                        row.user_created,
+                        row.type,
+                        row.blob,
+                        row.fingerprint,
+                        row.comment,
+                        row.created_at,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK")
+                raise KeyExistsError("this key is already registered") from None
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return row
+
+    def delete(self, user, fingerprint):
+        """Delete one key of ``user``; whether it existed."""
+        with self._lock:
+            cursor = self._connect().execute(
+                "DELETE FROM ssh_keys WHERE user = ? AND fingerprint = ?", (user, fingerprint)
+            )
+            return cursor.rowcount > 0
+
+    def delete_user(self, user, keep_created=None):
+        """Delete the keys of ``user`` (except those added while it had ``keep_created``); how many."""
+        with self._lock:
+            if keep_created is None:
+                cursor = self._connect().execute("DELETE FROM ssh_keys WHERE user = ?", (user,))
+            else:
+                cursor = self._connect().execute(
+                    "DELETE FROM ssh_keys WHERE user = ? AND user_created != ?", (user, keep_created)
+                )
+            return cursor.rowcount
+
+    def close(self):
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def read_or_create_token(path):
+    """The API token in ``path``; a new random one (32 bytes, hex, mode 0600) if the file is missing."""
+    path = Path(path)
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        os.replace(tmp, path)
+    token = path.read_text().strip()
+    if len(token) < 32:
+        raise ValueError(
+            f"{path} holds no usable token (expected 64 hex characters); delete it to get a new one"
+        )
+    return token
