@@ -69,7 +69,10 @@ else
 fi
 
 # --- 2. workspace image --------------------------------------------------------------------------
-ws_hash=$({ cat "$ws_dir/Dockerfile" "$ws_dir/requirements.txt" "$ws_dir/base-packages.txt" "${BASH_SOURCE[0]}"
+# files of the build context besides wheels/ (the Dockerfile copies them)
+ws_files=(Dockerfile requirements.txt base-packages.txt start-workspace.sh mlhub-authorized-keys mlhub-ssh-session
+          sshd_config profile-mlhub-workspace.sh)
+ws_hash=$({ (cd "$ws_dir" && cat "${ws_files[@]}"); cat "${BASH_SOURCE[0]}"
             echo "$base_image $version"; } | hash_of)
 if [ "$(label_of "$image" mlhub.build-hash)" = "$ws_hash" ] && [ -z "${MLHUB_FORCE_BUILD:-}" ]; then
     log "workspace: $image (hash $ws_hash) exists, skipping"
@@ -79,7 +82,7 @@ fi
 start=$SECONDS
 ctx=$tmp/context
 mkdir -p "$ctx/wheels"
-cp "$ws_dir/Dockerfile" "$ws_dir/requirements.txt" "$ws_dir/base-packages.txt" "$ctx/"
+(cd "$ws_dir" && cp "${ws_files[@]}" "$ctx/")
 arch=$(uname -m)
 platforms=(--platform "manylinux2014_$arch" --platform any)
 for minor in $(seq 17 36); do  # bookworm has glibc 2.36
