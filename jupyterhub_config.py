@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import nativeauthenticator
+from jupyterhub.roles import get_default_roles
 
-from mlhubspawner import lifetime_api
+from mlhubspawner import lifetime_api, sshkeys, sshkeys_api
 from mlhubspawner.settings import SettingsError, load_settings
+from mlhubspawner.sshkeys_store import SSHKeyStore, read_or_create_token
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 
@@ -64,8 +66,17 @@ c.MLHubDockerSpawner.image = settings.workspace_image
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
 
-# the lifetime API (/hub/api/mlhub/...): only the hub can change a server's expiration
-c.JupyterHub.extra_handlers = lifetime_api.handlers
+# the lifetime API (/hub/api/mlhub/...): only the hub can change a server's expiration;
+# the SSH keys API: users' public keys, the SSH front's key lookups, ssh config blocks
+try:
+    ssh_public_host = sshkeys.parse_public_host(os.environ["MLHUB_SSH_PUBLIC_HOST"])
+except KeyError:
+    ssh_public_host = None  # the Host header of each request
+except ValueError as e:
+    sys.exit(f"ML Hub cannot start: MLHUB_SSH_PUBLIC_HOST: {e}")
+c.JupyterHub.extra_handlers = lifetime_api.handlers + sshkeys_api.make_handlers(
+    SSHKeyStore(data_dir / "ssh-keys.sqlite"), ssh_public_host
+)
 
 # --- services: cleanup (expired and orphaned workspaces) and idle culling -----------------
 # Add services of your own with c.JupyterHub.services.append(...) and c.JupyterHub.load_roles.append(...):
@@ -74,6 +85,11 @@ c.JupyterHub.custom_scopes = {
     "custom:mlhub-cleanup:read": {"description": "Read the cleanup service's status and dry-run reports."},
     "custom:mlhub-cleanup:write": {
         "description": "Run cleanup sweeps that remove workspaces and their data."
+    },
+    sshkeys_api.READ: {"description": "List a user's SSH public keys."},
+    sshkeys_api.WRITE: {"description": "Add and delete a user's SSH public keys."},
+    sshkeys_api.LOOKUP: {
+        "description": "Find the owner of an SSH key and the running workspaces it may forward to."
     },
 }
 c.JupyterHub.services = [
@@ -106,6 +122,26 @@ c.JupyterHub.load_roles = [
         ],
         "services": ["cleanup-service"],
     }
+]
+# the SSH front's AuthorizedKeysCommand: a service with a token (in the data dir) and no process
+c.JupyterHub.services.append(
+    {"name": "ssh-front", "api_token": read_or_create_token(data_dir / "ssh-front.token")}
+)
+default_scopes = {role["name"]: role["scopes"] for role in get_default_roles()}
+c.JupyterHub.load_roles += [
+    {
+        "name": "ssh-front",
+        "description": "Find the owner of an SSH key and their running workspaces.",
+        "scopes": [sshkeys_api.LOOKUP],
+        "services": ["ssh-front"],
+    },
+    # JupyterHub's user and server roles plus SSH keys: every user manages their own keys,
+    # a workspace's token reads its owner's (for the workspace's sshd); admins have admin:users
+    {
+        "name": "user",
+        "scopes": [*default_scopes["user"], f"{sshkeys_api.READ}!user", f"{sshkeys_api.WRITE}!user"],
+    },
+    {"name": "server", "scopes": [*default_scopes["server"], f"{sshkeys_api.READ}!user"]},
 ]
 if settings.idle_timeout_seconds:
     c.JupyterHub.services.append(

@@ -74,6 +74,10 @@ class SSHKeyStore:
         self._lock = threading.Lock()
         self._db = None
 
+    def __deepcopy__(self, memo):
+        # traitlets deep-copies config values (extra_handlers holds the store): share, don't copy
+        return self
+
     def _connect(self):
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
