@@ -1,8 +1,72 @@
-# ML Hub hub image — placeholder.
-# The one-container deployment (nginx + sshd + configurable-http-proxy + JupyterHub + cleanup service under
-# supervisord, one public port) is built in a later step. Until then, run the hub on the Docker host with
-# `make run`; the workspace image is built from resources/workspace/Dockerfile by resources/scripts/build-images.sh.
+# ML Hub: JupyterHub + configurable-http-proxy + nginx + sslh + sshd under supervisord, one public port (8080).
+#   docker run -p 8080:8080 -v /var/run/docker.sock:/var/run/docker.sock -v mlhub-data:/data mlhub:<version>
+# Built by resources/scripts/build-hub-image.sh (offline: BASE_IMAGE is a Debian base made with mmdebstrap
+# that already holds resources/hub/packages.txt; with a registry, BASE_IMAGE=debian:bookworm works too).
+# The build context holds this file, packages.txt, requirements.txt, wheels/ (all Python packages, ours
+# included: no index is used), jupyterhub_config.py, jupyterhub_user_config.py and front-authorized-keys.
 ARG BASE_IMAGE=debian:bookworm
-FROM ${BASE_IMAGE}
-LABEL org.opencontainers.image.title="ML Hub (placeholder)"
-CMD ["sh", "-c", "echo 'The ML Hub hub image is not built yet: use make run on the Docker host.'; exit 1"]
+
+FROM ${BASE_IMAGE} AS base
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+COPY packages.txt /tmp/packages.txt
+# Upstream bases lack the packages: install them only when missing (the offline base needs no network).
+RUN if [ "$(command -v supervisord sslh-select nginx sshd configurable-http-proxy | wc -l)" -ne 5 ]; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+           $(grep -v '^[[:space:]]*#' /tmp/packages.txt) \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && rm -f /tmp/packages.txt
+
+# Separate stage so the wheels never become a layer of the final image.
+FROM base AS venv
+LABEL mlhub.build-stage=venv
+COPY requirements.txt /tmp/mlhub/requirements.txt
+COPY wheels/ /tmp/mlhub/wheels/
+RUN python3 -m venv /opt/mlhub/venv \
+    && /opt/mlhub/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \
+       --find-links /tmp/mlhub/wheels -r /tmp/mlhub/requirements.txt \
+    && /opt/mlhub/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps \
+       /tmp/mlhub/wheels/mlhub-*.whl \
+    && /opt/mlhub/venv/bin/jupyterhub --version
+
+FROM base
+ARG VERSION=dev
+ARG WORKSPACE_IMAGE=mlhub-workspace:${VERSION}
+LABEL org.opencontainers.image.title="ML Hub" \
+      org.opencontainers.image.description="Multi-user hub for ML workspaces (JupyterHub, Docker or Kubernetes)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+COPY --from=venv /opt/mlhub/venv /opt/mlhub/venv
+COPY jupyterhub_config.py /etc/mlhub/jupyterhub_config.py
+COPY jupyterhub_user_config.py /resources/jupyterhub_user_config.py
+COPY front-authorized-keys /usr/local/libexec/mlhub/front-authorized-keys
+
+# `tunnel`: the jump host's only account (no shell; '*' = no password, not locked for sshd).
+# `mlhub-keys`: runs the AuthorizedKeysCommand. Host keys are made per hub in /data, never baked in.
+RUN useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin -p '*' tunnel \
+    && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mlhub-keys \
+    && chmod 0755 /usr/local/libexec/mlhub/front-authorized-keys \
+    && rm -f /etc/ssh/ssh_host_* /etc/nginx/sites-enabled/default \
+    && mkdir -p /data /resources/ssl /run/sshd
+
+ENV PATH=/opt/mlhub/venv/bin:${PATH} \
+    NODE_PATH=/usr/share/nodejs \
+    HUB_NAME=mlhub \
+    EXECUTION_MODE=docker \
+    SSL_ENABLED=false \
+    START_NGINX=true \
+    START_SSH=true \
+    START_JHUB=true \
+    START_CHP=false \
+    MLHUB_DATA_DIR=/data \
+    MLHUB_WORKSPACE_IMAGE=${WORKSPACE_IMAGE} \
+    MLHUB_VERSION=${VERSION}
+
+VOLUME /data
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+    CMD python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8081/hub/health', timeout=4)"
+ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
+CMD ["mlhub-entrypoint"]

@@ -48,9 +48,20 @@ if settings.hub_address == "gateway":
     c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{settings.hub_port}"
     c.MLHubDockerSpawner.connect_hub_via_gateway = True
 else:
-    # the hub runs in a container on every user network, reachable by name
+    # the hub runs in a container on every user network: workspaces reach it by name (the hub
+    # image); the proxy and the services beside it in the container use loopback
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{settings.hub_port}"
-    c.JupyterHub.hub_connect_url = f"http://{settings.hub_address}:{settings.hub_port}"
+    if settings.hub_container:
+        c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{settings.hub_port}"
+        c.MLHubDockerSpawner.hub_container = settings.hub_container
+    else:
+        c.JupyterHub.hub_connect_url = f"http://{settings.hub_address}:{settings.hub_port}"
+if settings.behind_front:
+    # nginx in front sets X-Forwarded-Proto/For/Host: the proxy passes them on untouched
+    c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", "--no-x-forward"]
+if settings.start_chp:
+    # the proxy is its own process (START_CHP), sharing CONFIGPROXY_AUTH_TOKEN with the hub
+    c.ConfigurableHTTPProxy.should_start = False
 
 # --- authentication ------------------------------------------------------------------------
 c.JupyterHub.authenticator_class = "mlhubspawner.auth.NativeAuthenticator"
@@ -104,6 +115,7 @@ c.JupyterHub.services = [
             "CLEANUP_MIN_AGE_SECONDS": str(settings.cleanup_min_age_seconds),
             "CLEANUP_VOLUME_GRACE_SECONDS": str(settings.cleanup_volume_grace_seconds),
             "MLHUB_DATA_DIR": str(data_dir),
+            "MLHUB_HUB_CONTAINER": settings.hub_container,
             **{k: v for k, v in os.environ.items() if k.startswith("DOCKER_")},
         },
     }

@@ -5,6 +5,7 @@ names the variable.
 """
 
 import os
+import shlex
 from dataclasses import dataclass
 
 from ._version import __version__
@@ -37,6 +38,15 @@ class Settings:
     user_config: str = "/resources/jupyterhub_user_config.py"
     cleanup_port: int = 8002
     idle_timeout_seconds: int = 86400
+    # the hub image (mlhubspawner/front): which processes run, and how the hub sits behind its front
+    start_nginx: bool = True
+    start_ssh: bool = True
+    start_jhub: bool = True
+    start_chp: bool = False
+    additional_args: tuple = ()
+    behind_front: bool = False
+    hub_container: str = ""
+    public_hostnames: tuple = ()
 
 
 def _bool(env, name, default):
@@ -65,6 +75,21 @@ def _int(env, name, default, minimum, maximum=None, allow=()):
 
 def _port(env, name, default):
     return _int(env, name, default, 1, 65535)
+
+
+def _args(env, name):
+    try:
+        return tuple(shlex.split(env.get(name, "")))
+    except ValueError as e:
+        raise SettingsError(f"{name}={env.get(name)!r}: {e}") from None
+
+
+def _hostnames(env, name):
+    names = tuple(n.strip().lower() for n in env.get(name, "").split(",") if n.strip())
+    for n in names:
+        if not all(part and len(part) <= 63 and part.replace("-", "").isalnum() for part in n.split(".")):
+            raise SettingsError(f"{name}: {n!r} is not a host name (comma-separated DNS names)")
+    return names
 
 
 def load_settings(env=None):
@@ -96,4 +121,12 @@ def load_settings(env=None):
         user_config=env.get("MLHUB_USER_CONFIG", defaults.user_config),
         cleanup_port=_port(env, "MLHUB_CLEANUP_PORT", 8002),
         idle_timeout_seconds=_int(env, "MLHUB_IDLE_TIMEOUT_SECONDS", 86400, 10, allow=(0,)),
+        start_nginx=_bool(env, "START_NGINX", True),
+        start_ssh=_bool(env, "START_SSH", True),
+        start_jhub=_bool(env, "START_JHUB", True),
+        start_chp=_bool(env, "START_CHP", False),
+        additional_args=_args(env, "ADDITIONAL_ARGS"),
+        behind_front=_bool(env, "MLHUB_BEHIND_FRONT", False),
+        hub_container=env.get("MLHUB_HUB_CONTAINER", "").strip(),
+        public_hostnames=_hostnames(env, "MLHUB_PUBLIC_HOSTNAMES"),
     )

@@ -34,8 +34,12 @@ def _epoch(timestamp):
 
 
 class DockerBackend(Backend):
-    def __init__(self, hub_name, log, state_path=None, threads=8, client=None):
+    def __init__(self, hub_name, log, state_path=None, threads=8, client=None, hub_container=None):
         super().__init__(hub_name, log)
+        # the hub image's container sits on every user network: detach it before removing one
+        self.hub_container = (
+            os.environ.get("MLHUB_HUB_CONTAINER", "") if hub_container is None else hub_container
+        )
         self.client = client or docker.APIClient(
             version="auto", max_pool_size=threads, **docker.utils.kwargs_from_env()
         )
@@ -110,6 +114,8 @@ class DockerBackend(Backend):
             if resource.kind == CONTAINER:
                 await self._call("remove_container", resource.name, v=True, force=True)
             elif resource.kind == NETWORK:
+                if self.hub_container:
+                    await self._detach_hub(resource.name)
                 await self._call("remove_network", resource.name)
             elif resource.kind == VOLUME:
                 await self._call("remove_volume", resource.name)
@@ -121,6 +127,16 @@ class DockerBackend(Backend):
             if e.status_code == 409 and "removal" in str(e.explanation or "").lower():
                 return  # already being removed
             raise
+
+    async def _detach_hub(self, network):
+        try:
+            await self._call("disconnect_container_from_network", self.hub_container, network, force=True)
+        except NotFound:
+            pass
+        except APIError as e:
+            text = str(e.explanation or "").lower()
+            if "is not connected" not in text and "not found" not in text:
+                raise
 
     async def mark_orphaned(self, resource, since):
         if since is None:

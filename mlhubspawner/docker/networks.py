@@ -110,6 +110,14 @@ def network_gateway(network_attrs):
     return None
 
 
+def hub_is_attached(network_attrs, container):
+    """Whether ``container`` (an id, id prefix or name) is attached to the inspected network."""
+    for container_id, endpoint in (network_attrs.get("Containers") or {}).items():
+        if container_id.startswith(container) or endpoint.get("Name") == container:
+            return True
+    return False
+
+
 def _is_overlap(error):
     return "overlap" in str(error.explanation or error).lower()
 

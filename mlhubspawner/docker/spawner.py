@@ -22,7 +22,7 @@ from .. import gpus, naming
 from ..options import OptionsError
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error
 from . import objects
-from .networks import NetworkAllocator, network_gateway, validate_pool
+from .networks import NetworkAllocator, hub_is_attached, network_gateway, validate_pool
 
 _HOST_CACHE_SECONDS = 60
 
@@ -69,9 +69,23 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         For a hub running on the Docker host itself (``make run``): the hub must listen on an
         address the gateway reaches (``c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"``).
         When the hub runs in a container on the user networks, leave this off and set
-        ``c.JupyterHub.hub_connect_ip`` to its name instead.
+        ``hub_container`` instead.
         """,
     ).tag(config=True)
+
+    hub_container = Unicode(
+        "",
+        help="""Id or name of the container the hub runs in (the hub image sets it), or empty.
+
+        Every user network the spawner creates gets this container attached, with the hub's name
+        as network alias, so workspaces reach the hub API as ``http://<hub_name>:<port>``.
+        Defaults to the ``MLHUB_HUB_CONTAINER`` environment variable.
+        """,
+    ).tag(config=True)
+
+    @default("hub_container")
+    def _default_hub_container(self):
+        return os.environ.get("MLHUB_HUB_CONTAINER", "")
 
     ready_poll_interval = Float(
         0.05,
@@ -257,10 +271,12 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
         if options.mem_limit is not None:
             env["MEM_LIMIT"] = str(options.mem_limit)
-        if self.connect_hub_via_gateway and gateway:
+        # the hub's own URL (loopback) as a workspace reaches it: its network's gateway, or by name
+        hub_host = gateway if self.connect_hub_via_gateway else self.hub_name if self.hub_container else None
+        if hub_host:
             for key in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL"):
                 if env.get(key):
-                    env[key] = _with_host(env[key], gateway)
+                    env[key] = _with_host(env[key], hub_host)
         return env
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -283,6 +299,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             ),
             self._ensure_volume(volume, owner_labels),
         )
+
+        await self._attach_hub(network)
 
         expiration = self.plan_lifetime(options)
         self.emit_progress(55, "Creating the workspace container")
@@ -308,6 +326,19 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         self.emit_progress(85, "Waiting for the workspace to answer")
         await self._wait_until_listening(ip, port)
         return ip, port
+
+    async def _attach_hub(self, network):
+        """Put the hub container on the user's network (alias: the hub's name), once."""
+        if not self.hub_container or hub_is_attached(network, self.hub_container):
+            return
+        try:
+            await self.docker(
+                "connect_container_to_network", self.hub_container, network["Id"], aliases=[self.hub_name]
+            )
+        except APIError as e:
+            if "already exists" not in str(e.explanation or e):
+                raise
+        self.log.info("Attached the hub container to network %s", network["Name"])
 
     async def _create_or_reuse(self, create_kwargs, host_config, wanted_hash, options):
         """Start the existing container if nothing changed, else (re)create it; then start it."""

@@ -1,0 +1,1 @@
+"""The hub image's front door: nginx + sslh + sshd + supervisord around JupyterHub (see ``entrypoint``)."""

@@ -1,0 +1,175 @@
+"""``mlhub-entrypoint``: prepare the hub container, render its config files, exec supervisord.
+
+Runs as root under tini at every container start. Config files are rendered from templates into
+``/run/mlhub`` (never edited in place); data (database, cookie secret, SSH host keys, generated
+certificate, SSH key registry) lives in ``$MLHUB_DATA_DIR`` (``/data``).
+"""
+
+import grp
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from ..settings import SettingsError, load_settings
+from . import layout as L
+
+HUB_CONFIG = os.environ.get("MLHUB_HUB_CONFIG", "/etc/mlhub/jupyterhub_config.py")
+SSL_DIR = os.environ.get("MLHUB_SSL_DIR", "/resources/ssl")
+KEYS_COMMAND = "/usr/local/libexec/mlhub/front-authorized-keys"
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
+def log(message):
+    print(f"mlhub-entrypoint: {message}", flush=True)
+
+
+def secret_file(path, nbytes=32):
+    """Read a hex secret from ``path``, creating it (mode 0600) if missing."""
+    path = Path(path)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(nbytes))
+    return path.read_text().strip()
+
+
+def ssh_host_keys(directory):
+    """The front sshd's host keys, made once and kept in the data volume (clients' known_hosts stay valid)."""
+    directory = Path(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = []
+    for kind in HOST_KEY_TYPES:
+        path = directory / f"ssh_host_{kind}_key"
+        if not path.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "", "-f", str(path)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+            log(f"generated SSH host key {path}")
+        paths.append(str(path))
+    return paths
+
+
+def write(path, text, mode=0o644, group=None):
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    if group:
+        os.chown(tmp, 0, grp.getgrnam(group).gr_gid)
+    tmp.replace(path)
+
+
+def docker_front(settings):
+    """Join the user networks; return (container id, public listen addresses)."""
+    import docker  # only the Docker mode needs the engine
+
+    from .container import front_addresses, join_user_networks, own_container_id
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise SystemExit(
+            "ML Hub cannot start: no Docker engine answers. Mount its socket: "
+            f"-v /var/run/docker.sock:/var/run/docker.sock ({e})"
+        ) from None
+    container_id = own_container_id()
+    try:
+        joined = join_user_networks(client, container_id, settings.hub_name, log=log)
+        listen = front_addresses(client, container_id, joined)
+    except docker.errors.NotFound:
+        raise SystemExit(
+            f"ML Hub cannot start: this container ({container_id!r}) is unknown to the engine"
+        ) from None
+    except ValueError as e:
+        raise SystemExit(f"ML Hub cannot start: {e}") from None
+    finally:
+        client.close()
+    return container_id, listen
+
+
+def prepare(settings, env):
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = L.RUN_DIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    listen = ["0.0.0.0"]
+    if settings.start_jhub and settings.execution_mode == "docker":
+        container_id, addresses = docker_front(settings)
+        listen = addresses or listen
+        env["MLHUB_HUB_CONTAINER"] = container_id
+        env["MLHUB_HUB_ADDRESS"] = settings.hub_name
+        log(f"container {container_id[:12]}; public port {L.PUBLIC_PORT} on {', '.join(listen)}")
+
+    cert = key = ""
+    if settings.ssl_enabled and settings.start_nginx:
+        from .certs import ensure_certificate
+
+        dns = ["localhost", settings.hub_name, socket.gethostname(), *settings.public_hostnames]
+        ips = ["127.0.0.1", *(a for a in listen if a != "0.0.0.0")]
+        try:
+            cert, key = ensure_certificate(SSL_DIR, data_dir / "ssl", settings.hub_name, dns, ips, log=log)
+        except ValueError as e:
+            raise SystemExit(f"ML Hub cannot start: TLS certificate: {e}") from None
+
+    host_keys = ssh_host_keys(data_dir / "ssh") if settings.start_ssh else ()
+    try:
+        layout = L.layout_from_settings(
+            settings, listen=listen, cert=cert, key=key, host_keys=host_keys, data_dir=str(data_dir)
+        )
+    except ValueError as e:
+        raise SystemExit(f"ML Hub cannot start: {e}") from None
+
+    hub_command = [sys.executable, "-m", "jupyterhub", "-f", HUB_CONFIG, "--upgrade-db"]
+    write(run_dir / "supervisord.conf", L.render_supervisord(layout, hub_command), 0o600)
+    if layout.nginx:
+        write(run_dir / "nginx.conf", L.render_nginx(layout))
+    if layout.ssh:
+        write(run_dir / "sshd_config", L.render_sshd(layout, KEYS_COMMAND))
+        token = secret_file(data_dir / "ssh-front.token")
+        lookup = {
+            "url": f"http://127.0.0.1:{L.HUB_PORT}/hub/api/mlhub/ssh/authorized-keys",
+            "token": token,
+            "user": L.TUNNEL_USER,
+        }
+        write(run_dir / "ssh-front.json", json.dumps(lookup), 0o640, group=L.KEYS_USER)
+    if layout.chp:
+        env["CONFIGPROXY_AUTH_TOKEN"] = env.get("CONFIGPROXY_AUTH_TOKEN") or secret_file(
+            data_dir / "proxy.token"
+        )
+
+    # the hub behind the front: CHP on loopback, the API on every network (workspaces call it)
+    env.update(
+        MLHUB_DATA_DIR=str(data_dir),
+        MLHUB_IP="127.0.0.1",
+        MLHUB_PORT=str(L.CHP_PORT),
+        MLHUB_HUB_PORT=str(L.HUB_PORT),
+        MLHUB_PROXY_API_PORT=str(L.CHP_API_PORT),
+        MLHUB_BEHIND_FRONT="true" if layout.nginx else "false",
+    )
+    return layout
+
+
+def main(argv=None):
+    env = dict(os.environ)
+    try:
+        settings = load_settings(env)
+    except SettingsError as e:
+        log(f"cannot start: {e}")
+        return 1
+    prepare(settings, env)
+    log("starting supervisord")
+    os.execvpe("supervisord", ["supervisord", "-c", str(L.RUN_DIR / "supervisord.conf")], env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

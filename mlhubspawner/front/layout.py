@@ -1,0 +1,173 @@
+"""What runs inside the hub image and on which ports, and the config files that say so (pure).
+
+One public port (8080) carries HTTP(S) and SSH:
+
+* TLS on:  nginx ``stream`` on :8080 reads the TLS ClientHello (``ssl_preread``). TLS goes to nginx's
+  HTTPS server (with the PROXY protocol, so the hub sees the client's address); anything else goes to
+  sslh, which hands SSH to sshd and plain HTTP to a server that redirects to HTTPS.
+* TLS off: sslh on :8080 hands SSH to sshd and everything else to nginx's HTTP server.
+
+Everything behind the public port listens on loopback only; the hub API (8081) is the one port a
+workspace can reach, on the user networks the hub container joins.
+"""
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+PUBLIC_PORT = 8080
+HUB_PORT = 8081
+CHP_PORT = 8000
+CHP_API_PORT = 8001
+HTTP_PORT = 8090  # nginx, plain HTTP (TLS off)
+REDIRECT_PORT = 8091  # nginx, plain HTTP → HTTPS redirect (TLS on)
+HTTPS_PORT = 8443  # nginx, TLS with the PROXY protocol
+SSLH_PORT = 8444  # sslh behind the stream splitter (TLS on)
+PLAIN_PORT = 8445  # stream server that drops the PROXY header before sslh (TLS on)
+SSHD_PORT = 2222
+TUNNEL_USER = "tunnel"
+KEYS_USER = "mlhub-keys"
+
+RUN_DIR = Path("/run/mlhub")
+TEMPLATES = Path(__file__).with_name("templates")
+_jinja = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The processes and listeners of one hub container, decided from the settings."""
+
+    ssl: bool
+    nginx: bool
+    ssh: bool
+    jhub: bool
+    chp: bool
+    listen: tuple = ("0.0.0.0",)  # public addresses (the container's front networks), plus loopback
+    chp_args: tuple = ()
+    cert: str = ""
+    key: str = ""
+    run_dir: str = str(RUN_DIR)
+    data_dir: str = "/data"
+    host_keys: tuple = field(default_factory=tuple)
+
+    @property
+    def sslh(self):
+        """Whether sslh runs: it tells SSH from HTTP on a plain connection."""
+        return self.nginx and self.ssh
+
+    @property
+    def public_listen(self):
+        return tuple(dict.fromkeys((*self.listen, "127.0.0.1")))
+
+    @property
+    def sslh_listen(self):
+        """Where sslh listens: the public port (TLS off) or a loopback port behind the splitter."""
+        if self.ssl:
+            return (f"127.0.0.1:{SSLH_PORT}",)
+        return tuple(f"{a}:{PUBLIC_PORT}" for a in self.public_listen)
+
+    @property
+    def http_target(self):
+        """Where sslh sends plain HTTP: the redirect to HTTPS (TLS on) or the HTTP server."""
+        return f"127.0.0.1:{REDIRECT_PORT if self.ssl else HTTP_PORT}"
+
+
+def layout_from_settings(settings, listen=("0.0.0.0",), cert="", key="", host_keys=(), data_dir="/data"):
+    if not (settings.start_nginx or settings.start_ssh or settings.start_jhub or settings.start_chp):
+        raise ValueError("START_NGINX, START_SSH, START_JHUB and START_CHP are all off: nothing to run")
+    if settings.ssl_enabled and settings.start_nginx and not (cert and key):
+        raise ValueError("SSL_ENABLED=true needs a certificate and key")
+    return Layout(
+        ssl=settings.ssl_enabled,
+        nginx=settings.start_nginx,
+        ssh=settings.start_ssh,
+        jhub=settings.start_jhub,
+        chp=settings.start_chp,
+        listen=tuple(listen),
+        chp_args=tuple(settings.additional_args),
+        cert=cert,
+        key=key,
+        host_keys=tuple(host_keys),
+        data_dir=data_dir,
+    )
+
+
+def chp_command(layout):
+    """configurable-http-proxy as its own process (START_CHP), the hub behind nginx."""
+    return [
+        "configurable-http-proxy",
+        "--ip=127.0.0.1",
+        f"--port={CHP_PORT}",
+        "--api-ip=127.0.0.1",
+        f"--api-port={CHP_API_PORT}",
+        f"--error-target=http://127.0.0.1:{HUB_PORT}/hub/error",
+        "--no-x-forward",
+        *layout.chp_args,
+    ]
+
+
+def sslh_command(layout):
+    args = ["sslh-select", "--foreground", "--numeric", "--timeout=3"]
+    args += [f"--listen={a}" for a in layout.sslh_listen]
+    args += [
+        f"--ssh=127.0.0.1:{SSHD_PORT}",
+        f"--http={layout.http_target}",
+        f"--anyprot={layout.http_target}",
+    ]
+    return args
+
+
+def _supervisor_command(args):
+    # supervisord splits with shlex and expands %(...)s: quote, and double every %
+    return " ".join(shlex.quote(a) for a in args).replace("%", "%%")
+
+
+def programs(layout, hub_command):
+    """The supervisord programs: ``[(name, command, user)]``, in start order."""
+    result = []
+    if layout.jhub:
+        result.append(("jupyterhub", hub_command, "root"))
+    if layout.chp:
+        result.append(("configurable-http-proxy", chp_command(layout), "nobody"))
+    if layout.ssh:
+        result.append(("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", f"{layout.run_dir}/sshd_config"], "root"))
+    if layout.nginx:
+        result.append(("nginx", ["nginx", "-c", f"{layout.run_dir}/nginx.conf", "-g", "daemon off;"], "root"))
+    if layout.sslh:
+        result.append(("sslh", sslh_command(layout), "sslh"))
+    return result
+
+
+def render_supervisord(layout, hub_command):
+    progs = [(n, _supervisor_command(c), u) for n, c, u in programs(layout, hub_command)]
+    return _jinja.get_template("supervisord.conf.j2").render(layout=layout, programs=progs)
+
+
+def render_nginx(layout):
+    return _jinja.get_template("nginx.conf.j2").render(
+        layout=layout,
+        public_port=PUBLIC_PORT,
+        chp_port=CHP_PORT,
+        http_port=HTTP_PORT,
+        https_port=HTTPS_PORT,
+        redirect_port=REDIRECT_PORT,
+        plain_port=PLAIN_PORT,
+        sslh_port=SSLH_PORT,
+    )
+
+
+def render_sshd(layout, keys_command):
+    return _jinja.get_template("sshd_config.j2").render(
+        layout=layout,
+        port=SSHD_PORT,
+        tunnel_user=TUNNEL_USER,
+        keys_user=KEYS_USER,
+        keys_command=keys_command,
+    )
