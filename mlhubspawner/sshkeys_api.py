@@ -25,6 +25,7 @@ from .sshkeys_store import KeyExistsError, KeyLimitError, utc_iso
 READ = "custom:mlhub-ssh-keys:read"
 WRITE = "custom:mlhub-ssh-keys:write"
 LOOKUP = "custom:mlhub-ssh-keys:lookup"
+RSA_SIGNATURE_TYPES = {"rsa-sha2-256", "rsa-sha2-512"}
 
 
 def needs_custom_scope(*scopes):
@@ -180,6 +181,8 @@ class AuthorizedKeysLookupHandler(_SSHKeysBaseHandler):
         if not blob:
             raise web.HTTPError(400, "key: expected the key's base64 blob")
         key_type = self.get_argument("type", "")
+        if key_type in RSA_SIGNATURE_TYPES:
+            key_type = "ssh-rsa"  # an RSA key is 'ssh-rsa' whatever signature algorithm it uses
         row = self.store.owner_of(base64.b64encode(blob).decode("ascii"))
         user = self._owner(row) if row is not None else None
         if user is None:

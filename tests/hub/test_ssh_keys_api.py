@@ -250,7 +250,9 @@ def test_lookup_forwards_only_to_the_owners_running_workspaces(hub, docker, keyg
     for key in (line, plus_key):
         assert add_key(hub, owner, key, token).status_code == 201
     other_line, _ = keygen()
-    assert add_key(hub, other, other_line, user_token(hub, other)).status_code == 201
+    other_rsa, _ = keygen("rsa", 2048)
+    for key in (other_line, other_rsa):
+        assert add_key(hub, other, key, user_token(hub, other)).status_code == 201
 
     assert lookup(hub, line) == ""  # no running workspace
     for user, server in ((owner, ""), (owner, "two"), (other, "")):
@@ -260,6 +262,8 @@ def test_lookup_forwards_only_to_the_owners_running_workspaces(hub, docker, keyg
     assert lookup(hub, line, type="ssh-ed25519") == expected
     assert lookup(hub, line, type="ssh-rsa") == ""
     assert lookup(hub, other_line) == forwarding_line(hub, other, [""], other_line)
+    for key_type in ("ssh-rsa", "rsa-sha2-512"):
+        assert lookup(hub, other_rsa, type=key_type) == forwarding_line(hub, other, [""], other_rsa)
     # a '+' the caller forgot to URL-encode arrives as a space: still found
     blob = plus_key.split()[1]
     r = requests.get(
