@@ -50,7 +50,7 @@ def dump_on_failure(request):
     report = getattr(request.node, "rep_call", None)
     if report is None or not report.failed:
         return
-    for name in ("hub", "chub"):
+    for name in ("hub", "chub", "plain_front", "tls_front"):
         if name not in request.fixturenames:
             continue
         hub = request.getfixturevalue(name)

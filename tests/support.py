@@ -70,8 +70,19 @@ def write_results(results_dir, name, results):
     return path
 
 
+TEST_SERVICE_CONFIG = (
+    "c.JupyterHub.services.append({{'name': 'tests', 'api_token': {token!r}}})\n"
+    "c.JupyterHub.load_roles.append({{'name': 'tests', 'services': ['tests'], 'scopes': "
+    "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', 'admin:server_state', "
+    "'admin:auth_state', 'tokens', 'access:servers', 'access:services', "
+    "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write', 'list:services', 'read:services']}})\n"
+)
+
+
 class Hub:
     """``jupyterhub -f jupyterhub_config.py`` in a subprocess, with its own name, ports and data."""
+
+    verify = True  # TLS verification of requests to the hub (the hub image's self-signed front: off)
 
     def __init__(self, workdir, hub_name=None, user_config=""):
         self.workdir = Path(workdir)
@@ -82,14 +93,7 @@ class Hub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "hub.log"
         config = self.workdir / "user_config.py"
-        config.write_text(
-            f"c.JupyterHub.services.append({{'name': 'tests', 'api_token': {self.token!r}}})\n"
-            "c.JupyterHub.load_roles.append({'name': 'tests', 'services': ['tests'], 'scopes': "
-            "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', 'admin:server_state', "
-            "'admin:auth_state', 'tokens', 'access:servers', 'access:services', "
-            "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write', 'list:services', 'read:services']})\n"
-            + user_config
-        )
+        config.write_text(TEST_SERVICE_CONFIG.format(token=self.token) + user_config)
         self.env = dict(
             os.environ,
             HUB_NAME=self.hub_name,
@@ -143,6 +147,7 @@ class Hub:
     def api(self, method, path, token=None, **kwargs):
         headers = {"Authorization": f"token {token or self.token}"}
         kwargs.setdefault("timeout", 120)
+        kwargs.setdefault("verify", self.verify)
         return requests.request(method, f"{self.url}/hub/api/{path.lstrip('/')}", headers=headers, **kwargs)
 
     def create_user(self, name, admin=False):
@@ -190,7 +195,7 @@ class Hub:
     def get_through_proxy(self, user, server="", path="api/status", token=None):
         prefix = f"/user/{user}/{server}/" if server else f"/user/{user}/"
         headers = {"Authorization": f"token {token or self.token}"}
-        return requests.get(f"{self.url}{prefix}{path}", headers=headers, timeout=30)
+        return requests.get(f"{self.url}{prefix}{path}", headers=headers, timeout=30, verify=self.verify)
 
 
 def base_image(client):
@@ -231,14 +236,117 @@ def exists(collection, name):
     return True
 
 
+class HubContainer(Hub):
+    """The hub image (``mlhub:<version>``) run like an operator would, published on a loopback port.
+
+    The container and its data volume carry ``mlhub.test=<hub name>`` (not ``mlhub.origin``: the
+    hub's own cleanup must not see them as workspaces' leftovers).
+    """
+
+    def __init__(self, client, workdir, hub_name=None, ssl=False, env=None, user_config=""):
+        self.client = client
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.hub_name = hub_name or f"t{secrets.token_hex(3)}"
+        self.token = secrets.token_hex(16)
+        self.ssl = ssl
+        self.verify = False
+        self.image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
+        self.test_label = f"mlhub.test={self.hub_name}"
+        self.volume = f"{self.hub_name}-data"
+        self.user_config = self.workdir / "user_config.py"
+        self.user_config.write_text(TEST_SERVICE_CONFIG.format(token=self.token) + user_config)
+        self.env = {"HUB_NAME": self.hub_name, "SSL_ENABLED": "true" if ssl else "false", **(env or {})}
+        self.container = None
+        self.port = None
+        self.url = None
+
+    def run(self):
+        """Create and start the container (data volume kept between runs); returns self."""
+        labels = dict([self.test_label.split("=", 1)])
+        try:
+            self.client.volumes.get(self.volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(self.volume, labels=labels)
+        self.container = self.client.containers.run(
+            self.image,
+            name=self.hub_name,
+            detach=True,
+            labels=labels,
+            environment=self.env,
+            ports={"8080/tcp": ("127.0.0.1", None)},
+            volumes={
+                "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                self.volume: {"bind": "/data", "mode": "rw"},
+                str(self.user_config): {"bind": "/resources/jupyterhub_user_config.py", "mode": "ro"},
+            },
+        )
+        self.container.reload()
+        self.port = int(self.container.ports["8080/tcp"][0]["HostPort"])
+        self.url = f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
+        return self
+
+    def start(self, timeout=90):
+        if self.container is None:
+            self.run()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.container.reload()
+            if self.container.status == "exited":
+                raise RuntimeError(f"hub container exited:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/health", timeout=2, verify=False).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"hub container did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def remove(self):
+        """Remove the container (the data volume stays)."""
+        if self.container is not None:
+            self.container.remove(force=True)
+            self.container = None
+
+    def stop(self, timeout=30):
+        self.remove()
+
+    def exec(self, *command, user="root"):
+        result = self.container.exec_run(list(command), user=user)
+        return result.exit_code, result.output.decode(errors="replace")
+
+    def log_tail(self, lines=60):
+        if self.container is None:
+            return ""
+        return self.container.logs(tail=lines).decode(errors="replace")
+
+    def destroy(self):
+        """Remove the container, its volume and every resource of this hub."""
+        self.remove()
+        remove_by_label(self.client, self.test_label)
+        remove_by_label(self.client, f"{LABEL_ORIGIN}={self.hub_name}")
+
+
 # ---- a browser-like session (NativeAuthenticator sign-up and login) --------------------
 
 PASSWORD = "correct-Horse-battery-9"
 
 
+class _Session(requests.Session):
+    """A session whose TLS verification setting wins over REQUESTS_CA_BUNDLE in the environment."""
+
+    def __init__(self, verify=True):
+        super().__init__()
+        self._verify = verify
+
+    def request(self, *args, **kwargs):
+        kwargs.setdefault("verify", self._verify)
+        return super().request(*args, **kwargs)
+
+
 def browser(hub):
     """A requests session that behaves like a browser (cookies + the _xsrf token)."""
-    session = requests.Session()
+    session = _Session(hub.verify)
     session.get(f"{hub.url}/hub/login", timeout=30)
     return session
 

@@ -1,0 +1,288 @@
+"""The hub image as an operator runs it: one container, one public port for HTTP(S) and SSH.
+
+Real engine, real image (``make images`` builds it offline), real nginx/sslh/sshd/supervisord inside,
+real OpenSSH client outside. Each front (TLS off, TLS on) is one module-scoped hub container.
+"""
+
+import os
+import socket
+import ssl
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+import requests
+from cryptography import x509
+
+from mlhubspawner import __version__
+
+from support import PASSWORD, HubContainer, log_in, sign_up
+
+# the fronts' certificates are self-signed: requests to them do not verify
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+
+FRONT_PORTS = (22, 2222, 8000, 8001, 8002, 8080, 8090, 8091, 8443, 8444, 8445)
+
+
+@pytest.fixture(scope="module")
+def plain_front(docker, tmp_path_factory):
+    hub = HubContainer(docker, tmp_path_factory.mktemp("plain-front"))
+    try:
+        yield hub.start()
+    finally:
+        hub.destroy()
+
+
+@pytest.fixture(scope="module")
+def tls_front(docker, tmp_path_factory):
+    hub = HubContainer(docker, tmp_path_factory.mktemp("tls-front"), ssl=True)
+    try:
+        yield hub.start()
+    finally:
+        hub.destroy()
+
+
+@pytest.fixture(params=["plain", "tls"])
+def front(request):
+    return request.getfixturevalue(f"{request.param}_front")
+
+
+# ---- SSH helpers ---------------------------------------------------------------------------
+
+
+def new_key(tmp_path, name):
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True)
+    return path, path.with_suffix(".pub").read_text().strip()
+
+
+def register_key(hub, user, public_line):
+    r = hub.api("POST", f"mlhub/users/{user}/ssh-keys", json={"key": public_line})
+    assert r.status_code == 201, r.text
+    return r.json()["fingerprint"]
+
+
+def ssh_setup(hub, tmp_path, user, key_path, server=""):
+    """An ssh config file: the hub's generated block for the workspace + this key, no prompts."""
+    path = f"mlhub/users/{user}/servers/{server}/ssh-config" if server else f"mlhub/users/{user}/ssh-config"
+    r = hub.api("GET", path)
+    assert r.status_code == 200, r.text
+    model = r.json()
+    config = tmp_path / f"ssh-config-{user}-{key_path.name}"
+    config.write_text(
+        model["config"]
+        + "\nHost *\n"
+        + f"    IdentityFile {key_path}\n    IdentitiesOnly yes\n    BatchMode yes\n"
+        + f"    StrictHostKeyChecking no\n    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+        + "    ConnectTimeout 10\n    LogLevel ERROR\n"
+    )
+    return config, model
+
+
+def ssh(config, host, command="true", timeout=60):
+    return subprocess.run(
+        ["ssh", "-F", str(config), host, command], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for(predicate, timeout=60, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def health(hub):
+    try:
+        return requests.get(f"{hub.url}/hub/health", timeout=3, verify=False).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+# ---- HTTP(S) -------------------------------------------------------------------------------
+
+
+def test_public_port_serves_the_hub_with_login(front):
+    r = requests.get(f"{front.url}/hub/health", timeout=10, verify=False)
+    assert r.status_code == 200
+    sign_up(front, "admin")
+    session, r = log_in(front, "admin")
+    assert r.status_code == 302, r.text
+    cookie = next(c for c in session.cookies if c.name.startswith("jupyterhub-hub-login"))
+    # behind TLS the hub knows it is served over https (X-Forwarded-Proto) and marks its cookie Secure
+    assert cookie.secure is front.ssl
+    home = session.get(f"{front.url}/hub/home", timeout=30)
+    assert home.status_code == 200 and "admin" in home.text
+    _, wrong = log_in(front, "admin", PASSWORD + "x")
+    assert wrong.status_code != 302
+
+
+def test_security_headers_and_no_reflected_cors(front):
+    r = requests.get(
+        f"{front.url}/hub/login", headers={"Origin": "https://evil.example"}, timeout=10, verify=False
+    )
+    assert r.status_code == 200
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    assert "Access-Control-Allow-Origin" not in r.headers
+    assert "Access-Control-Allow-Credentials" not in r.headers
+    assert ("Strict-Transport-Security" in r.headers) is front.ssl
+
+
+def test_workspace_paths_go_through_hub_auth(front):
+    user = front.create_user("walter")
+    r = front.spawn(user)
+    assert r.status_code in (201, 202), r.text
+    anonymous = requests.get(
+        f"{front.url}/user/{user}/api/status", timeout=30, verify=False, allow_redirects=False
+    )
+    assert anonymous.status_code in (302, 401, 403)
+    assert front.get_through_proxy(user).status_code == 200
+
+
+def test_plain_http_on_the_tls_port_is_redirected(tls_front):
+    r = requests.get(f"http://127.0.0.1:{tls_front.port}/hub/health?x=1", timeout=10, allow_redirects=False)
+    assert r.status_code == 301
+    assert r.headers["Location"] == f"https://127.0.0.1:{tls_front.port}/hub/health?x=1"
+
+
+def test_generated_certificate_names_the_hub(tls_front):
+    pem = ssl.get_server_certificate(("127.0.0.1", tls_front.port), timeout=10)
+    san = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    dns = san.value.get_values_for_type(x509.DNSName)
+    ips = [str(i) for i in san.value.get_values_for_type(x509.IPAddress)]
+    tls_front.container.reload()
+    front_ip = tls_front.container.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert {"localhost", tls_front.hub_name} <= set(dns)
+    assert {"127.0.0.1", front_ip} <= set(ips)
+
+
+# ---- SSH -----------------------------------------------------------------------------------
+
+
+def test_ssh_reaches_only_the_key_owners_workspaces(front, tmp_path):
+    alice, bob = front.create_user("alice"), front.create_user("bob")
+    alice_key, alice_pub = new_key(tmp_path, "alice")
+    bob_key, bob_pub = new_key(tmp_path, "bob")
+    alice_fp = register_key(front, alice, alice_pub)
+    register_key(front, bob, bob_pub)
+    for user in (alice, bob):
+        r = front.spawn(user, "work")
+        assert r.status_code in (201, 202), r.text
+
+    config, model = ssh_setup(front, tmp_path, alice, alice_key, "work")
+    assert f"ProxyJump tunnel@127.0.0.1:{front.port}" in model["config"]
+    done = ssh(config, model["host_alias"], "id -un; pwd; echo $JUPYTERHUB_USER")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["jovyan", "/workspace", alice]
+
+    # bob's key opens the front (bob has a running workspace) but not alice's workspace
+    bob_to_alice, _ = ssh_setup(front, tmp_path, alice, bob_key, "work")
+    refused = ssh(bob_to_alice, model["host_alias"])
+    assert refused.returncode != 0
+    assert "forwarding failed" in refused.stderr or "prohibited" in refused.stderr, refused.stderr
+    bob_config, bob_model = ssh_setup(front, tmp_path, bob, bob_key, "work")
+    assert ssh(bob_config, bob_model["host_alias"]).returncode == 0
+
+    # the tunnel account has no shell
+    shell = subprocess.run(
+        ["ssh", "-F", str(config), "-p", str(front.port), "tunnel@127.0.0.1", "id"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode != 0 and "uid=" not in shell.stdout
+
+    # a deleted key, and a deleted user's key, stop working at once
+    r = front.api("DELETE", f"mlhub/users/{alice}/ssh-keys/{urllib.parse.quote(alice_fp, safe='')}")
+    assert r.status_code == 204, r.text
+    assert ssh(config, model["host_alias"]).returncode != 0
+    front.stop_server(bob, "work")  # JupyterHub refuses to delete a user with a running named server
+    r = front.api("DELETE", f"users/{bob}")
+    assert r.status_code == 204, r.text
+    assert ssh(bob_config, bob_model["host_alias"]).returncode != 0
+
+
+# ---- the container ---------------------------------------------------------------------------
+
+
+def probe(container, host, port):
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket(); s.settimeout(3)\n"
+        f"sys.exit(0 if s.connect_ex(({host!r},{port}))==0 else 1)"
+    )
+    return container.exec_run(["python3", "-c", code]).exit_code == 0
+
+
+def test_from_a_workspace_only_the_hub_api_answers(plain_front, docker):
+    user = plain_front.create_user("probe")
+    assert plain_front.spawn(user).status_code in (201, 202)
+    workspace = docker.containers.get(f"{plain_front.hub_name}-ws-{user}")
+    assert probe(workspace, plain_front.hub_name, 8081)
+    open_ports = [p for p in FRONT_PORTS if probe(workspace, plain_front.hub_name, p)]
+    assert open_ports == []
+
+
+def test_supervisor_restarts_a_killed_process(plain_front):
+    for process, pattern in (("sslh", "sslh-select"), ("sshd", "/usr/sbin/sshd -D")):
+        before = plain_front.exec("supervisorctl", "-c", "/run/mlhub/supervisord.conf", "pid", process)[1]
+        assert plain_front.exec("pkill", "-9", "-f", pattern)[0] == 0
+        assert wait_for(
+            lambda p=process, b=before: (
+                plain_front.exec("supervisorctl", "-c", "/run/mlhub/supervisord.conf", "pid", p)[1].strip()
+                not in ("0", b.strip(), "")
+            ),
+            timeout=30,
+        ), f"{process} was not restarted"
+    assert wait_for(lambda: health(plain_front), timeout=30)
+
+
+def test_recreated_hub_container_finds_running_workspaces(tls_front, tmp_path):
+    user = tls_front.create_user("carol")
+    key, public = new_key(tmp_path, "carol")
+    register_key(tls_front, user, public)
+    assert tls_front.spawn(user, "keep").status_code in (201, 202)
+    config, model = ssh_setup(tls_front, tmp_path, user, key, "keep")
+    assert ssh(config, model["host_alias"]).returncode == 0
+
+    tls_front.remove()  # the container is gone; /data stays
+    tls_front.run().start()
+    config, model = ssh_setup(tls_front, tmp_path, user, key, "keep")  # the public port changed
+    assert tls_front.server_model(user, "keep")["ready"]
+    assert wait_for(lambda: tls_front.get_through_proxy(user, "keep").status_code == 200, timeout=60)
+    done = ssh(config, model["host_alias"], "echo alive")
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr
+
+
+def test_bad_settings_stop_the_container_with_a_clear_error(docker):
+    image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
+    for env, variable in (({"HUB_NAME": "Bad_Name"}, "HUB_NAME"), ({"SSL_ENABLED": "maybe"}, "SSL_ENABLED")):
+        container = docker.containers.run(
+            image, detach=True, environment=env, labels={"mlhub.test": "badenv"}
+        )
+        try:
+            status = container.wait(timeout=60)
+            output = container.logs().decode()
+        finally:
+            container.remove(force=True)
+        assert status["StatusCode"] != 0
+        assert variable in output, output
+
+
+def test_front_listens_only_where_published(plain_front):
+    """Loopback and the published network only: nothing on the user networks but the hub API."""
+    code, out = plain_front.exec("cat", "/proc/net/tcp")
+    listening = set()
+    for line in out.splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A":
+            address, port = local.split(":")
+            listening.add((socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(port, 16)))
+    wildcard = {port for address, port in listening if address == "0.0.0.0"}
+    assert wildcard == {8081}
