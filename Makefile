@@ -8,16 +8,18 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(STATE)/node/node_modules/.bin:$(VENV)/bin:$(PATH)
 export MLHUB_WORKSPACE_IMAGE ?= mlhub-workspace:$(VERSION)
+export MLHUB_HUB_IMAGE ?= mlhub:$(VERSION)
 export MLHUB_DATA_DIR ?= $(STATE)/data
 export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
 export MLHUB_VERSION := $(VERSION)
 
-.PHONY: help deps engine images run stop test lint format bench clean
+.PHONY: help deps engine images run stop run-dev stop-dev test lint format bench clean
 
 help:
-	@echo "make run    - install what is missing, build images, start the hub on http://localhost:8080"
-	@echo "make stop   - stop the hub (workspaces keep running)"
+	@echo "make run    - install what is missing, build the images, run the hub image on http://localhost:8080"
+	@echo "make stop   - stop the hub container (data and workspaces stay)"
+	@echo "make run-dev / stop-dev - the hub as a process on this host (developers; no nginx/sshd front)"
 	@echo "make test   - ruff + the whole test suite (unit, real Docker engine, real JupyterHub)"
 	@echo "make bench  - spawn benchmark (benchmarks/spawn.py)"
 
@@ -39,12 +41,19 @@ engine:
 
 images: engine
 	@bash resources/scripts/build-images.sh
+	@bash resources/scripts/build-hub-image.sh
 
 run: deps images
 	@bash resources/scripts/run-hub.sh start
 
 stop:
 	@bash resources/scripts/run-hub.sh stop
+
+run-dev: deps images
+	@bash resources/scripts/run-hub-process.sh start
+
+stop-dev:
+	@bash resources/scripts/run-hub-process.sh stop
 
 lint: deps
 	ruff format --check .
@@ -62,5 +71,5 @@ test: deps images lint
 bench: deps images
 	$(PY) benchmarks/spawn.py
 
-clean: stop
+clean: stop stop-dev
 	rm -rf $(STATE)

@@ -1,57 +1,67 @@
 #!/usr/bin/env bash
-# Start or stop the development hub in the background: run-hub.sh start|stop
-# Uses MLHUB_STATE_DIR (logs, pid) and the MLHUB_* / HUB_NAME variables of jupyterhub_config.py.
+# Start or stop ML Hub as operators run it: the hub image in a container, in the background.
+#   run-hub.sh start|stop        (make run / make stop)
+# start: docker run -d --name $HUB_NAME -p ${MLHUB_PUBLIC_PORT:-8080}:8080 -v /var/run/docker.sock:... \
+#        -v $HUB_NAME-data:/data [-v $MLHUB_USER_CONFIG:/resources/jupyterhub_user_config.py:ro]
+#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] + every ML Hub variable that is set (HUB_NAME, SSL_ENABLED, ...),
+#        then waits until /hub/health answers. The data volume outlives the container.
+# stop:  removes the container; the data volume and the running workspaces stay.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-state="${MLHUB_STATE_DIR:-$here/.mlhub}"
-pidfile="$state/hub.pid"
-log="$state/hub.log"
-port="${MLHUB_PORT:-8080}"
-mkdir -p "$state"
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$here/mlhubspawner/_version.py")
+image="${MLHUB_HUB_IMAGE:-mlhub:$version}"
+name="${HUB_NAME:-mlhub}"
+port="${MLHUB_PUBLIC_PORT:-8080}"
+scheme=http
+case "${SSL_ENABLED:-false}" in true|True|TRUE|1|yes|on) scheme=https ;; esac
+passthrough=(HUB_NAME EXECUTION_MODE SSL_ENABLED START_NGINX START_SSH START_JHUB START_CHP ADDITIONAL_ARGS
+             CLEANUP_INTERVAL_SECONDS CLEANUP_MIN_AGE_SECONDS CLEANUP_VOLUME_GRACE_SECONDS
+             MLHUB_IDLE_TIMEOUT_SECONDS MLHUB_PUBLIC_HOSTNAMES MLHUB_SSH_PUBLIC_HOST MLHUB_WORKSPACE_IMAGE)
 
-running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+state() { docker inspect --format '{{.State.Status}}' "$name" 2>/dev/null || true; }
 
 start() {
-  if running; then
-    echo "ML Hub is already running (pid $(cat "$pidfile")) on http://localhost:$port"
-    return 0
-  fi
-  cd "$state"
-  setsid nohup jupyterhub -f "$here/jupyterhub_config.py" >"$log" 2>&1 < /dev/null &
-  echo $! >"$pidfile"
-  for _ in $(seq 1 120); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/hub/health" 2>/dev/null; then
-      echo "ML Hub is up on http://localhost:$port (log: $log)"
-      echo "First login: open http://localhost:$port/hub/signup, sign up as 'admin' with a password of your choice, then log in."
+  if [[ "$(state)" == running ]]; then
+    if [[ "$(docker inspect --format '{{.Config.Image}}' "$name")" == "$image" ]]; then
+      echo "ML Hub is already running (container $name) on $scheme://localhost:$port"
       return 0
     fi
-    if ! running; then
-      echo "ML Hub exited during start; the end of $log:" >&2
-      tail -n 30 "$log" >&2
+    echo "Replacing container $name (image changed to $image; data and workspaces stay)"
+  fi
+  [[ -n "$(state)" ]] && docker rm -f "$name" >/dev/null
+  args=(-d --name "$name" --restart unless-stopped -p "$port:8080"
+        -v /var/run/docker.sock:/var/run/docker.sock -v "$name-data:/data")
+  [[ -s "${MLHUB_USER_CONFIG:-}" ]] && args+=(-v "$(realpath "$MLHUB_USER_CONFIG"):/resources/jupyterhub_user_config.py:ro")
+  [[ -n "${MLHUB_SSL_DIR:-}" ]] && args+=(-v "$(realpath "$MLHUB_SSL_DIR"):/resources/ssl:ro")
+  for var in "${passthrough[@]}"; do
+    [[ -n "${!var+set}" ]] && args+=(-e "$var=${!var}")
+  done
+  docker run "${args[@]}" "$image" >/dev/null
+  for _ in $(seq 1 240); do
+    if curl -fsSk -o /dev/null "$scheme://127.0.0.1:$port/hub/health" 2>/dev/null; then
+      echo "ML Hub is up on $scheme://localhost:$port (container $name; logs: docker logs $name)"
+      echo "First login: open $scheme://localhost:$port/hub/signup, sign up as 'admin' with a password of your choice, then log in."
+      return 0
+    fi
+    if [[ "$(state)" != running ]]; then
+      echo "ML Hub exited during start; its last log lines:" >&2
+      docker logs --tail 30 "$name" >&2
       return 1
     fi
     sleep 0.5
   done
-  echo "ML Hub did not answer on port $port within 60 s; see $log" >&2
+  echo "ML Hub did not answer on port $port within 120 s; see: docker logs $name" >&2
   return 1
 }
 
 stop() {
-  if ! running; then
+  if [[ -z "$(state)" ]]; then
     echo "ML Hub is not running"
-    rm -f "$pidfile"
     return 0
   fi
-  pid="$(cat "$pidfile")"
-  kill -TERM "$pid"
-  for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-  rm -f "$pidfile"
-  echo "ML Hub stopped (workspaces keep running; stop them from the hub before 'make stop' if you want them gone)"
+  docker stop -t 30 "$name" >/dev/null && docker rm "$name" >/dev/null
+  echo "ML Hub stopped (data in volume $name-data; workspaces keep running and are found again by 'make run')"
 }
 
 case "${1:-}" in

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Developer mode: JupyterHub as a process on this host (no nginx/sshd front), in the background:
+#   run-hub-process.sh start|stop   (make run-dev / make stop-dev)
+# Uses MLHUB_STATE_DIR (logs, pid) and the MLHUB_* / HUB_NAME variables of jupyterhub_config.py.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+state="${MLHUB_STATE_DIR:-$here/.mlhub}"
+pidfile="$state/hub.pid"
+log="$state/hub.log"
+port="${MLHUB_PORT:-8080}"
+mkdir -p "$state"
+
+running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+start() {
+  if running; then
+    echo "ML Hub is already running (pid $(cat "$pidfile")) on http://localhost:$port"
+    return 0
+  fi
+  cd "$state"
+  setsid nohup jupyterhub -f "$here/jupyterhub_config.py" >"$log" 2>&1 < /dev/null &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 120); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/hub/health" 2>/dev/null; then
+      echo "ML Hub is up on http://localhost:$port (log: $log)"
+      echo "First login: open http://localhost:$port/hub/signup, sign up as 'admin' with a password of your choice, then log in."
+      return 0
+    fi
+    if ! running; then
+      echo "ML Hub exited during start; the end of $log:" >&2
+      tail -n 30 "$log" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "ML Hub did not answer on port $port within 60 s; see $log" >&2
+  return 1
+}
+
+stop() {
+  if ! running; then
+    echo "ML Hub is not running"
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid="$(cat "$pidfile")"
+  kill -TERM "$pid"
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$pidfile"
+  echo "ML Hub stopped (workspaces keep running; stop them from the hub before 'make stop' if you want them gone)"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
