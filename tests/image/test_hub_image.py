@@ -17,7 +17,7 @@ from cryptography import x509
 
 from mlhubspawner import __version__
 
-from support import PASSWORD, HubContainer, log_in, sign_up
+from support import PASSWORD, HubContainer, exists, log_in, sign_up
 
 # the fronts' certificates are self-signed: requests to them do not verify
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -27,7 +27,8 @@ FRONT_PORTS = (22, 2222, 8000, 8001, 8002, 8080, 8090, 8091, 8443, 8444, 8445)
 
 @pytest.fixture(scope="module")
 def plain_front(docker, tmp_path_factory):
-    hub = HubContainer(docker, tmp_path_factory.mktemp("plain-front"))
+    env = {"CLEANUP_INTERVAL_SECONDS": "-1", "CLEANUP_MIN_AGE_SECONDS": "0"}
+    hub = HubContainer(docker, tmp_path_factory.mktemp("plain-front"), env=env)
     try:
         yield hub.start()
     finally:
@@ -258,6 +259,25 @@ def test_recreated_hub_container_finds_running_workspaces(tls_front, tmp_path):
     assert wait_for(lambda: tls_front.get_through_proxy(user, "keep").status_code == 200, timeout=60)
     done = ssh(config, model["host_alias"], "echo alive")
     assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr
+
+
+def test_cleanup_removes_a_deleted_users_network_the_hub_sits_on(plain_front, docker):
+    user = plain_front.create_user("leaver")
+    assert plain_front.spawn(user).status_code in (201, 202)
+    network = docker.networks.get(f"{plain_front.hub_name}-{user}")
+    network.reload()
+    assert plain_front.container.id in network.attrs["Containers"]  # the hub joined it
+    plain_front.stop_server(user)
+    assert plain_front.api("DELETE", f"users/{user}").status_code == 204
+    r = requests.post(
+        f"{plain_front.url}/services/cleanup-service/users",
+        headers={"Authorization": f"token {plain_front.token}"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["failed"] == 0, r.text
+    assert not exists(docker.networks, network.name)
+    assert health(plain_front)
 
 
 def test_bad_settings_stop_the_container_with_a_clear_error(docker):
