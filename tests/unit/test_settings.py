@@ -44,8 +44,45 @@ def test_aliases_and_values():
         ({"CLEANUP_MIN_AGE_SECONDS": "-5"}, "CLEANUP_MIN_AGE_SECONDS"),
         ({"SSL_ENABLED": "perhaps"}, "SSL_ENABLED"),
         ({"MLHUB_PORT": "99999"}, "MLHUB_PORT"),
+        ({"START_NGINX": "maybe"}, "START_NGINX"),
+        ({"START_SSH": "2"}, "START_SSH"),
+        ({"START_JHUB": "enabled"}, "START_JHUB"),
+        ({"START_CHP": "y"}, "START_CHP"),
+        ({"ADDITIONAL_ARGS": "--custom-header 'X-Team: ml hub"}, "ADDITIONAL_ARGS"),
+        ({"MLHUB_PUBLIC_HOSTNAMES": "hub.example.org,ml_hub.example.org"}, "MLHUB_PUBLIC_HOSTNAMES"),
+        ({"MLHUB_PUBLIC_HOSTNAMES": "hub..example.org"}, "MLHUB_PUBLIC_HOSTNAMES"),
+        ({"MLHUB_PUBLIC_HOSTNAMES": "https://hub.example.org"}, "MLHUB_PUBLIC_HOSTNAMES"),
+        pytest.param(
+            {"MLHUB_PUBLIC_HOSTNAMES": "hüb.example.org"},
+            "MLHUB_PUBLIC_HOSTNAMES",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="settings.py _hostnames accepts non-ASCII (str.isalnum); the TLS certificate then "
+                "fails with an error that does not name the variable",
+            ),
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError, match=variable):
         load_settings(env)
+
+
+def test_hub_image_defaults_run_nginx_ssh_and_the_hub_but_not_a_separate_proxy():
+    s = load_settings({})
+    assert (s.start_nginx, s.start_ssh, s.start_jhub, s.start_chp) == (True, True, True, False)
+    assert (s.additional_args, s.public_hostnames) == ((), ())
+
+
+def test_additional_args_are_split_like_a_shell_and_host_names_normalised():
+    s = load_settings(
+        {
+            "START_CHP": "TRUE",
+            "START_SSH": " off ",
+            "ADDITIONAL_ARGS": "--log-level=debug --custom-header 'X-Team: ml hub'",
+            "MLHUB_PUBLIC_HOSTNAMES": " Hub.Example.org, ,10-0-0-1.nip.io,",
+        }
+    )
+    assert (s.start_chp, s.start_ssh) == (True, False)
+    assert s.additional_args == ("--log-level=debug", "--custom-header", "X-Team: ml hub")
+    assert s.public_hostnames == ("hub.example.org", "10-0-0-1.nip.io")
