@@ -5,6 +5,7 @@ names the variable.
 """
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -84,11 +85,14 @@ def _args(env, name):
         raise SettingsError(f"{name}={env.get(name)!r}: {e}") from None
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 def _hostnames(env, name):
     names = tuple(n.strip().lower() for n in env.get(name, "").split(",") if n.strip())
     for n in names:
-        if not all(part and len(part) <= 63 and part.replace("-", "").isalnum() for part in n.split(".")):
-            raise SettingsError(f"{name}: {n!r} is not a host name (comma-separated DNS names)")
+        if len(n) > 253 or not all(_DNS_LABEL.match(part) for part in n.split(".")):
+            raise SettingsError(f"{name}: {n!r} is not a host name (comma-separated ASCII DNS names)")
     return names
 
 

@@ -58,33 +58,68 @@ def self_signed(common_name, dns_names, ip_addresses, now=None):
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
+def _load(cert_path):
+    try:
+        return x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{cert_path}: not a PEM certificate ({e})") from None
+
+
+def _matches(cert, key_path):
+    """Whether the PEM private key at ``key_path`` belongs to ``cert``."""
+    try:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except (ValueError, TypeError):
+        return False
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def _reusable(cert_path, key_path, dns, ips):
+    """A stored certificate that still covers ``dns`` and ``ips``, is not about to expire, and has its key."""
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = _load(cert_path)
+    except ValueError:
+        return False  # damaged (e.g. a full disk): make a new one
+    have_dns, have_ips = certificate_sans(cert_path)
+    fresh = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=30)
+    return fresh and set(dns) <= set(have_dns) and set(ips) <= set(have_ips) and _matches(cert, key_path)
+
+
+def _write(path, data, mode):
+    """Write atomically with ``mode`` (a temp file, then rename over ``path``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
+    tmp.replace(path)
+
+
 def ensure_certificate(mounted_dir, generated_dir, common_name, dns_names, ip_addresses, log=print):
     """Return ``(cert path, key path)``: the mounted pair if present, else a generated one.
 
-    The generated certificate is kept in the data volume and made again only when it no longer
-    covers the names and addresses the hub is reached by (or expires within 30 days).
+    The generated certificate is kept in the data volume and made again when it no longer covers
+    the names and addresses the hub is reached by, expires within 30 days, or is damaged.
     """
     mounted_cert, mounted_key = Path(mounted_dir) / "cert.crt", Path(mounted_dir) / "cert.key"
     if mounted_cert.exists() or mounted_key.exists():
         if not (mounted_cert.exists() and mounted_key.exists()):
             raise ValueError(f"{mounted_dir} must hold both cert.crt and cert.key")
-        x509.load_pem_x509_certificate(mounted_cert.read_bytes())  # a clear error for a broken file
+        if not _matches(_load(mounted_cert), mounted_key):
+            raise ValueError(f"{mounted_key} is not the private key of {mounted_cert}")
         log(f"TLS: using the mounted certificate {mounted_cert}")
         return str(mounted_cert), str(mounted_key)
     cert_path, key_path = Path(generated_dir) / "cert.crt", Path(generated_dir) / "cert.key"
     want_dns, want_ips = subject_alt_names(dns_names, ip_addresses)
-    if cert_path.exists() and key_path.exists():
-        have_dns, have_ips = certificate_sans(cert_path)
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        fresh = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=30)
-        if fresh and set(want_dns) <= set(have_dns) and set(want_ips) <= set(have_ips):
-            return str(cert_path), str(key_path)
+    if _reusable(cert_path, key_path, want_dns, want_ips):
+        return str(cert_path), str(key_path)
     Path(generated_dir).mkdir(parents=True, exist_ok=True)
     cert_pem, key_pem = self_signed(common_name, want_dns, want_ips)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-    cert_path.write_bytes(cert_pem)
+    _write(key_path, key_pem, 0o600)
+    _write(cert_path, cert_pem, 0o644)  # last: a crash in between leaves no reusable pair
     names = ", ".join([*want_dns, *map(str, want_ips)])
     log(f"TLS: generated a self-signed certificate for {names} in {cert_path}")
     return str(cert_path), str(key_path)

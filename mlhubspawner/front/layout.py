@@ -11,7 +11,7 @@ Everything behind the public port listens on loopback only; the hub API (8081) i
 workspace can reach, on the user networks the hub container joins.
 """
 
-import shlex
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,8 @@ class Layout:
 
     @property
     def public_listen(self):
+        if "0.0.0.0" in self.listen:  # already covers loopback: a second bind of the port would fail
+            return ("0.0.0.0",)
         return tuple(dict.fromkeys((*self.listen, "127.0.0.1")))
 
     @property
@@ -124,9 +126,13 @@ def sslh_command(layout):
     return args
 
 
+_UNSAFE = re.compile(r"([^\w@+=:,./-])")
+
+
 def _supervisor_command(args):
-    # supervisord splits with shlex and expands %(...)s: quote, and double every %
-    return " ".join(shlex.quote(a) for a in args).replace("%", "%%")
+    # supervisord splits with shlex, cuts " ;" / " #" comments even inside quotes, and expands
+    # %(...)s: escape every special character with a backslash, and double every %
+    return " ".join(_UNSAFE.sub(r"\\\1", a) if a else "''" for a in args).replace("%", "%%")
 
 
 def programs(layout, hub_command):

@@ -153,10 +153,6 @@ def test_a_broken_mounted_certificate_stops_the_start(tmp_path):
     assert not (tmp_path / "ssl").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="certs.py:71 lets cryptography's 'Unable to load PEM file' through without naming the file",
-)
 def test_a_broken_mounted_certificate_error_names_the_file(tmp_path):
     mounted = tmp_path / "resources" / "ssl"
     write_pair(mounted, b"garbage", certs.self_signed("m", DNS, IPS)[1])
@@ -164,10 +160,6 @@ def test_a_broken_mounted_certificate_error_names_the_file(tmp_path):
         certs.ensure_certificate(mounted, tmp_path / "ssl", "mlhub", DNS, IPS, log=Log())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="certs.py:84 os.open(O_TRUNC) keeps the old file's mode: write to a new 0600 file and rename",
-)
 def test_a_regenerated_key_is_private_even_if_the_old_one_was_not(tmp_path):
     generated = tmp_path / "ssl"
     certs.ensure_certificate(tmp_path / "mounted", generated, "mlhub", DNS, IPS, log=Log())
@@ -178,10 +170,6 @@ def test_a_regenerated_key_is_private_even_if_the_old_one_was_not(tmp_path):
     assert stat.S_IMODE((generated / "cert.key").stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="certs.py:77 a damaged generated certificate in the data volume raises instead of being made again",
-)
 def test_a_damaged_generated_certificate_is_made_again(tmp_path):
     generated = tmp_path / "ssl"
     certs.ensure_certificate(tmp_path / "mounted", generated, "mlhub", DNS, IPS, log=Log())

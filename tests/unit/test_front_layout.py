@@ -144,11 +144,6 @@ def test_hub_command_with_spaces_and_percent_survives_supervisord():
     assert rendered_programs(hub_command=hub_command)["jupyterhub"][0] == hub_command
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervisord strips inline comments (whitespace + ';' or '#') even inside shlex quotes: "
-    "layout.py:_supervisor_command should backslash-escape instead of single-quoting",
-)
 @pytest.mark.parametrize("arg", ["X-Note: a ;b", "X-Note: a #b"])
 def test_additional_arg_with_an_inline_comment_marker_survives_supervisord(arg):
     programs = rendered_programs(
@@ -200,11 +195,6 @@ def test_sslh_with_tls_sits_behind_the_splitter_and_hands_http_to_the_redirect()
     assert options(argv, "anyprot") == ["127.0.0.1:8091"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layout.py:67 public_listen adds 127.0.0.1 next to 0.0.0.0; sslh binds each --listen "
-    "separately and dies with EADDRINUSE (nginx merges them, sslh does not)",
-)
 def test_sslh_can_bind_all_its_listen_addresses_when_there_is_no_front_address():
     """No front address known (START_JHUB=false, or no front network): sslh must still start."""
     addresses = [a.rsplit(":", 1)[0] for a in options(sslh_argv(TLS_OFF, listen=("0.0.0.0",)), "listen")]

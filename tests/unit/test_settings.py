@@ -55,11 +55,6 @@ def test_aliases_and_values():
         pytest.param(
             {"MLHUB_PUBLIC_HOSTNAMES": "hüb.example.org"},
             "MLHUB_PUBLIC_HOSTNAMES",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="settings.py _hostnames accepts non-ASCII (str.isalnum); the TLS certificate then "
-                "fails with an error that does not name the variable",
-            ),
         ),
     ],
 )
