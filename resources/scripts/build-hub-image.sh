@@ -16,27 +16,22 @@ image=${MLHUB_HUB_IMAGE:-mlhub:$package_version}
 workspace_image=${MLHUB_WORKSPACE_IMAGE:-mlhub-workspace:$package_version}
 python=${PYTHON:-python3}
 
-log() { printf 'build-hub-image: %s\n' "$*" >&2; }
-label_of() { docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
-quiet() {
-    local logfile=$1; shift
-    if ! "$@" >"$logfile" 2>&1; then
-        log "FAILED: $*"; tail -n 40 "$logfile" >&2; return 1
-    fi
-}
+log_prefix=build-hub-image
+# shellcheck source=image-lib.sh
+source "$here/image-lib.sh"
 
 "$here/ensure-docker.sh"
-if exec 9>"${TMPDIR:-/tmp}/mlhub-build-images.lock"; then flock 9; fi
+build_lock
 
 base_image=$("$here/debian-base.sh" "$repo/resources/hub/packages.txt" mlhub-hub-base)
 
 # Everything that ends up in the image, in a stable order, for the content hash.
 sources=(Dockerfile pyproject.toml setup.py jupyterhub_config.py resources/hub/requirements.txt
          resources/hub/packages.txt resources/hub/front-authorized-keys resources/jupyterhub_user_config.py
-         resources/scripts/build-hub-image.sh)
+         resources/scripts/build-hub-image.sh resources/scripts/image-lib.sh)
 hash=$( { cd "$repo"; cat "${sources[@]}"; git ls-files -co --exclude-standard mlhubspawner cleanup_service \
           | grep -v '__pycache__' | sort | xargs cat; echo "$base_image $version $workspace_image"; } \
-        | sha256sum | cut -c1-12)
+        | hash_of)
 if [ "$(label_of "$image" mlhub.build-hash)" = "$hash" ] && [ -z "${MLHUB_FORCE_BUILD:-}" ]; then
     log "$image (hash $hash) exists, skipping"
     exit 0
@@ -53,7 +48,7 @@ cp "$repo/Dockerfile" "$repo/jupyterhub_config.py" "$repo/resources/hub/requirem
 # The host's CPython 3.11 builds wheels for the image's (Debian's 3.11, same glibc): binary wheels as
 # published, pure-Python sdists (e.g. onetimepass) built here.
 # Kept between builds under the state dir, per requirements hash.
-req_hash=$(sha256sum "$repo/resources/hub/requirements.txt" | cut -c1-12)
+req_hash=$(hash_of <"$repo/resources/hub/requirements.txt")
 cache=${MLHUB_STATE_DIR:-$repo/.mlhub}/hub-wheels/$req_hash
 if [ ! -f "$cache/.complete" ]; then
     log "pip wheel (cp311) with $python"
@@ -74,5 +69,4 @@ quiet "$tmp/build.log" docker build --pull=false --build-arg "BASE_IMAGE=$base_i
     --build-arg "VERSION=$version" --build-arg "WORKSPACE_IMAGE=$workspace_image" \
     --label "mlhub.build-hash=$hash" -t "$image" "$ctx"
 log "built $image (hash $hash) in $((SECONDS - start)) s"
-docker image prune -f --filter label=mlhub.build-stage >/dev/null
-docker image prune -f --filter label=mlhub.build-hash >/dev/null
+prune_build_leftovers

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the ML Hub workspace image without any image registry:
 #   1. base image mlhub-base:bookworm-<hash of base-packages.txt>: a Debian rootfs made by mmdebstrap from
-#      Debian's packages, then `docker import` (skipped when MLHUB_UPSTREAM_BASE, e.g. debian:bookworm, is set);
+#      Debian's packages, then `docker import` (debian-base.sh; MLHUB_UPSTREAM_BASE, e.g. debian:bookworm, instead);
 #   2. workspace image $MLHUB_WORKSPACE_IMAGE (default mlhub-workspace:<version>) from resources/workspace/Dockerfile,
 #      with Python wheels downloaded on the host (`pip download` for CPython 3.11 manylinux) into the context.
 # Both steps are skipped when an image with the same content hash exists (label mlhub.build-hash).
@@ -13,60 +13,21 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ws_dir=$(cd "$here/../workspace" && pwd)
 package_version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$here/../../mlhubspawner/_version.py")
 image=${MLHUB_WORKSPACE_IMAGE:-mlhub-workspace:$package_version}
-upstream=${MLHUB_UPSTREAM_BASE:-}
 version=${MLHUB_VERSION:-$package_version}
 python=${PYTHON:-python3}
-suite=bookworm
 
-log() { printf 'build-images: %s\n' "$*" >&2; }
-hash_of() { sha256sum | cut -c1-12; }
-label_of() { docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
-# Run a noisy command with its output in a log file; show the log's tail if it fails.
-quiet() {
-    local logfile=$1; shift
-    if ! "$@" >"$logfile" 2>&1; then
-        log "FAILED: $*"; tail -n 40 "$logfile" >&2; return 1
-    fi
-}
+log_prefix=build-images
+# shellcheck source=image-lib.sh
+source "$here/image-lib.sh"
 
 "$here/ensure-docker.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlhub-build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-# Serialize concurrent builds (make test + make run) on this machine.
-if exec 9>"${TMPDIR:-/tmp}/mlhub-build-images.lock"; then flock 9; fi
+build_lock
 
 # --- 1. base image -------------------------------------------------------------------------------
-packages=$(grep -v '^[[:space:]]*#' "$ws_dir/base-packages.txt" | tr -s '[:space:]' ',' | sed 's/^,//; s/,$//')
-if [ -n "$upstream" ]; then
-    base_image=$upstream
-    log "base: upstream $base_image (no mmdebstrap)"
-else
-    base_hash=$({ echo "$suite"; cat "$ws_dir/base-packages.txt"; } | hash_of)
-    base_image=mlhub-base:$suite-$base_hash
-    if [ "$(label_of "$base_image" mlhub.build-hash)" = "$base_hash" ] && [ -z "${MLHUB_FORCE_BUILD:-}" ]; then
-        log "base: $base_image exists, skipping"
-    else
-        if ! command -v mmdebstrap >/dev/null 2>&1; then
-            [ "$(id -u)" -eq 0 ] || { log "mmdebstrap missing: install it, or set MLHUB_UPSTREAM_BASE"; exit 1; }
-            log "installing mmdebstrap (apt)"
-            apt-cache show mmdebstrap >/dev/null 2>&1 || apt-get update -qq >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >&2
-        fi
-        log "base: mmdebstrap $suite [$packages] (Debian mirror; ~1 min)"
-        start=$SECONDS
-        # Drop docs/man pages (keep copyright files) to keep the image small.
-        quiet "$tmp/mmdebstrap.log" mmdebstrap --variant=apt --include="$packages" \
-            --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-            "$suite" "$tmp/base.tar" </dev/null
-        docker import --change "LABEL mlhub.build-hash=$base_hash" \
-            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            --change 'CMD ["/bin/bash"]' "$tmp/base.tar" "$base_image" >/dev/null
-        rm -f "$tmp/base.tar"
-        log "base: built $base_image in $((SECONDS - start)) s"
-    fi
-fi
+base_image=$("$here/debian-base.sh" "$ws_dir/base-packages.txt" mlhub-base)
 
 # --- 2. workspace image --------------------------------------------------------------------------
 # files of the build context besides wheels/ (the Dockerfile copies them)
@@ -96,6 +57,4 @@ log "workspace: $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels in $((SECONDS
 quiet "$tmp/build.log" docker build --pull=false --build-arg "BASE_IMAGE=$base_image" \
     --build-arg "VERSION=$version" --label "mlhub.build-hash=$ws_hash" -t "$image" "$ctx"
 log "workspace: built $image (hash $ws_hash) in $((SECONDS - start)) s"
-# Drop what this build left dangling: its install stage and the image it replaced (ours only, by label).
-docker image prune -f --filter label=mlhub.build-stage >/dev/null
-docker image prune -f --filter label=mlhub.build-hash >/dev/null
+prune_build_leftovers

@@ -11,8 +11,9 @@ packages_file=$1
 repository=$2
 suite=bookworm
 
-log() { printf 'debian-base: %s\n' "$*" >&2; }
-label_of() { docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
+log_prefix=debian-base
+# shellcheck source=image-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/image-lib.sh"
 
 if [ -n "${MLHUB_UPSTREAM_BASE:-}" ]; then
     log "upstream base $MLHUB_UPSTREAM_BASE (no mmdebstrap)"
@@ -21,7 +22,7 @@ if [ -n "${MLHUB_UPSTREAM_BASE:-}" ]; then
 fi
 
 packages=$(grep -v '^[[:space:]]*#' "$packages_file" | tr -s '[:space:]' ',' | sed 's/^,//; s/,$//')
-hash=$({ echo "$suite"; grep -v '^[[:space:]]*#' "$packages_file"; } | sha256sum | cut -c1-12)
+hash=$({ echo "$suite"; grep -v '^[[:space:]]*#' "$packages_file"; } | hash_of)
 image=$repository:$suite-$hash
 if [ "$(label_of "$image" mlhub.build-hash)" = "$hash" ] && [ -z "${MLHUB_FORCE_BUILD:-}" ]; then
     log "$image exists, skipping"
@@ -40,12 +41,10 @@ trap 'rm -rf "$tmp"' EXIT
 log "mmdebstrap $suite [$packages] (Debian mirror; ~1 min)"
 start=$SECONDS
 # Drop docs/man pages (keep copyright files) to keep the image small.
-if ! mmdebstrap --variant=apt --include="$packages" \
+quiet "$tmp/mmdebstrap.log" mmdebstrap --variant=apt --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    "$suite" "$tmp/base.tar" </dev/null >"$tmp/mmdebstrap.log" 2>&1; then
-    log "FAILED: mmdebstrap"; tail -n 40 "$tmp/mmdebstrap.log" >&2; exit 1
-fi
+    "$suite" "$tmp/base.tar" </dev/null
 docker import --change "LABEL mlhub.build-hash=$hash" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["/bin/bash"]' "$tmp/base.tar" "$image" >/dev/null
