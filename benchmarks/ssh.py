@@ -44,8 +44,8 @@ FRONT_KEYS_COMMAND = "/usr/local/libexec/mlhub/front-authorized-keys"
 WORKSPACE_KEYS_COMMAND = "/usr/local/bin/mlhub-authorized-keys"
 # what the two commands import (resources/hub/front-authorized-keys,
 # resources/workspace/mlhub-authorized-keys)
-FRONT_IMPORTS = "import json, sys, urllib.parse, urllib.request"
-WORKSPACE_IMPORTS = "import http.client, os, signal, ssl, stat, sys, time, urllib.parse"
+FRONT_IMPORTS = "import json, socket, sys, urllib.parse"
+WORKSPACE_IMPORTS = "import os, signal, socket, stat, sys, time, urllib.parse"
 FRONT_LOOKUP = re.compile(r" (\d{3}) GET /hub/api/mlhub/ssh/authorized-keys\S* .*?([0-9.]+)ms")
 WORKSPACE_FETCH = re.compile(
     r" (\d{3}) GET /hub/api/mlhub/users/[^/ ]+/ssh-keys\?format=authorized_keys.*?([0-9.]+)ms"
