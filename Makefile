@@ -21,7 +21,7 @@ help:
 	@echo "make stop   - stop the hub container (data and workspaces stay)"
 	@echo "make run-dev / stop-dev - the hub as a process on this host (developers; no nginx/sshd front)"
 	@echo "make test   - ruff + the whole test suite (unit, real Docker engine, real JupyterHub)"
-	@echo "make bench  - spawn benchmark (benchmarks/spawn.py)"
+	@echo "make bench  - spawn and SSH benchmarks (benchmarks/spawn.py, benchmarks/ssh.py)"
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
@@ -70,6 +70,7 @@ test: deps images lint
 
 bench: deps images
 	$(PY) benchmarks/spawn.py
+	$(PY) benchmarks/ssh.py
 
 clean: stop stop-dev
 	rm -rf $(STATE)
