@@ -60,8 +60,10 @@ if settings.behind_front:
     # nginx in front sets X-Forwarded-Proto/For/Host: the proxy passes them on untouched
     c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", "--no-x-forward"]
 if settings.start_chp:
-    # the proxy is its own process (START_CHP), sharing CONFIGPROXY_AUTH_TOKEN with the hub
+    # the proxy is its own process (START_CHP), sharing CONFIGPROXY_AUTH_TOKEN with the hub; a
+    # restarted proxy gets its routes back at the next activity check
     c.ConfigurableHTTPProxy.should_start = False
+    c.JupyterHub.last_activity_interval = 60
 
 # --- authentication ------------------------------------------------------------------------
 c.JupyterHub.authenticator_class = "mlhubspawner.auth.NativeAuthenticator"

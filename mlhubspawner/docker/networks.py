@@ -118,6 +118,12 @@ def hub_is_attached(network_attrs, container):
     return False
 
 
+def is_already_attached(error):
+    """Whether a connect-to-network error says the container is on that network already."""
+    text = str(getattr(error, "explanation", "") or error).lower()
+    return "already exists" in text or "already attached" in text
+
+
 def _is_overlap(error):
     return "overlap" in str(error.explanation or error).lower()
 

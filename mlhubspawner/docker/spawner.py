@@ -22,7 +22,13 @@ from .. import gpus, naming
 from ..options import OptionsError
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error
 from . import objects
-from .networks import NetworkAllocator, hub_is_attached, network_gateway, validate_pool
+from .networks import (
+    NetworkAllocator,
+    hub_is_attached,
+    is_already_attached,
+    network_gateway,
+    validate_pool,
+)
 
 _HOST_CACHE_SECONDS = 60
 
@@ -336,7 +342,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                 "connect_container_to_network", self.hub_container, network["Id"], aliases=[self.hub_name]
             )
         except APIError as e:
-            if "already exists" not in str(e.explanation or e):
+            if not is_already_attached(e):
                 raise
         self.log.info("Attached the hub container to network %s", network["Name"])
 

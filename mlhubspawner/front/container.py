@@ -13,6 +13,7 @@ from pathlib import Path
 from docker.errors import APIError
 
 from .. import naming
+from ..docker.networks import is_already_attached
 
 _CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
 
@@ -32,11 +33,6 @@ def user_networks(client, hub_name):
     """This hub's user networks (by label)."""
     labels = [f"{naming.LABEL_ORIGIN}={hub_name}", f"{naming.LABEL_COMPONENT}={naming.COMPONENT_NETWORK}"]
     return client.networks.list(filters={"label": labels})
-
-
-def is_already_attached(error):
-    text = str(getattr(error, "explanation", "") or error).lower()
-    return "already exists" in text or "already attached" in text
 
 
 def join_user_networks(client, container_id, hub_name, log=print):

@@ -8,13 +8,13 @@ certificate, SSH key registry) lives in ``$MLHUB_DATA_DIR`` (``/data``).
 import grp
 import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from ..settings import SettingsError, load_settings
+from ..sshkeys_store import read_or_create_token
 from . import layout as L
 
 HUB_CONFIG = os.environ.get("MLHUB_HUB_CONFIG", "/etc/mlhub/jupyterhub_config.py")
@@ -25,16 +25,6 @@ HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 
 def log(message):
     print(f"mlhub-entrypoint: {message}", flush=True)
-
-
-def secret_file(path, nbytes=32):
-    """Read a hex secret from ``path``, creating it (mode 0600) if missing."""
-    path = Path(path)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(nbytes))
-    return path.read_text().strip()
 
 
 def ssh_host_keys(directory):
@@ -135,7 +125,7 @@ def prepare(settings, env):
         write(run_dir / "nginx.conf", L.render_nginx(layout))
     if layout.ssh:
         write(run_dir / "sshd_config", L.render_sshd(layout, KEYS_COMMAND))
-        token = secret_file(data_dir / "ssh-front.token")
+        token = read_or_create_token(data_dir / "ssh-front.token")
         lookup = {
             "url": f"http://127.0.0.1:{L.HUB_PORT}/hub/api/mlhub/ssh/authorized-keys",
             "token": token,
@@ -143,7 +133,7 @@ def prepare(settings, env):
         }
         write(run_dir / "ssh-front.json", json.dumps(lookup), 0o640, group=L.KEYS_USER)
     if layout.chp:
-        env["CONFIGPROXY_AUTH_TOKEN"] = env.get("CONFIGPROXY_AUTH_TOKEN") or secret_file(
+        env["CONFIGPROXY_AUTH_TOKEN"] = env.get("CONFIGPROXY_AUTH_TOKEN") or read_or_create_token(
             data_dir / "proxy.token"
         )
 

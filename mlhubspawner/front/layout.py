@@ -109,6 +109,8 @@ def chp_command(layout):
         f"--port={CHP_PORT}",
         "--api-ip=127.0.0.1",
         f"--api-port={CHP_API_PORT}",
+        # the hub answers while routes are missing (after a restart of the proxy alone)
+        f"--default-target=http://127.0.0.1:{HUB_PORT}",
         f"--error-target=http://127.0.0.1:{HUB_PORT}/hub/error",
         "--no-x-forward",
         *layout.chp_args,

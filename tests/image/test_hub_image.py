@@ -280,6 +280,27 @@ def test_cleanup_removes_a_deleted_users_network_the_hub_sits_on(plain_front, do
     assert health(plain_front)
 
 
+def test_proxy_as_its_own_supervised_process(docker, tmp_path):
+    """START_CHP=true: configurable-http-proxy runs beside the hub under supervisord (as in the chart)."""
+    hub = HubContainer(docker, tmp_path, env={"START_CHP": "true"})
+    try:
+        hub.start()
+        user = hub.create_user("pat")
+        assert hub.spawn(user).status_code in (201, 202)
+        assert hub.get_through_proxy(user).status_code == 200
+        ctl = ("supervisorctl", "-c", "/run/mlhub/supervisord.conf")
+        before = hub.exec(*ctl, "pid", "configurable-http-proxy")[1].strip()
+        assert before.isdigit() and before != "0"
+        assert hub.exec("kill", "-9", before)[0] == 0
+        assert wait_for(
+            lambda: hub.exec(*ctl, "pid", "configurable-http-proxy")[1].strip() not in ("0", before, ""),
+            timeout=30,
+        )
+        assert wait_for(lambda: health(hub), timeout=30)  # the hub is the proxy's default target
+    finally:
+        hub.destroy()
+
+
 def test_bad_settings_stop_the_container_with_a_clear_error(docker):
     image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
     for env, variable in (({"HUB_NAME": "Bad_Name"}, "HUB_NAME"), ({"SSL_ENABLED": "maybe"}, "SSL_ENABLED")):
