@@ -118,7 +118,7 @@ def test_every_program_restarts_and_logs_to_the_container_log():
 
 
 def test_chp_runs_on_loopback_without_x_forward_and_gets_the_additional_args():
-    args = '--log-level=debug --custom-header "X-Team: ml hub" --default-target=http://x/50%25 "%(here)s"'
+    args = '--log-level=debug --custom-header "X-Team: ml hub" --error-path=/srv/50%25 "%(here)s"'
     programs = rendered_programs({"START_CHP": "true", "ADDITIONAL_ARGS": args})
     argv, user = programs["configurable-http-proxy"]
     assert user == "nobody"
@@ -128,13 +128,15 @@ def test_chp_runs_on_loopback_without_x_forward_and_gets_the_additional_args():
         "--port=8000",
         "--api-ip=127.0.0.1",
         "--api-port=8001",
+        # the hub answers while a restarted proxy has no routes yet
+        "--default-target=http://127.0.0.1:8081",
         "--error-target=http://127.0.0.1:8081/hub/error",
         "--no-x-forward",
         # each argument arrives whole: spaces kept, % and %(...)s literal
         "--log-level=debug",
         "--custom-header",
         "X-Team: ml hub",
-        "--default-target=http://x/50%25",
+        "--error-path=/srv/50%25",
         "%(here)s",
     ]
 
