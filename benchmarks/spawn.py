@@ -63,17 +63,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def percentile(values, q):
-    """The q-th percentile (0-100) with linear interpolation; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def summarize(results, wall):
     """Figures of one batch of spawns or stops: ``results`` are dicts with ok/seconds/error."""
     times = [r["seconds"] for r in results if r["ok"]]
@@ -82,8 +71,8 @@ def summarize(results, wall):
         "n": len(results),
         "ok": len(times),
         "failures": len(results) - len(times),
-        "p50": percentile(times, 50),
-        "p95": percentile(times, 95),
+        "p50": support.percentile(times, 50),
+        "p95": support.percentile(times, 95),
         "max": max(times, default=None),
         "wall": wall,
         "times": [round(r["seconds"], 3) if r["ok"] else None for r in results],
@@ -589,7 +578,7 @@ def run_hub(hub, client, sequential, concurrency):
         log_offset[0] = hub.log_size()
 
     def finish(phase, result, users, spawns):
-        result["hub_reported_start_p50"] = percentile(hub.reported_start_times(log_offset[0]), 50)
+        result["hub_reported_start_p50"] = support.percentile(hub.reported_start_times(log_offset[0]), 50)
         labelled = {"filters": {"label": hub.label}}
         result["leftover_containers"] = len(client.containers.list(all=True, **labelled))
         result["leftover_networks"] = len(client.networks.list(**labelled))  # ours: kept per user

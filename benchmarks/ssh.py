@@ -69,17 +69,6 @@ def log(message):
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def percentile(values, q):
-    """The q-th percentile (0-100) with linear interpolation; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def stats(values, digits=4):
     """p50, p95, min, max and mean of ``values`` (None when empty), rounded."""
 
@@ -87,8 +76,8 @@ def stats(values, digits=4):
         return None if value is None else round(value, digits)
 
     return {
-        "p50": r(percentile(values, 50)),
-        "p95": r(percentile(values, 95)),
+        "p50": r(support.percentile(values, 50)),
+        "p95": r(support.percentile(values, 95)),
         "min": r(min(values, default=None)),
         "max": r(max(values, default=None)),
         "mean": r(sum(values) / len(values) if values else None),

@@ -59,6 +59,17 @@ def stop_process_group(process, timeout=30):
         process.wait(10)
 
 
+def percentile(values, q):
+    """The q-th percentile (0-100) with linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
 def write_results(results_dir, name, results):
     """Benchmarks: ``<name>-<timestamp>.json``; only a complete run replaces ``<name>-latest.json``."""
     results_dir.mkdir(parents=True, exist_ok=True)
