@@ -10,7 +10,7 @@ FROM ${BASE_IMAGE} AS base
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 COPY packages.txt /tmp/packages.txt
 # Upstream bases lack the packages: install them only when missing (the offline base needs no network).
-RUN if [ "$(command -v supervisord sslh-select nginx sshd configurable-http-proxy | wc -l)" -ne 5 ]; then \
+RUN if [ "$(command -v supervisord sslh nginx sshd configurable-http-proxy | wc -l)" -ne 5 ]; then \
         apt-get update \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
            $(grep -v '^[[:space:]]*#' /tmp/packages.txt) \

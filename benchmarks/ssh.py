@@ -387,7 +387,7 @@ def server_versions(hub, workspace):
     out = {}
     for key, container, command in (
         ("front_openssh", hub.container, ["ssh", "-V"]),
-        ("front_sslh", hub.container, ["sh", "-c", "sslh-select -V 2>&1 || sslh -V 2>&1"]),
+        ("front_sslh", hub.container, ["sh", "-c", "sslh -V 2>&1"]),
         ("front_nginx", hub.container, ["nginx", "-v"]),
         ("workspace_openssh", workspace, ["ssh", "-V"]),
     ):

@@ -118,7 +118,7 @@ def chp_command(layout):
 
 
 def sslh_command(layout):
-    args = ["sslh-select", "--foreground", "--numeric", "--timeout=3"]
+    args = ["sslh", "--foreground", "--numeric", "--timeout=3"]
     args += [f"--listen={a}" for a in layout.sslh_listen]
     args += [
         f"--ssh=127.0.0.1:{SSHD_PORT}",

@@ -35,7 +35,8 @@ def ip_on_user_network(container, hub, user):
 def wait_gone(docker, name, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not docker.containers.list(all=True, filters={"name": f"^{name}$"}):
+        # the low-level listing: containers.list() inspects each one and races with the removal
+        if not docker.api.containers(all=True, filters={"name": f"^{name}$"}):
             return True
         time.sleep(0.2)
     return False

@@ -230,18 +230,19 @@ def test_from_a_workspace_only_the_hub_api_answers(plain_front, docker):
     assert open_ports == []
 
 
+def supervised_pid(hub, program):
+    return hub.exec("supervisorctl", "-c", "/run/mlhub/supervisord.conf", "pid", program)[1].strip()
+
+
 def test_supervisor_restarts_a_killed_process(plain_front):
-    for process, pattern in (("sslh", "sslh-select"), ("sshd", "/usr/sbin/sshd -D")):
-        before = plain_front.exec("supervisorctl", "-c", "/run/mlhub/supervisord.conf", "pid", process)[1]
-        assert plain_front.exec("pkill", "-9", "-f", pattern)[0] == 0
+    for program in ("sslh", "sshd", "nginx"):
+        before = supervised_pid(plain_front, program)
+        assert before.isdigit() and before != "0", before
+        assert plain_front.exec("kill", "-9", before)[0] == 0
         assert wait_for(
-            lambda p=process, b=before: (
-                plain_front.exec("supervisorctl", "-c", "/run/mlhub/supervisord.conf", "pid", p)[1].strip()
-                not in ("0", b.strip(), "")
-            ),
-            timeout=30,
-        ), f"{process} was not restarted"
-    assert wait_for(lambda: health(plain_front), timeout=30)
+            lambda p=program, b=before: supervised_pid(plain_front, p) not in ("0", b, ""), timeout=30
+        ), f"{program} was not restarted"
+        assert wait_for(lambda: health(plain_front), timeout=30), f"no answer after {program} restarted"
 
 
 def test_recreated_hub_container_finds_running_workspaces(tls_front, tmp_path):
@@ -288,14 +289,10 @@ def test_proxy_as_its_own_supervised_process(docker, tmp_path):
         user = hub.create_user("pat")
         assert hub.spawn(user).status_code in (201, 202)
         assert hub.get_through_proxy(user).status_code == 200
-        ctl = ("supervisorctl", "-c", "/run/mlhub/supervisord.conf")
-        before = hub.exec(*ctl, "pid", "configurable-http-proxy")[1].strip()
+        before = supervised_pid(hub, "configurable-http-proxy")
         assert before.isdigit() and before != "0"
         assert hub.exec("kill", "-9", before)[0] == 0
-        assert wait_for(
-            lambda: hub.exec(*ctl, "pid", "configurable-http-proxy")[1].strip() not in ("0", before, ""),
-            timeout=30,
-        )
+        assert wait_for(lambda: supervised_pid(hub, "configurable-http-proxy") not in ("0", before, ""), 30)
         assert wait_for(lambda: health(hub), timeout=30)  # the hub is the proxy's default target
     finally:
         hub.destroy()

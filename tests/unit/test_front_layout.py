@@ -182,7 +182,8 @@ def options(argv, name):
 
 def test_sslh_without_tls_listens_publicly_and_hands_http_to_nginx():
     argv = sslh_argv(TLS_OFF)
-    assert argv[0] == "sslh-select" and "--foreground" in argv
+    # the forking sslh: sslh-select 1.20 dropped about 1 in 600 plain HTTP connections here
+    assert argv[0] == "sslh" and "--foreground" in argv
     assert options(argv, "listen") == ["172.18.0.5:8080", "127.0.0.1:8080"]
     assert options(argv, "ssh") == ["127.0.0.1:2222"]
     assert options(argv, "http") == ["127.0.0.1:8090"]
