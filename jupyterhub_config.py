@@ -139,7 +139,11 @@ c.JupyterHub.load_roles = [
 ]
 # the SSH front's AuthorizedKeysCommand: a service with a token (in the data dir) and no process
 c.JupyterHub.services.append(
-    {"name": "ssh-front", "api_token": read_or_create_token(data_dir / "ssh-front.token")}
+    {
+        "name": "ssh-front",
+        # the chart hands the same token to the proxy pod's sshd through MLHUB_SSH_FRONT_TOKEN
+        "api_token": settings.ssh_front_token or read_or_create_token(data_dir / "ssh-front.token"),
+    }
 )
 default_scopes = {role["name"]: role["scopes"] for role in get_default_roles()}
 c.JupyterHub.load_roles += [

@@ -4,10 +4,12 @@
 names the variable.
 """
 
+import ipaddress
 import os
 import re
 import shlex
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ._version import __version__
 from .naming import validate_hub_name
@@ -48,6 +50,10 @@ class Settings:
     behind_front: bool = False
     hub_container: str = ""
     public_hostnames: tuple = ()
+    # the chart splits the hub image into a hub pod and a proxy pod (nginx, sshd, CHP)
+    hub_service_url: str = ""
+    proxy_api_listen: str = "127.0.0.1"
+    ssh_front_token: str = ""
 
 
 def _bool(env, name, default):
@@ -96,6 +102,31 @@ def _hostnames(env, name):
     return names
 
 
+def _http_url(env, name):
+    value = env.get(name, "").strip().rstrip("/")
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname or parts.path or parts.query:
+            raise SettingsError(f"{name}={value!r}: expected http://host:port (the hub's Service), no path")
+    return value
+
+
+def _ip(env, name, default):
+    value = env.get(name, "").strip() or default
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: expected an IP address (e.g. 0.0.0.0)") from None
+    return value
+
+
+def _token(env, name):
+    value = env.get(name, "").strip()
+    if value and (len(value) < 32 or not value.isascii() or not value.isalnum()):
+        raise SettingsError(f"{name}: expected at least 32 letters and digits")
+    return value
+
+
 def load_settings(env=None):
     """Read and validate the ML Hub environment variables (``os.environ`` by default)."""
     env = os.environ if env is None else env
@@ -133,4 +164,7 @@ def load_settings(env=None):
         behind_front=_bool(env, "MLHUB_BEHIND_FRONT", False),
         hub_container=env.get("MLHUB_HUB_CONTAINER", "").strip(),
         public_hostnames=_hostnames(env, "MLHUB_PUBLIC_HOSTNAMES"),
+        hub_service_url=_http_url(env, "MLHUB_HUB_SERVICE_URL"),
+        proxy_api_listen=_ip(env, "MLHUB_PROXY_API_LISTEN", "127.0.0.1"),
+        ssh_front_token=_token(env, "MLHUB_SSH_FRONT_TOKEN"),
     )

@@ -125,9 +125,9 @@ def prepare(settings, env):
         write(run_dir / "nginx.conf", L.render_nginx(layout))
     if layout.ssh:
         write(run_dir / "sshd_config", L.render_sshd(layout, KEYS_COMMAND))
-        token = read_or_create_token(data_dir / "ssh-front.token")
+        token = settings.ssh_front_token or read_or_create_token(data_dir / "ssh-front.token")
         lookup = {
-            "url": f"http://127.0.0.1:{L.HUB_PORT}/hub/api/mlhub/ssh/authorized-keys",
+            "url": f"{layout.hub_url}/hub/api/mlhub/ssh/authorized-keys",
             "token": token,
             "user": L.TUNNEL_USER,
         }

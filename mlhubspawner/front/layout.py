@@ -51,6 +51,8 @@ class Layout:
     chp: bool
     listen: tuple = ("0.0.0.0",)  # public addresses (the container's front networks), plus loopback
     chp_args: tuple = ()
+    hub_url: str = f"http://127.0.0.1:{HUB_PORT}"  # the hub API: here, or the hub's Service (chart)
+    proxy_api_ip: str = "127.0.0.1"  # where the proxy's API listens: loopback, or the pod (chart)
     cert: str = ""
     key: str = ""
     run_dir: str = str(RUN_DIR)
@@ -94,6 +96,8 @@ def layout_from_settings(settings, listen=("0.0.0.0",), cert="", key="", host_ke
         chp=settings.start_chp,
         listen=tuple(listen),
         chp_args=tuple(settings.additional_args),
+        hub_url=settings.hub_service_url or Layout.hub_url,
+        proxy_api_ip=settings.proxy_api_listen,
         cert=cert,
         key=key,
         host_keys=tuple(host_keys),
@@ -107,11 +111,11 @@ def chp_command(layout):
         "configurable-http-proxy",
         "--ip=127.0.0.1",
         f"--port={CHP_PORT}",
-        "--api-ip=127.0.0.1",
+        f"--api-ip={layout.proxy_api_ip}",
         f"--api-port={CHP_API_PORT}",
         # the hub answers while routes are missing (after a restart of the proxy alone)
-        f"--default-target=http://127.0.0.1:{HUB_PORT}",
-        f"--error-target=http://127.0.0.1:{HUB_PORT}/hub/error",
+        f"--default-target={layout.hub_url}",
+        f"--error-target={layout.hub_url}/hub/error",
         "--no-x-forward",
         *layout.chp_args,
     ]

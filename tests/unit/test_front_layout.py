@@ -517,3 +517,19 @@ def test_host_network_mode_is_refused():
     attrs = {"HostConfig": {"NetworkMode": "host"}, "NetworkSettings": {"Networks": {}}}
     with pytest.raises(ValueError, match="--network host"):
         container.front_addresses(FakeClient(attrs), CONTAINER_ID, set())
+
+
+def test_proxy_pod_of_the_chart_points_the_proxy_at_the_hub_service():
+    """The chart's proxy pod: CHP beside nginx and sshd, the hub in another pod behind its Service."""
+    env = {
+        "START_JHUB": "false",
+        "START_CHP": "true",
+        "MLHUB_HUB_SERVICE_URL": "http://mlhub-hub:8081",
+        "MLHUB_PROXY_API_LISTEN": "0.0.0.0",
+    }
+    argv, _ = rendered_programs(env)["configurable-http-proxy"]
+    assert "--api-ip=0.0.0.0" in argv  # the hub pod reaches the proxy's API through its Service
+    assert "--ip=127.0.0.1" in argv  # the public side stays behind nginx
+    assert "--default-target=http://mlhub-hub:8081" in argv
+    assert "--error-target=http://mlhub-hub:8081/hub/error" in argv
+    assert make_layout(env, FRONT).hub_url == "http://mlhub-hub:8081"

@@ -81,3 +81,33 @@ def test_additional_args_are_split_like_a_shell_and_host_names_normalised():
     assert (s.start_chp, s.start_ssh) == (True, False)
     assert s.additional_args == ("--log-level=debug", "--custom-header", "X-Team: ml hub")
     assert s.public_hostnames == ("hub.example.org", "10-0-0-1.nip.io")
+
+
+@pytest.mark.parametrize(
+    "env,variable",
+    [
+        ({"MLHUB_HUB_SERVICE_URL": "mlhub-hub:8081"}, "MLHUB_HUB_SERVICE_URL"),
+        ({"MLHUB_HUB_SERVICE_URL": "http://mlhub-hub:8081/hub"}, "MLHUB_HUB_SERVICE_URL"),
+        ({"MLHUB_PROXY_API_LISTEN": "everywhere"}, "MLHUB_PROXY_API_LISTEN"),
+        ({"MLHUB_SSH_FRONT_TOKEN": "short"}, "MLHUB_SSH_FRONT_TOKEN"),
+    ],
+)
+def test_chart_split_settings_name_the_variable(env, variable):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(env)
+
+
+def test_chart_split_settings():
+    s = load_settings(
+        {
+            "MLHUB_HUB_SERVICE_URL": "http://mlhub-hub:8081/",
+            "MLHUB_PROXY_API_LISTEN": "0.0.0.0",
+            "MLHUB_SSH_FRONT_TOKEN": "a" * 64,
+        }
+    )
+    assert (s.hub_service_url, s.proxy_api_listen, s.ssh_front_token) == (
+        "http://mlhub-hub:8081",
+        "0.0.0.0",
+        "a" * 64,
+    )
+    assert load_settings({}).proxy_api_listen == "127.0.0.1"
