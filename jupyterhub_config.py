@@ -118,7 +118,12 @@ c.JupyterHub.services = [
             "CLEANUP_VOLUME_GRACE_SECONDS": str(settings.cleanup_volume_grace_seconds),
             "MLHUB_DATA_DIR": str(data_dir),
             "MLHUB_HUB_CONTAINER": settings.hub_container,
-            **{k: v for k, v in os.environ.items() if k.startswith("DOCKER_")},
+            # how to reach the engine or the cluster (JupyterHub passes services no other variables)
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith(("DOCKER_", "KUBERNETES_")) or k in ("KUBECONFIG", "POD_NAMESPACE")
+            },
         },
     }
 ]
