@@ -2,11 +2,14 @@
 
 from .base import Backend
 
-BACKENDS = {"docker": "cleanup_service.backends.docker:DockerBackend"}
+BACKENDS = {
+    "docker": "cleanup_service.backends.docker:DockerBackend",
+    "k8s": "cleanup_service.backends.kubernetes:KubernetesBackend",
+}
 
 
 def backend_class(mode):
-    """The backend class for an ``EXECUTION_MODE`` (``docker``, or ``k8s`` once it exists)."""
+    """The backend class for an ``EXECUTION_MODE`` (``docker`` or ``k8s``)."""
     import importlib
 
     try:
