@@ -1,0 +1,5 @@
+"""The Kubernetes backend of ML Hub."""
+
+from .spawner import MLHubKubernetesSpawner
+
+__all__ = ["MLHubKubernetesSpawner"]

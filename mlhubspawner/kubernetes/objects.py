@@ -1,0 +1,277 @@
+"""Pure builders of what the Kubernetes spawner sends: labels, annotations, resources, volumes,
+environment, and the per-user NetworkPolicy.
+
+Nothing here does I/O. Label values are always valid Kubernetes label values (the escaped forms
+of :mod:`mlhubspawner.naming`, hashed when too long); the raw user and server names go into
+annotations under the same keys. The pod, Service and PVC that KubeSpawner builds are adjusted
+here on copies (``customize_*``), so KubeSpawner's own settings and hooks keep working.
+"""
+
+import copy
+import hashlib
+import re
+
+from kubernetes_asyncio.client import V1ServicePort, V1Toleration, V1Volume, V1VolumeMount
+from kubespawner.utils import get_k8s_model
+
+from .. import naming
+
+# https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set
+LABEL_VALUE_PATTERN = re.compile(r"^(?:(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+MAX_LABEL_VALUE_LENGTH = 63
+
+GPU_RESOURCE = "nvidia.com/gpu"
+SHM_VOLUME = "mlhub-shm"
+WORKSPACE_VOLUME = "mlhub-workspace"
+METADATA_CIDR = "169.254.169.254/32"
+
+# the chart labels its hub and proxy pods so; the proxy pod also runs the SSH front
+DEFAULT_INGRESS_PEERS = (
+    {
+        "podSelector": {
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/component", "operator": "In", "values": ["hub", "proxy"]}
+            ]
+        }
+    },
+)
+DEFAULT_HUB_PEERS = ({"podSelector": {"matchLabels": {"app.kubernetes.io/component": "hub"}}},)
+DEFAULT_GPU_TOLERATIONS = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
+
+
+def is_valid_label_value(value):
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_LABEL_VALUE_LENGTH
+        and bool(LABEL_VALUE_PATTERN.match(value))
+    )
+
+
+def label_value(text):
+    """A valid label value for ``text`` (a user or server name), different for different texts.
+
+    The escaped form of :func:`mlhubspawner.naming.escape` (``[a-z0-9-]``) when it is a valid label
+    value; otherwise (it starts with ``-`` or is longer than 63 characters) its prefix, ``_`` and a
+    hash of ``text``. Escaped forms never contain ``_``, so the two kinds never meet.
+    """
+    value = naming.escape(text)
+    if is_valid_label_value(value):
+        return value
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    head = value.lstrip("-")[: MAX_LABEL_VALUE_LENGTH - len(digest) - 1].rstrip("-")
+    return f"{head}_{digest}" if head else digest
+
+
+def owner_labels(hub_name, username, server_name="", component=None, expiration=0, gpu_count=0):
+    """The ``mlhub.*`` labels of one resource: naming's labels with label-safe values.
+
+    ``mlhub.gpus`` holds the GPU *count*: on Kubernetes the device plugin, not ML Hub, picks them.
+    """
+    labels = naming.resource_labels(
+        hub_name, username, server_name, component=component, expiration=expiration
+    )
+    labels[naming.LABEL_USER] = label_value(username)
+    labels[naming.LABEL_SERVER_NAME] = label_value(server_name or "")
+    if gpu_count:
+        labels[naming.LABEL_GPUS] = str(int(gpu_count))
+    return labels
+
+
+def owner_annotations(username, server_name="", expiration=0):
+    """The raw names (and expiry), which label values cannot always carry."""
+    return {
+        naming.LABEL_USER: username,
+        naming.LABEL_SERVER_NAME: server_name or "",
+        naming.LABEL_EXPIRATION: str(int(expiration or 0)),
+    }
+
+
+def user_selector(hub_name, username):
+    """``matchLabels`` selecting every workspace pod of one user of one hub."""
+    return {
+        naming.LABEL_ORIGIN: hub_name,
+        naming.LABEL_USER: label_value(username),
+        naming.LABEL_COMPONENT: naming.COMPONENT_WORKSPACE,
+    }
+
+
+def cpu_quantity(cores):
+    """Cores as a Kubernetes quantity in millicores (at least ``1m``)."""
+    return f"{max(1, round(cores * 1000))}m"
+
+
+def resource_requirements(
+    *, cpu_limit=None, mem_limit=None, gpu_count=0, request_ratio=1.0, gpu_resource=GPU_RESOURCE
+):
+    """``{"limits": ..., "requests": ...}`` of the workspace container.
+
+    Requests are ``request_ratio`` times the limits (so the scheduler reserves something); GPUs are
+    limits only (Kubernetes sets an extended resource's request to its limit).
+    """
+    if not 0 < request_ratio <= 1:
+        raise ValueError(f"request_ratio must be in (0, 1], got {request_ratio}")
+    limits, requests = {}, {}
+    if cpu_limit is not None:
+        limits["cpu"] = cpu_quantity(cpu_limit)
+        requests["cpu"] = cpu_quantity(cpu_limit * request_ratio)
+    if mem_limit is not None:
+        limits["memory"] = str(int(mem_limit))
+        requests["memory"] = str(max(1, int(mem_limit * request_ratio)))
+    if gpu_count:
+        limits[gpu_resource] = str(int(gpu_count))
+    return {"limits": limits, "requests": requests}
+
+
+def workspace_volumes(*, pvc_name=None, volume_path="/workspace", shm_size=None):
+    """``(volumes, volume_mounts)`` as API dicts: the workspace's PVC and a memory-backed ``/dev/shm``."""
+    volumes, mounts = [], []
+    if pvc_name:
+        volumes.append({"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name}})
+        mounts.append({"name": WORKSPACE_VOLUME, "mountPath": volume_path})
+    if shm_size:
+        # unlike Docker's shm_size, a memory-backed emptyDir counts against the memory limit
+        volumes.append(
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": str(int(shm_size))}}
+        )
+        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    return volumes, mounts
+
+
+def workspace_env(base, options, *, ssh_host, gpu_count=0):
+    """The env of one start: the user's vars, then ``base`` (JupyterHub's), then ML Hub's.
+
+    Without GPUs, ``NVIDIA_VISIBLE_DEVICES=void`` keeps an image that says ``all`` away from a
+    node's GPUs; with GPUs the device plugin sets it to the GPUs it allocated.
+    """
+    env = dict(options.env)
+    env.update(base)
+    env["JUPYTER_IMAGE_SPEC"] = env["JUPYTER_IMAGE"] = options.image
+    env["SSH_JUMPHOST_TARGET"] = ssh_host
+    if gpu_count:
+        env.pop("NVIDIA_VISIBLE_DEVICES", None)
+    else:
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"
+    if options.cpu_limit is not None:
+        env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
+        env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
+    if options.mem_limit is not None:
+        env["MEM_LIMIT"] = str(options.mem_limit)
+    return env
+
+
+def _with_metadata(obj, labels, annotations):
+    obj.metadata.labels = {**(obj.metadata.labels or {}), **labels}
+    obj.metadata.annotations = {**(obj.metadata.annotations or {}), **annotations}
+
+
+def _notebook_container(pod):
+    for container in pod.spec.containers:
+        if container.name == "notebook":
+            return container
+    raise ValueError(f"pod {pod.metadata.name} has no 'notebook' container")
+
+
+def customize_pod(
+    pod,
+    *,
+    image,
+    labels,
+    annotations,
+    resources,
+    volumes=(),
+    volume_mounts=(),
+    node_selector=None,
+    tolerations=(),
+    image_pull_policy=None,
+):
+    """A copy of KubeSpawner's pod (a ``V1Pod``) with one workspace's settings.
+
+    ``resources`` keys replace KubeSpawner's for the same resource; its other limits/requests
+    (``extra_resource_limits``...) stay. Volumes, node selector and tolerations are added.
+    """
+    pod = copy.deepcopy(pod)
+    _with_metadata(pod, labels, annotations)
+    container = _notebook_container(pod)
+    container.image = image
+    if image_pull_policy:
+        container.image_pull_policy = image_pull_policy
+    container.resources.limits = {**(container.resources.limits or {}), **resources.get("limits", {})}
+    container.resources.requests = {**(container.resources.requests or {}), **resources.get("requests", {})}
+    pod.spec.volumes = list(pod.spec.volumes or []) + [get_k8s_model(V1Volume, v) for v in volumes]
+    container.volume_mounts = list(container.volume_mounts or []) + [
+        get_k8s_model(V1VolumeMount, m) for m in volume_mounts
+    ]
+    if node_selector:
+        pod.spec.node_selector = {**(pod.spec.node_selector or {}), **node_selector}
+    if tolerations:
+        pod.spec.tolerations = list(pod.spec.tolerations or []) + [
+            get_k8s_model(V1Toleration, t) for t in tolerations
+        ]
+    return pod
+
+
+def customize_service(service, *, labels, annotations, selector, ssh_port):
+    """A copy of KubeSpawner's Service with the owner's labels, a narrower selector and the SSH port."""
+    service = copy.deepcopy(service)
+    _with_metadata(service, labels, annotations)
+    service.spec.selector = {**(service.spec.selector or {}), **selector}
+    ports = [p for p in service.spec.ports or [] if p.name != "ssh"]
+    ports.append(V1ServicePort(name="ssh", port=ssh_port, target_port=ssh_port, protocol="TCP"))
+    service.spec.ports = ports
+    return service
+
+
+def customize_pvc(pvc, *, labels, annotations):
+    """A copy of KubeSpawner's PVC with the owner's labels and annotations."""
+    pvc = copy.deepcopy(pvc)
+    _with_metadata(pvc, labels, annotations)
+    return pvc
+
+
+def make_network_policy(
+    *,
+    name,
+    hub_name,
+    username,
+    ingress_from=DEFAULT_INGRESS_PEERS,
+    hub_peers=DEFAULT_HUB_PEERS,
+    hub_ports=(8081,),
+    blocked_cidrs=(METADATA_CIDR,),
+    dns_port=53,
+):
+    """The NetworkPolicy of one user's workspace pods (a dict of the API's JSON).
+
+    Ingress: from the same user's workspaces and from ``ingress_from`` peers (hub, proxy and SSH
+    front). Egress: DNS, the same user's workspaces, the hub (``hub_peers`` on ``hub_ports``,
+    all ports if empty), and any address outside ``blocked_cidrs`` (the cloud metadata service).
+    Another user's pods stay unreachable through their own policy's ingress rules.
+    """
+    same_user = {"podSelector": {"matchLabels": user_selector(hub_name, username)}}
+    hub_rule = {"to": [dict(p) for p in hub_peers]}
+    if hub_ports:
+        hub_rule["ports"] = [{"protocol": "TCP", "port": int(p)} for p in hub_ports]
+    internet = {"ipBlock": {"cidr": "0.0.0.0/0"}}
+    if blocked_cidrs:
+        internet["ipBlock"]["except"] = list(blocked_cidrs)
+    egress = [
+        {"ports": [{"protocol": "UDP", "port": dns_port}, {"protocol": "TCP", "port": dns_port}]},
+        {"to": [same_user]},
+        {"to": [internet]},
+    ]
+    if hub_peers:
+        egress.insert(2, hub_rule)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "labels": owner_labels(hub_name, username, component=naming.COMPONENT_NETWORK),
+            "annotations": owner_annotations(username),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": user_selector(hub_name, username)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [same_user, *(dict(p) for p in ingress_from)]}],
+            "egress": egress,
+        },
+    }

@@ -1,0 +1,335 @@
+"""``MLHubKubernetesSpawner``: KubeSpawner with ML Hub's options, policy, names and labels.
+
+Thin orchestration only. Options come validated from :mod:`mlhubspawner.spawner_base` (the
+same policy and quotas as Docker), names from :mod:`mlhubspawner.naming`, and the adjustments
+to KubeSpawner's pod, PVC and Service plus the per-user NetworkPolicy from the pure builders in
+:mod:`.objects`. KubeSpawner is extended through its public methods and traits only:
+``start``, ``get_pod_manifest``, ``get_pvc_manifest``, ``get_service_manifest``, ``get_env``,
+``storage_pvc_ensure``, ``services_enabled``, ``pod_name_template``, ``pvc_name_template``.
+
+One start: validate the options (a 400 naming the field, before anything is created) → the
+user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the PVC (unless
+``is_mount_volume`` is off), the pod, a Service with the notebook port and port 22.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+from jupyterhub.utils import exponential_backoff
+from kubernetes_asyncio.client import ApiException, NetworkingV1Api
+from kubespawner import KubeSpawner
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
+
+from .. import naming
+from ..options import OptionsError, WorkspaceOptions, gpu_count, parse_size
+from ..spawner_base import MLHubSpawnerMixin, options_error
+from . import objects
+
+
+@dataclass(frozen=True)
+class WorkspaceStart:
+    """What one start decided: the validated options, the GPU count and the expiry."""
+
+    options: WorkspaceOptions
+    gpu_count: int = 0
+    expiration: float = 0
+
+
+class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
+    """Spawn ML Hub workspaces as pods, each with its PVC and Service, one NetworkPolicy per user.
+
+    ``storage_pvc_ensure`` is set at each start from the user's ``is_mount_volume`` option (as a
+    KubeSpawner profile override would set it), so a workspace without a volume gets no PVC.
+    """
+
+    volume_path = Unicode(
+        "/workspace", help="""Where the workspace's PVC is mounted in the workspace container."""
+    ).tag(config=True)
+
+    node_cpus = Float(
+        None,
+        allow_none=True,
+        help="""CPUs of the largest node workspaces run on; caps ``cpu_limit`` like the host's CPUs in Docker.
+
+        ``None`` (the default): no cap beyond the policy's ``max_cpu_limit``. ML Hub does not read
+        the nodes (that would need cluster-wide RBAC). Example: ``c.MLHubKubernetesSpawner.node_cpus = 16``.
+        """,
+    ).tag(config=True)
+
+    node_memory = Union(
+        [Int(), Unicode()],
+        default_value=None,
+        allow_none=True,
+        help="""Memory of the largest node workspaces run on (``"64G"`` or bytes); caps ``mem_limit``.
+
+        ``None`` (the default): no cap beyond the policy's ``max_mem_limit``.
+        """,
+    ).tag(config=True)
+
+    @validate("node_memory")
+    def _validate_node_memory(self, proposal):
+        value = proposal.value
+        if isinstance(value, str):
+            try:
+                return parse_size(value, "node_memory")
+            except OptionsError as e:
+                raise ValueError(f"MLHubKubernetesSpawner.node_memory: {e.message}") from None
+        return value
+
+    resource_request_ratio = Float(
+        0.5,
+        help="""Requests as a fraction of the limits (0 < ratio ≤ 1) for CPU and memory.
+
+        ``1`` gives workspaces with limits the Guaranteed QoS class (nothing overcommitted);
+        smaller values pack more workspaces on a node and let them burst up to their limits.
+        Never 0: the scheduler must reserve something. GPUs always request what they limit.
+        """,
+    ).tag(config=True)
+
+    @validate("resource_request_ratio")
+    def _validate_ratio(self, proposal):
+        if not 0 < proposal.value <= 1:
+            raise ValueError(
+                f"MLHubKubernetesSpawner.resource_request_ratio must be in (0, 1], got {proposal.value}"
+            )
+        return proposal.value
+
+    gpu_resource_name = Unicode(
+        objects.GPU_RESOURCE,
+        help="""Extended resource that GPUs are requested as (the device plugin's), e.g. ``nvidia.com/gpu``.""",
+    ).tag(config=True)
+
+    gpu_node_selector = Dict(
+        help="""Node selector added to workspaces with GPUs, e.g. ``{"nvidia.com/gpu.present": "true"}``.""",
+    ).tag(config=True)
+
+    gpu_tolerations = List(
+        Dict(),
+        list(objects.DEFAULT_GPU_TOLERATIONS),
+        help="""Tolerations added to workspaces with GPUs (API field names).
+
+        The default tolerates the common ``nvidia.com/gpu`` NoSchedule taint of GPU nodes.
+        """,
+    ).tag(config=True)
+
+    network_policy_enabled = Bool(
+        True,
+        help="""Create a NetworkPolicy per user at start (kept in place; cleanup removes it with the user).
+
+        It lets a user's workspaces reach each other, and only them, the hub and proxy pods in:
+        other users' pods are blocked. Needs ``create`` and ``update`` on ``networkpolicies``
+        in the hub's namespace, and a network plugin that enforces policies.
+        """,
+    ).tag(config=True)
+
+    network_policy_ingress_from = List(
+        Dict(),
+        [dict(p) for p in objects.DEFAULT_INGRESS_PEERS],
+        help="""Peers (NetworkPolicyPeer, API field names) besides the user's own pods that may reach a workspace.
+
+        The default: the pods labelled ``app.kubernetes.io/component`` ``hub`` or ``proxy`` (the
+        proxy pod runs the SSH front) in the hub's namespace, as the chart labels them.
+        """,
+    ).tag(config=True)
+
+    network_policy_hub_peers = List(
+        Dict(),
+        [dict(p) for p in objects.DEFAULT_HUB_PEERS],
+        help="""Peers (NetworkPolicyPeer) that workspaces may reach as "the hub", on ``network_policy_hub_ports``.""",
+    ).tag(config=True)
+
+    network_policy_hub_ports = List(
+        Int(),
+        [8081],
+        help="""TCP ports of the hub pod that workspaces may reach (its API); empty = all ports.""",
+    ).tag(config=True)
+
+    network_policy_blocked_cidrs = List(
+        Unicode(),
+        [objects.METADATA_CIDR],
+        help="""IPv4 ranges workspaces may not reach although the rest of the internet is allowed.
+
+        The default blocks the cloud metadata service. Add the cluster's node range to keep
+        workspaces from the nodes' own ports, e.g. ``["169.254.169.254/32", "10.0.0.0/16"]``.
+        """,
+    ).tag(config=True)
+
+    # ---- KubeSpawner settings with ML Hub's defaults --------------------------------------
+
+    @default("port")
+    def _default_port(self):
+        return 8080
+
+    @default("services_enabled")
+    def _default_services_enabled(self):
+        return True
+
+    @default("storage_pvc_ensure")
+    def _default_storage_pvc_ensure(self):
+        return True
+
+    @default("storage_capacity")
+    def _default_storage_capacity(self):
+        return "10Gi"
+
+    @default("delete_pvc")
+    def _default_delete_pvc(self):
+        return False  # a deleted server's volume follows the cleanup policy (grace period)
+
+    @default("pod_name_template")
+    def _default_pod_name_template(self):
+        # a plain name (no braces): KubeSpawner's template expansion leaves it as it is
+        return naming.workspace_name(self.hub_name, self.user.name, self.name)
+
+    @default("pvc_name_template")
+    def _default_pvc_name_template(self):
+        return naming.volume_name(self.hub_name, self.user.name, self.name)
+
+    # ---- the backend hooks of the mixin ---------------------------------------------------
+
+    _start_plan = None
+
+    async def host_resources(self):
+        return self.node_cpus, self.node_memory
+
+    def ssh_target(self):
+        """The workspace Service's cluster DNS name and its SSH port.
+
+        The full name (``dns_name_template``) resolves from any namespace the SSH front runs in.
+        """
+        return self.dns_name, self.ssh_port
+
+    @property
+    def network_policy_name(self):
+        return naming.network_name(self.hub_name, self.user.name)
+
+    def _gpu_count(self, options, policy):
+        if options.gpus.startswith("device="):
+            raise options_error(
+                OptionsError("gpus", "GPU ids cannot be chosen on Kubernetes; ask for a number of GPUs")
+            )
+        return gpu_count(options.gpus, policy)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self):
+        options = await self.validated_options()
+        count = self._gpu_count(options, await self.current_policy())
+        self._start_plan = WorkspaceStart(options, count, self.plan_lifetime(options))
+        # KubeSpawner creates the PVC when this is on: this start's option decides
+        self.storage_pvc_ensure = options.mount_volume
+        if self.network_policy_enabled:
+            await self._ensure_network_policy()
+        return await super().start()
+
+    async def _ensure_network_policy(self):
+        """Create the user's NetworkPolicy, or bring an existing one up to the current settings."""
+        body = objects.make_network_policy(
+            name=self.network_policy_name,
+            hub_name=self.hub_name,
+            username=self.user.name,
+            ingress_from=self.network_policy_ingress_from,
+            hub_peers=self.network_policy_hub_peers,
+            hub_ports=self.network_policy_hub_ports,
+            blocked_cidrs=self.network_policy_blocked_cidrs,
+        )
+        api = NetworkingV1Api(self.api.api_client)
+        timeout = self.k8s_api_request_timeout
+
+        async def attempt():
+            try:
+                await asyncio.wait_for(api.create_namespaced_network_policy(self.namespace, body), timeout)
+            except TimeoutError:
+                return False
+            except ApiException as e:
+                if e.status != 409:
+                    self.log.error(
+                        "Could not create NetworkPolicy %s: %s %s",
+                        body["metadata"]["name"],
+                        e.status,
+                        e.reason,
+                    )
+                    raise
+                try:
+                    await asyncio.wait_for(
+                        api.replace_namespaced_network_policy(body["metadata"]["name"], self.namespace, body),
+                        timeout,
+                    )
+                except TimeoutError:
+                    return False
+            return True
+
+        await exponential_backoff(
+            attempt,
+            f"Could not create NetworkPolicy {self.namespace}/{body['metadata']['name']}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+
+    async def progress(self):
+        """The pod's events (KubeSpawner's progress), not the mixin's Docker steps."""
+        async for event in KubeSpawner.progress(self):
+            yield event
+
+    # ---- what KubeSpawner sends, adjusted -------------------------------------------------
+
+    def _owner_metadata(self, component, expiration=0, gpus=0):
+        labels = objects.owner_labels(self.hub_name, self.user.name, self.name, component, expiration, gpus)
+        return labels, objects.owner_annotations(self.user.name, self.name, expiration)
+
+    def get_env(self):
+        env = super().get_env()
+        plan = self._start_plan
+        if plan is None:
+            return env
+        return objects.workspace_env(
+            env, plan.options, ssh_host=self.ssh_target()[0], gpu_count=plan.gpu_count
+        )
+
+    async def get_pod_manifest(self):
+        pod = await super().get_pod_manifest()
+        plan = self._start_plan
+        if plan is None:
+            return pod
+        options = plan.options
+        labels, annotations = self._owner_metadata(
+            naming.COMPONENT_WORKSPACE, plan.expiration, plan.gpu_count
+        )
+        volumes, mounts = objects.workspace_volumes(
+            pvc_name=self.pvc_name if options.mount_volume else None,
+            volume_path=self.volume_path,
+            shm_size=options.shm_size,
+        )
+        return objects.customize_pod(
+            pod,
+            image=options.image,
+            labels=labels,
+            annotations=annotations,
+            resources=objects.resource_requirements(
+                cpu_limit=options.cpu_limit,
+                mem_limit=options.mem_limit,
+                gpu_count=plan.gpu_count,
+                request_ratio=self.resource_request_ratio,
+                gpu_resource=self.gpu_resource_name,
+            ),
+            volumes=volumes,
+            volume_mounts=mounts,
+            node_selector=self.gpu_node_selector if plan.gpu_count else None,
+            tolerations=self.gpu_tolerations if plan.gpu_count else (),
+            image_pull_policy="Always" if options.update else None,
+        )
+
+    def get_pvc_manifest(self):
+        labels, annotations = self._owner_metadata(naming.COMPONENT_VOLUME)
+        return objects.customize_pvc(super().get_pvc_manifest(), labels=labels, annotations=annotations)
+
+    def get_service_manifest(self, owner_reference, port):
+        plan = self._start_plan
+        labels, annotations = self._owner_metadata(naming.COMPONENT_WORKSPACE, plan.expiration if plan else 0)
+        return objects.customize_service(
+            super().get_service_manifest(owner_reference, port),
+            labels=labels,
+            annotations=annotations,
+            # KubeSpawner's selector (user and server slugs) plus the hub: two hubs, one namespace
+            selector={naming.LABEL_ORIGIN: self.hub_name},
+            ssh_port=self.ssh_port,
+        )
