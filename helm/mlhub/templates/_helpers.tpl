@@ -1,0 +1,183 @@
+{{/*
+Names, labels and shared snippets. Every object name comes from mlhub.fullname, so two releases in one
+namespace never collide; fullname is cut to 40 characters so that "<fullname>-proxy-public" stays a valid
+DNS label (63).
+*/}}
+
+{{- define "mlhub.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "mlhub.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Object names, one per role. */}}
+{{- define "mlhub.hub.fullname" -}}{{ include "mlhub.fullname" . }}-hub{{- end -}}
+{{- define "mlhub.hub.valuesSecret" -}}{{ include "mlhub.fullname" . }}-hub-values{{- end -}}
+{{- define "mlhub.hub.userConfig" -}}{{ include "mlhub.fullname" . }}-hub-user-config{{- end -}}
+{{- define "mlhub.hub.pvc" -}}{{ include "mlhub.fullname" . }}-hub-db{{- end -}}
+{{- define "mlhub.proxy.fullname" -}}{{ include "mlhub.fullname" . }}-proxy{{- end -}}
+{{- define "mlhub.proxy.api" -}}{{ include "mlhub.fullname" . }}-proxy-api{{- end -}}
+{{- define "mlhub.proxy.public" -}}{{ include "mlhub.fullname" . }}-proxy-public{{- end -}}
+{{- define "mlhub.secret" -}}{{ include "mlhub.fullname" . }}-secret{{- end -}}
+{{- define "mlhub.tlsSecret" -}}
+{{- .Values.hub.ssl.existingSecret | default (printf "%s-tls" (include "mlhub.fullname" .)) -}}
+{{- end -}}
+{{- define "mlhub.singleuser.fullname" -}}{{ include "mlhub.fullname" . }}-singleuser{{- end -}}
+
+{{/*
+HUB_NAME: hub.name, else the release name, which must then be a valid hub name (the rule of
+mlhubspawner/naming.py: 1-20 lower-case letters, digits and single hyphens, starting with a letter, not ending
+with a hyphen).
+*/}}
+{{- define "mlhub.hubName" -}}
+{{- $name := .Values.hub.name | default .Release.Name -}}
+{{- if not (and (le (len $name) 20) (regexMatch "^[a-z](-?[a-z0-9])*$" $name)) -}}
+{{- fail (printf "hub.name: the release name %q is not a valid hub name (1-20 lower-case letters, digits and single hyphens, starting with a letter); set hub.name" $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{- define "mlhub.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mlhub.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlhub
+{{- end -}}
+
+{{- define "mlhub.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlhub.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one component: include "mlhub.componentLabels" (list . "hub") */}}
+{{- define "mlhub.componentLabels" -}}
+{{ include "mlhub.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "mlhub.componentSelector" -}}
+{{ include "mlhub.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* The workspaces of this hub (labels set by the spawner, mlhubspawner/naming.py). */}}
+{{- define "mlhub.workspaceSelector" -}}
+mlhub.component: workspace
+mlhub.origin: {{ include "mlhub.hubName" . }}
+{{- end -}}
+
+{{- define "mlhub.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "mlhub.proxy.port" -}}
+{{- if .Values.proxy.service.port -}}
+{{ .Values.proxy.service.port }}
+{{- else if .Values.hub.ssl.enabled -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end -}}
+
+{{- define "mlhub.sslOn" -}}
+{{- if .Values.hub.ssl.enabled -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/* env entries of a NAME: value map */}}
+{{- define "mlhub.extraEnv" -}}
+{{- range $name, $value := . }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* an env entry from the generated Secret: include "mlhub.secretEnv" (list . "NAME" "key") */}}
+{{- define "mlhub.secretEnv" -}}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mlhub.secret" (index . 0) }}
+      key: {{ index . 2 }}
+{{- end -}}
+
+{{/*
+The values the hub reads (mlhubspawner/chart_values.py): .Values without userConfig (its own ConfigMap) and
+without the secrets the hub gets elsewhere (TLS material, tokens), plus the names this release gave its objects.
+*/}}
+{{- define "mlhub.hubValues" -}}
+{{- $values := deepCopy .Values -}}
+{{- $_ := unset $values "userConfig" -}}
+{{- $_ := unset $values.hub.ssl "cert" -}}
+{{- $_ := unset $values.hub.ssl "key" -}}
+{{- $_ := unset $values.hub "cookieSecret" -}}
+{{- $_ := unset $values.proxy "secretToken" -}}
+{{- $_ := unset $values.hub.db "password" -}}
+{{- $chart := dict
+    "name" .Chart.Name
+    "version" .Chart.Version
+    "release" .Release.Name
+    "namespace" .Release.Namespace
+    "hubName" (include "mlhub.hubName" .)
+    "names" (dict
+      "fullname" (include "mlhub.fullname" .)
+      "hub" (include "mlhub.hub.fullname" .)
+      "proxyApi" (include "mlhub.proxy.api" .)
+      "proxyPublic" (include "mlhub.proxy.public" .)
+      "singleuser" (include "mlhub.singleuser.fullname" .))
+    "ports" (dict "hub" 8081 "proxyApi" 8001 "proxyPublic" (include "mlhub.proxy.port" . | int))
+-}}
+{{- $_ := set $values "_chart" $chart -}}
+{{- toYaml $values -}}
+{{- end -}}
+
+{{/* a list of arguments as one shell-quoted string (ADDITIONAL_ARGS is split with shlex) */}}
+{{- define "mlhub.shellJoin" -}}
+{{- $quoted := list -}}
+{{- range . -}}
+{{- $quoted = append $quoted (printf "'%s'" (replace "'" "'\\''" (toString .))) -}}
+{{- end -}}
+{{- join " " $quoted -}}
+{{- end -}}
+
+{{/* NetworkPolicy peers */}}
+{{- define "mlhub.peer.hub" -}}
+podSelector:
+  matchLabels:
+    {{- include "mlhub.componentSelector" (list . "hub") | nindent 4 }}
+{{- end -}}
+
+{{- define "mlhub.peer.proxy" -}}
+podSelector:
+  matchLabels:
+    {{- include "mlhub.componentSelector" (list . "proxy") | nindent 4 }}
+{{- end -}}
+
+{{- define "mlhub.peer.workspaces" -}}
+podSelector:
+  matchLabels:
+    {{- include "mlhub.workspaceSelector" . | nindent 4 }}
+{{- end -}}
+
+{{/* DNS to any resolver (kube-dns, node-local caches): port 53 only */}}
+{{- define "mlhub.egress.dns" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end -}}
+
+{{- define "mlhub.cloudMetadata" -}}169.254.169.254/32{{- end -}}
