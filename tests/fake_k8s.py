@@ -1,0 +1,2184 @@
+"""An in-process fake Kubernetes API server: a CONTRACT TEST DOUBLE, not a cluster.
+
+What it proves: that a client (unmodified KubeSpawner + kubernetes_asyncio, ``helm`` v3 / client-go,
+``kubectl``) makes the right REST calls, reacts correctly to watch events, and that every object it sends
+is valid against the real Kubernetes OpenAPI schemas (``kubernetes_validate``, strict: unknown fields are
+refused with 422 Invalid and recorded in ``FakeKubernetes.rejected``).
+
+What it does NOT prove: nothing runs. There are no containers, images, networks, volumes, DNS, RBAC or
+admission webhooks. A "fake kubelet" marks pods Running (with a pod IP from 10.244.0.0/16, Ready
+conditions and Events) after ``pod_start_seconds``; fake controllers make Deployments/ReplicaSets/
+StatefulSets/DaemonSets/Jobs report themselves ready, bind PVCs and give Services a clusterIP. It is not an
+end-to-end test of pods: a workspace image that crashes on a real cluster is "Running" here.
+
+Speaks (HTTP, no TLS, any or no bearer token is accepted) on ``http://127.0.0.1:<free port>``:
+
+- discovery: ``/version``, ``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``
+  in the legacy format. Aggregated discovery (``Accept: ...;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList``)
+  is answered in the legacy format with ``Content-Type: application/json``, so clients fall back.
+  ``/openapi/v2`` and ``/openapi/v3`` answer 404: run helm with ``--disable-openapi-validation`` if it asks
+  for them (helm 3.18 install/upgrade work without it here; schema checks happen server side anyway).
+- resources: see ``RESOURCE_TYPES`` (core/v1 pods, services, endpoints, PVCs, PVs, secrets, configmaps,
+  events, namespaces, serviceaccounts, nodes, resourcequotas, limitranges; apps/v1; networking.k8s.io/v1;
+  rbac.authorization.k8s.io/v1; policy/v1; batch/v1; storage.k8s.io/v1; scheduling.k8s.io/v1;
+  coordination.k8s.io/v1). Subresources: ``status`` (get/put/patch) and ``pods/log`` (a fixed text).
+- verbs: get; list (namespaced and all-namespaces; ``labelSelector`` with =, ==, !=, in, notin, exists, !key;
+  ``fieldSelector`` with =, ==, != on any dotted path such as metadata.name, status.phase,
+  involvedObject.kind; ``limit``/``continue`` are ignored: the whole list is returned); watch (``?watch=1``,
+  also the legacy ``/watch/`` paths, with ``resourceVersion``, ``timeoutSeconds``, ``allowWatchBookmarks``,
+  ``sendInitialEvents``; replays the changes after the given resourceVersion from an in-memory history;
+  a resourceVersion older than that history gets a 410 Expired ERROR event); create (``generateName``,
+  defaults); replace (PUT, optimistic concurrency on ``metadata.resourceVersion``); patch (merge-patch,
+  json-patch, strategic-merge-patch with the usual merge keys and ``$patch``/``$setElementOrder``/
+  ``$retainKeys``/``$deleteFromPrimitiveList`` directives, and apply-patch+yaml approximated as
+  create-or-strategic-merge); delete (grace period for pods, finalizers, propagationPolicy with
+  owner-reference garbage collection done synchronously); deletecollection. ``dryRun=All`` validates and
+  answers without storing.
+- errors are ``Status`` objects (NotFound 404, AlreadyExists/Conflict 409, Invalid 422, BadRequest 400,
+  Expired 410).
+
+Not supported: protobuf/CBOR bodies (415), TLS, authn/authz (everything is allowed), ``limit`` paging,
+server-side apply field ownership (apply = merge), admission (quotas, limit ranges, pod security),
+immutable-field checks, CRDs, exec/attach/port-forward, Table output (kubectl prints plain lists).
+
+Use::
+
+    from fake_k8s import FakeKubernetes, running_fake
+
+    with running_fake() as fake:            # or FakeKubernetes().start() ... fake.stop()
+        fake.write_kubeconfig(path)          # for helm/kubectl/kubernetes_asyncio
+        fake.list("pods", "default", label_selector="component=singleuser-server")
+        fake.fail_pods = lambda pod: "ImagePullBackOff" if "bad" in pod["metadata"]["name"] else None
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import copy
+import datetime
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import re
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+log = logging.getLogger("fake_k8s")
+
+NODE_NAME = "fake-node"
+NODE_IP = "172.18.0.2"
+POD_CIDR = ipaddress.IPv4Network("10.244.0.0/16")
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
+LB_CIDR = ipaddress.IPv4Network("172.18.255.0/24")
+HISTORY = 20000  # watch events kept for resourceVersion replay
+WATCH_MAX_SECONDS = 3600  # server-side cap on one watch request
+BOOKMARK_SECONDS = 5.0  # idle interval between BOOKMARK events when allowWatchBookmarks
+MAX_CONTROLLER_PODS = 100  # a fake controller never creates more pods than this for one owner
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    status: bool = False  # has a status subresource (spec and status are updated separately)
+    generation: bool = False  # metadata.generation counts spec changes
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+def _rt(group, version, plural, kind, namespaced=True, short=(), status=False, generation=False):
+    return ResourceType(group, version, plural, kind, namespaced, tuple(short), status, generation)
+
+
+RESOURCE_TYPES: list[ResourceType] = [
+    _rt("", "v1", "pods", "Pod", short=("po",), status=True),
+    _rt("", "v1", "services", "Service", short=("svc",), status=True),
+    _rt("", "v1", "endpoints", "Endpoints", short=("ep",)),
+    _rt("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short=("pvc",), status=True),
+    _rt("", "v1", "persistentvolumes", "PersistentVolume", False, ("pv",), status=True),
+    _rt("", "v1", "secrets", "Secret"),
+    _rt("", "v1", "configmaps", "ConfigMap", short=("cm",)),
+    _rt("", "v1", "events", "Event", short=("ev",)),
+    _rt("", "v1", "namespaces", "Namespace", False, ("ns",), status=True),
+    _rt("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",)),
+    _rt("", "v1", "nodes", "Node", False, ("no",), status=True),
+    _rt("", "v1", "resourcequotas", "ResourceQuota", short=("quota",), status=True),
+    _rt("", "v1", "limitranges", "LimitRange", short=("limits",)),
+    _rt("apps", "v1", "deployments", "Deployment", short=("deploy",), status=True, generation=True),
+    _rt("apps", "v1", "replicasets", "ReplicaSet", short=("rs",), status=True, generation=True),
+    _rt("apps", "v1", "statefulsets", "StatefulSet", short=("sts",), status=True, generation=True),
+    _rt("apps", "v1", "daemonsets", "DaemonSet", short=("ds",), status=True, generation=True),
+    _rt("apps", "v1", "controllerrevisions", "ControllerRevision"),
+    _rt("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=("netpol",), generation=True),
+    _rt("networking.k8s.io", "v1", "ingresses", "Ingress", short=("ing",), status=True, generation=True),
+    _rt("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
+    _rt("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    _rt("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    _rt("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    _rt("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    _rt(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        short=("pdb",),
+        status=True,
+        generation=True,
+    ),
+    _rt("batch", "v1", "jobs", "Job", status=True, generation=True),
+    _rt("batch", "v1", "cronjobs", "CronJob", short=("cj",), status=True, generation=True),
+    _rt("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
+    _rt("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
+    _rt("coordination.k8s.io", "v1", "leases", "Lease"),
+]
+_BY_GVP = {(r.group, r.version, r.plural): r for r in RESOURCE_TYPES}
+_BY_NAME: dict[str, ResourceType] = {}
+for _r in RESOURCE_TYPES:
+    for _n in (_r.plural, _r.singular, _r.kind, *_r.short_names):
+        _BY_NAME.setdefault(_n.lower(), _r)
+# ReturnDeletedObject in the real registry: these answer DELETE with the object, the others with a Status
+_DELETE_RETURNS_OBJECT = {"pods", "services", "persistentvolumeclaims", "persistentvolumes", "namespaces"}
+
+
+def resource_type(resource: str) -> ResourceType:
+    """The ResourceType for a plural ("pods"), singular ("pod"), kind ("Pod") or short name ("po")."""
+    try:
+        return _BY_NAME[resource.lower()]
+    except KeyError:
+        raise KeyError(
+            f"unknown resource {resource!r}; known: {sorted(r.plural for r in RESOURCE_TYPES)}"
+        ) from None
+
+
+class ApiError(Exception):
+    """A Kubernetes API error; ``status()`` is the Status object the server answers with."""
+
+    REASONS = {
+        400: "BadRequest",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        409: "Conflict",
+        410: "Expired",
+        415: "UnsupportedMediaType",
+        422: "Invalid",
+    }
+
+    def __init__(self, code, message, reason=None, rtype=None, name=None, causes=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason or self.REASONS.get(code, "InternalError")
+        self.rtype = rtype
+        self.name = name
+        self.causes = causes
+
+    def status(self) -> dict:
+        details = {}
+        if self.name:
+            details["name"] = self.name
+        if self.rtype is not None:
+            details["kind"] = self.rtype.plural
+            if self.rtype.group:
+                details["group"] = self.rtype.group
+        if self.causes:
+            details["causes"] = self.causes
+        out = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if details:
+            out["details"] = details
+        return out
+
+
+def _not_found(rtype, name):
+    return ApiError(404, f'{rtype.plural} "{name}" not found', rtype=rtype, name=name)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _later(seconds: float) -> str:
+    t = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _random_suffix(n=5) -> str:
+    return "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=n))
+
+
+def _meta(obj) -> dict:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = obj["metadata"] = {}
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------------
+# selectors
+
+_KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
+_SET_TERM = re.compile(rf"\s*({_KEY})\s+(in|notin)\s*\(([^)]*)\)\s*")
+_EQ_TERM = re.compile(rf"\s*({_KEY})\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)\s*")
+_EXISTS_TERM = re.compile(rf"\s*(!?)\s*({_KEY})\s*")
+
+
+def _split_selector(text: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in parts if p.strip()]
+
+
+def parse_label_selector(text: str | dict | None) -> list[tuple[str, str, frozenset]]:
+    """Parse a label selector string (or a {key: value} dict) into (key, op, values) requirements."""
+    if not text:
+        return []
+    if isinstance(text, dict):
+        return [(k, "=", frozenset([str(v)])) for k, v in text.items()]
+    reqs = []
+    for term in _split_selector(text):
+        if m := _SET_TERM.fullmatch(term):
+            values = frozenset(v.strip() for v in m.group(3).split(",") if v.strip())
+            reqs.append((m.group(1), m.group(2), values))
+        elif m := _EQ_TERM.fullmatch(term):
+            op = "!=" if m.group(2) == "!=" else "="
+            reqs.append((m.group(1), op, frozenset([m.group(3)])))
+        elif m := _EXISTS_TERM.fullmatch(term):
+            reqs.append((m.group(2), "!" if m.group(1) else "exists", frozenset()))
+        else:
+            raise ApiError(400, f"unable to parse requirement: {term!r} in label selector {text!r}")
+    return reqs
+
+
+def labels_match(reqs, labels: dict | None) -> bool:
+    labels = labels or {}
+    for key, op, values in reqs:
+        present = key in labels
+        if op == "=" and not (present and labels[key] in values):
+            return False
+        if op == "!=" and present and labels[key] in values:
+            return False
+        if op == "in" and not (present and labels[key] in values):
+            return False
+        if op == "notin" and present and labels[key] in values:
+            return False
+        if op == "exists" and not present:
+            return False
+        if op == "!" and present:
+            return False
+    return True
+
+
+def parse_field_selector(text: str | None) -> list[tuple[str, str, str]]:
+    if not text:
+        return []
+    reqs = []
+    for term in text.split(","):
+        if not term.strip():
+            continue
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.]+)\s*(==|!=|=)\s*(.*?)\s*", term)
+        if not m:
+            raise ApiError(400, f"invalid field selector term {term!r}")
+        reqs.append((m.group(1), "!=" if m.group(2) == "!=" else "=", m.group(3)))
+    return reqs
+
+
+def _field_value(obj, path: str) -> str:
+    cur = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return ""
+        cur = cur[part]
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    return "" if cur is None else str(cur)
+
+
+def fields_match(reqs, obj) -> bool:
+    for path, op, value in reqs:
+        actual = _field_value(obj, path)
+        if (actual == value) != (op == "="):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# patches
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+_MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "imagePullSecrets": "name",
+    "resourceClaims": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "hostAliases": "ip",
+    "conditions": "type",
+    "ownerReferences": "uid",
+    "topologySpreadConstraints": "topologyKey",
+}
+
+
+def _list_merge_key(field_name, items) -> str | None:
+    if field_name == "ports":
+        dicts = [i for i in items if isinstance(i, dict)]
+        if dicts and all("containerPort" in i for i in dicts if "$patch" not in i):
+            return "containerPort"
+        return "port"
+    return _MERGE_KEYS.get(field_name)
+
+
+def _strip_directives(value):
+    if isinstance(value, dict):
+        return {k: _strip_directives(v) for k, v in value.items() if not k.startswith("$")}
+    if isinstance(value, list):
+        return [_strip_directives(v) for v in value if not (isinstance(v, dict) and "$patch" in v)]
+    return value
+
+
+def strategic_merge_patch(target, patch):
+    """Strategic merge patch: recursive merge; lists of objects with a known merge key (containers by name,
+    volumeMounts by mountPath, ...) are merged by that key, other lists are replaced. Understands the
+    ``$patch: replace|delete``, ``$retainKeys``, ``$setElementOrder/<f>`` and ``$deleteFromPrimitiveList/<f>``
+    directives."""
+    if not isinstance(patch, dict):
+        return _strip_directives(copy.deepcopy(patch))
+    if patch.get("$patch") == "replace":
+        return _strip_directives(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            if value.get("$patch") == "delete":
+                result.pop(key, None)
+            else:
+                result[key] = strategic_merge_patch(result.get(key), value)
+        elif isinstance(value, list):
+            result[key] = _merge_list(result.get(key), value, key)
+        else:
+            result[key] = value
+    for key, value in patch.items():
+        if key.startswith("$deleteFromPrimitiveList/"):
+            name = key.split("/", 1)[1]
+            if isinstance(result.get(name), list):
+                result[name] = [v for v in result[name] if v not in value]
+        elif key.startswith("$setElementOrder/"):
+            name = key.split("/", 1)[1]
+            cur = result.get(name)
+            if isinstance(cur, list):
+                result[name] = _reorder(cur, value, _list_merge_key(name, cur))
+    if isinstance(patch.get("$retainKeys"), list):
+        keep = set(patch["$retainKeys"])
+        result = {k: v for k, v in result.items() if k in keep}
+    return result
+
+
+def _reorder(items, order, merge_key):
+    def ident(item):
+        return (
+            item.get(merge_key) if merge_key and isinstance(item, dict) else json.dumps(item, sort_keys=True)
+        )
+
+    wanted = [ident(o) for o in order]
+    ranked = sorted(
+        enumerate(items),
+        key=lambda pair: (wanted.index(ident(pair[1])) if ident(pair[1]) in wanted else len(wanted), pair[0]),
+    )
+    return [item for _, item in ranked]
+
+
+def _merge_list(current, patch_list, field_name):
+    if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch_list):
+        return _strip_directives(patch_list)
+    key = _list_merge_key(field_name, patch_list)
+    if (
+        not key
+        or not isinstance(current, list)
+        or not all(isinstance(i, dict) and (key in i or "$patch" in i) for i in patch_list)
+    ):
+        return _strip_directives(copy.deepcopy(patch_list))
+    result = copy.deepcopy(current)
+    for item in patch_list:
+        idx = next(
+            (n for n, c in enumerate(result) if isinstance(c, dict) and c.get(key) == item.get(key)), None
+        )
+        if item.get("$patch") == "delete":
+            if idx is not None:
+                del result[idx]
+        elif idx is None:
+            result.append(_strip_directives(item))
+        else:
+            result[idx] = strategic_merge_patch(result[idx], item)
+    return result
+
+
+def _pointer(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise ApiError(422, f"invalid JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def json_patch(doc, ops):
+    """RFC 6902 JSON patch (add, remove, replace, test, move, copy)."""
+    doc = copy.deepcopy(doc)
+    if not isinstance(ops, list):
+        raise ApiError(400, "json patch must be a list of operations")
+
+    def parent_of(tokens):
+        cur = doc
+        for t in tokens[:-1]:
+            if isinstance(cur, list):
+                cur = cur[int(t)]
+            elif isinstance(cur, dict):
+                cur = cur[t]
+            else:
+                raise KeyError(t)
+        return cur
+
+    def get(tokens):
+        cur = doc
+        for t in tokens:
+            cur = cur[int(t)] if isinstance(cur, list) else cur[t]
+        return cur
+
+    def add(tokens, value):
+        nonlocal doc
+        if not tokens:
+            doc = value
+            return
+        parent, last = parent_of(tokens), tokens[-1]
+        if isinstance(parent, list):
+            if last == "-":
+                parent.append(value)
+            else:
+                parent.insert(int(last), value)
+        else:
+            parent[last] = value
+
+    def remove(tokens):
+        parent, last = parent_of(tokens), tokens[-1]
+        if isinstance(parent, list):
+            return parent.pop(int(last))
+        return parent.pop(last)
+
+    for op in ops:
+        try:
+            kind, tokens = op["op"], _pointer(op["path"])
+            if kind == "add":
+                add(tokens, copy.deepcopy(op["value"]))
+            elif kind == "remove":
+                remove(tokens)
+            elif kind == "replace":
+                get(tokens)  # must exist
+                if tokens:
+                    remove(tokens)
+                add(tokens, copy.deepcopy(op["value"]))
+            elif kind == "test":
+                if get(tokens) != op["value"]:
+                    raise ApiError(422, f"json patch test failed at {op['path']}")
+            elif kind in ("move", "copy"):
+                source = _pointer(op["from"])
+                value = copy.deepcopy(get(source))
+                if kind == "move":
+                    remove(source)
+                add(tokens, value)
+            else:
+                raise ApiError(400, f"unknown json patch operation {kind!r}")
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise ApiError(422, f"json patch {op!r} cannot be applied: {e!r}") from None
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kubeconfig
+
+
+def write_kubeconfig_file(path, server: str, namespace: str = "default") -> str:
+    """Write a kubeconfig for ``server`` with a dummy token (JSON is valid YAML); returns the path."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+        "contexts": [
+            {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}
+        ],
+        "current-context": "fake",
+        "preferences": {},
+    }
+    path = os.fspath(path)
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+    os.chmod(path, 0o600)
+    return path
+
+
+def use_kubeconfig(path) -> None:
+    """Point KUBECONFIG at ``path``, also for an already imported kubernetes_asyncio (which reads the
+    variable once, at import time)."""
+    os.environ["KUBECONFIG"] = os.fspath(path)
+    module = sys.modules.get("kubernetes_asyncio.config.kube_config")
+    if module is not None:
+        module.KUBE_CONFIG_DEFAULT_LOCATION = os.fspath(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the server
+
+
+@dataclass(eq=False)
+class _Change:
+    rv: int
+    plural: str
+    type: str
+    obj: dict
+    old: dict | None = None
+
+
+@dataclass(eq=False)
+class _Watcher:
+    plural: str
+    queue: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+    extra: dict = field(default_factory=dict)
+
+
+def _default_pod_exit(pod: dict) -> int | None:
+    """helm test pods terminate with exit code 0 (so ``helm test`` passes); other pods run forever."""
+    hook = (_meta(pod).get("annotations") or {}).get("helm.sh/hook", "")
+    return 0 if "test" in hook else None
+
+
+class FakeKubernetes:
+    """The fake API server. Thread-safe: the public methods may be called from any thread while clients
+    talk to it over HTTP. See the module docstring for what it does and does not do."""
+
+    def __init__(self, version="1.33.0", validate=True, pod_start_seconds=0.2):
+        self.version = version.lstrip("v")
+        self.validate = validate
+        self.pod_start_seconds = pod_start_seconds
+        self.pod_stop_seconds = 0.1  # how long a gracefully deleted pod stays (with deletionTimestamp)
+        self.requests: list[tuple[str, str]] = []
+        self.rejected: list[dict] = []
+        self.fail_pods: Callable[[dict], str | None] = lambda pod: None
+        self.pod_exit: Callable[[dict], int | None] = _default_pod_exit
+        self.url = ""
+        self._lock = threading.RLock()
+        self._objects: dict[str, dict[tuple[str, str], dict]] = {r.plural: {} for r in RESOURCE_TYPES}
+        self._rv = 0
+        self._history: collections.deque[_Change] = collections.deque(maxlen=HISTORY)
+        self._watchers: set[_Watcher] = set()
+        self._pending: list[tuple] = []
+        self._terminating: set[str] = set()  # uids of pods in their grace period
+        self._tasks: set[asyncio.Task] = set()
+        self._pod_ips = 0
+        self._service_ips = 0
+        self._lb_ips = 0
+        self._node_ports = 30000
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+        for ns in DEFAULT_NAMESPACES:
+            self._create(resource_type("namespaces"), None, {"metadata": {"name": ns}}, validate=False)
+        self._create(resource_type("nodes"), None, self._node_manifest(), validate=False)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> FakeKubernetes:
+        if self._thread is not None:
+            return self
+        self._stopping = False
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        started = threading.Event()
+        errors: list[BaseException] = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._serve(sock, loop))
+            except (OSError, RuntimeError) as e:  # reported to start()'s caller below
+                errors.append(e)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"fake-k8s-{port}", daemon=True)
+        self._thread.start()
+        if not started.wait(15) or errors:
+            raise RuntimeError(f"fake kube-apiserver did not start: {errors}")
+        return self
+
+    async def _serve(self, sock, loop):
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        with self._lock:
+            self._loop = loop
+            pending, self._pending = self._pending, []
+        for args in pending:
+            self._react(*args)
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        loop, thread = self._loop, self._thread
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        with contextlib.suppress(TimeoutError):
+            future.result(timeout=15)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(15)
+        self._thread = None
+
+    async def _shutdown(self):
+        self._stopping = True
+        with self._lock:
+            watchers = list(self._watchers)
+        for w in watchers:
+            w.queue.put_nowait(None)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        with self._lock:
+            self._loop = None
+
+    def __enter__(self) -> FakeKubernetes:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def write_kubeconfig(self, path, namespace="default") -> str:
+        if not self.url:
+            raise RuntimeError("start() the fake before writing a kubeconfig for it")
+        return write_kubeconfig_file(path, self.url, namespace)
+
+    # ---- public store API (tests) -------------------------------------------------------------------------
+
+    def list(self, resource, namespace=None, label_selector=None) -> list[dict]:
+        rtype = resource_type(resource)
+        items, _ = self._list(rtype, namespace, parse_label_selector(label_selector), [])
+        return copy.deepcopy(items)
+
+    def get(self, resource, namespace, name) -> dict | None:
+        rtype = resource_type(resource)
+        with self._lock:
+            return copy.deepcopy(self._objects[rtype.plural].get(self._key(rtype, namespace, name)))
+
+    def create(self, resource, namespace, obj) -> dict:
+        """Create like a POST would (defaults, validation, watch events, controllers); raises ApiError."""
+        rtype = resource_type(resource)
+        return copy.deepcopy(self._create(rtype, namespace if rtype.namespaced else None, copy.deepcopy(obj)))
+
+    def delete(self, resource, namespace, name) -> None:
+        """Delete at once (no grace period, no finalizers) with background garbage collection of dependents;
+        nothing happens when it does not exist."""
+        rtype = resource_type(resource)
+        with self._lock, contextlib.suppress(ApiError):
+            self._delete(rtype, namespace if rtype.namespaced else None, name, grace=0, force=True)
+
+    # ---- store internals ------------------------------------------------------------------------------------
+
+    def _key(self, rtype, namespace, name):
+        return ((namespace or "") if rtype.namespaced else "", name)
+
+    def _commit(self, rtype: ResourceType, etype: str, obj: dict, old: dict | None = None) -> dict:
+        """Record a change (new resourceVersion, history, watchers, controllers). Stored dicts are never
+        mutated afterwards: every change replaces them."""
+        with self._lock:
+            self._rv += 1
+            _meta(obj)["resourceVersion"] = str(self._rv)
+            meta = obj["metadata"]
+            key = self._key(rtype, meta.get("namespace"), meta["name"])
+            if etype == "DELETED":
+                self._objects[rtype.plural].pop(key, None)
+            else:
+                self._objects[rtype.plural][key] = obj
+            change = _Change(self._rv, rtype.plural, etype, obj, old)
+            self._history.append(change)
+            for w in self._watchers:
+                if w.plural == rtype.plural:
+                    w.loop.call_soon_threadsafe(w.queue.put_nowait, change)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._react, rtype, etype, obj, old)
+            else:
+                self._pending.append((rtype, etype, obj, old))
+            return obj
+
+    def _list(self, rtype, namespace, label_reqs, field_reqs):
+        with self._lock:
+            items = [
+                o
+                for (ns, _), o in self._objects[rtype.plural].items()
+                if (not namespace or not rtype.namespaced or ns == namespace)
+                and labels_match(label_reqs, _meta(o).get("labels"))
+                and fields_match(field_reqs, o)
+            ]
+            items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+            return items, str(self._rv)
+
+    def _get(self, rtype, namespace, name) -> dict:
+        with self._lock:
+            obj = self._objects[rtype.plural].get(self._key(rtype, namespace, name))
+        if obj is None:
+            raise _not_found(rtype, name)
+        return obj
+
+    def _check_validity(self, rtype, obj, context: dict):
+        if not self.validate:
+            return
+        import kubernetes_validate
+
+        try:
+            kubernetes_validate.validate(obj, self.version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            return
+        except kubernetes_validate.ValidationError as e:
+            where = ".".join(str(p) for p in e.path)
+            name = _meta(obj).get("name") or _meta(obj).get("generateName", "")
+            message = f'{rtype.kind} "{name}" is invalid: {where or "<root>"}: {e.message}'
+            self.rejected.append({**context, "object": copy.deepcopy(obj), "error": message})
+            raise ApiError(
+                422,
+                message,
+                rtype=rtype,
+                name=name,
+                causes=[{"reason": "FieldValueInvalid", "message": e.message, "field": where}],
+            ) from None
+
+    def _fill_type(self, rtype, obj, namespace, action):
+        if not isinstance(obj, dict):
+            raise ApiError(400, "the body of the request was not a JSON object")
+        if obj.get("kind") not in (None, "", rtype.kind) or obj.get("apiVersion") not in (
+            None,
+            "",
+            rtype.api_version,
+        ):
+            raise ApiError(
+                400,
+                f"the API version in the data ({obj.get('apiVersion')}) and kind ({obj.get('kind')}) do not match "
+                f"the expected {rtype.api_version} {rtype.kind}",
+            )
+        obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
+        meta = _meta(obj)
+        if rtype.namespaced:
+            if meta.get("namespace") and namespace and meta["namespace"] != namespace:
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
+            if not namespace and not meta.get("namespace"):
+                raise ApiError(400, f"a namespace is needed to {action} {rtype.plural}")
+            meta["namespace"] = namespace or meta["namespace"]
+        else:
+            meta.pop("namespace", None)
+
+    def _create(self, rtype, namespace, obj, dry_run=False, validate=True, context=None) -> dict:
+        self._fill_type(rtype, obj, namespace, "create")
+        meta = obj["metadata"]
+        if meta.get("resourceVersion"):
+            raise ApiError(400, "resourceVersion should not be set on objects to be created")
+        if validate:
+            self._check_validity(rtype, obj, context or {"method": "create", "resource": rtype.plural})
+        with self._lock:
+            if rtype.namespaced and ("", meta["namespace"]) not in self._objects["namespaces"]:
+                raise ApiError(
+                    404,
+                    f'namespaces "{meta["namespace"]}" not found',
+                    rtype=resource_type("namespaces"),
+                    name=meta["namespace"],
+                )
+            if not meta.get("name"):
+                if not meta.get("generateName"):
+                    raise ApiError(422, "name or generateName is required", rtype=rtype)
+                for _ in range(20):
+                    meta["name"] = meta["generateName"] + _random_suffix()
+                    if (
+                        self._key(rtype, meta.get("namespace"), meta["name"])
+                        not in self._objects[rtype.plural]
+                    ):
+                        break
+            if self._key(rtype, meta.get("namespace"), meta["name"]) in self._objects[rtype.plural]:
+                raise ApiError(
+                    409,
+                    f'{rtype.plural} "{meta["name"]}" already exists',
+                    reason="AlreadyExists",
+                    rtype=rtype,
+                    name=meta["name"],
+                )
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = _now()
+            for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"):
+                meta.pop(k, None)
+            if rtype.generation:
+                meta["generation"] = 1
+            if rtype.status:
+                obj.pop("status", None)
+            self._defaults(rtype, obj)
+            if dry_run:
+                meta["resourceVersion"] = str(self._rv)
+                return obj
+            return self._commit(rtype, "ADDED", obj)
+
+    def _update(
+        self, rtype, namespace, name, body, subresource=None, dry_run=False, context=None, validate=True
+    ):
+        self._fill_type(rtype, body, namespace, "update")
+        meta = body["metadata"]
+        if meta.get("name") not in (None, name):
+            raise ApiError(
+                400,
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})",
+            )
+        meta["name"] = name
+        if validate:
+            self._check_validity(rtype, body, context or {"method": "update", "resource": rtype.plural})
+        with self._lock:
+            old = self._get(rtype, namespace, name)
+            wanted_rv = meta.get("resourceVersion")
+            if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
+                raise ApiError(
+                    409,
+                    f'Operation cannot be fulfilled on {rtype.plural} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                    rtype=rtype,
+                    name=name,
+                )
+            if subresource == "status":
+                new = copy.deepcopy(old)
+                new["status"] = body.get("status") or {}
+            else:
+                new = body
+                new_meta = new["metadata"]
+                for k in (
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ):
+                    if k in old["metadata"]:
+                        new_meta[k] = old["metadata"][k]
+                    else:
+                        new_meta.pop(k, None)
+                if rtype.status:
+                    if "status" in old:
+                        new["status"] = copy.deepcopy(old["status"])
+                    else:
+                        new.pop("status", None)
+                self._carry_over(rtype, old, new)
+                if rtype.generation and self._spec_of(new) != self._spec_of(old):
+                    new_meta["generation"] = old["metadata"].get("generation", 1) + 1
+            return self._store_update(rtype, old, new, dry_run)
+
+    def _store_update(self, rtype, old, new, dry_run):
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        if new == old or dry_run:
+            return new if dry_run else old
+        meta = new["metadata"]
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and meta["uid"] not in self._terminating
+        ):
+            self._commit(rtype, "MODIFIED", new, old)
+            return self._remove(rtype, new, "Background")
+        return self._commit(rtype, "MODIFIED", new, old)
+
+    @staticmethod
+    def _spec_of(obj):
+        return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+    def _patch(self, rtype, namespace, name, patch_type, body, subresource=None, dry_run=False, context=None):
+        with self._lock:
+            try:
+                old = self._get(rtype, namespace, name)
+            except ApiError:
+                if patch_type != "application/apply-patch+yaml" or subresource:
+                    raise
+                return self._create(rtype, namespace, body, dry_run=dry_run, context=context)
+            if patch_type == "application/json-patch+json":
+                new = json_patch(old, body)
+            elif patch_type == "application/merge-patch+json":
+                new = merge_patch(old, body)
+            elif patch_type in ("application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+                if not isinstance(body, dict):
+                    raise ApiError(400, "a strategic merge patch must be a JSON object")
+                new = strategic_merge_patch(old, body)
+            else:
+                raise ApiError(415, f"unsupported patch type {patch_type!r}")
+            if not isinstance(new, dict):
+                raise ApiError(422, "the patch did not produce an object")
+            # the resourceVersion in a patch is a precondition; otherwise the patch applies to the current one
+            if not ((body if isinstance(body, dict) else {}).get("metadata") or {}).get("resourceVersion"):
+                _meta(new)["resourceVersion"] = old["metadata"]["resourceVersion"]
+            if rtype.status and subresource != "status" and "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            return self._update(rtype, namespace, name, new, subresource, dry_run, context)
+
+    def _delete(self, rtype, namespace, name, grace=None, propagation=None, preconditions=None, force=False):
+        """Returns (object, deleted_now)."""
+        with self._lock:
+            obj = self._get(rtype, namespace, name)
+            meta = obj["metadata"]
+            for k, v in (preconditions or {}).items():
+                if v is not None and meta.get(k) != v:
+                    raise ApiError(
+                        409, f"Precondition failed: {k}: {v}, actual {meta.get(k)}", rtype=rtype, name=name
+                    )
+            if rtype.plural == "namespaces":
+                self._delete_namespace_contents(name)
+            if meta.get("finalizers") and not force and rtype.plural != "namespaces":
+                if meta.get("deletionTimestamp"):
+                    return obj, False
+                new = copy.deepcopy(obj)
+                new["metadata"]["deletionTimestamp"] = _now()
+                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                return self._commit(rtype, "MODIFIED", new, obj), False
+            if rtype.plural == "pods" and not force:
+                if grace is None:
+                    grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                started = bool((obj.get("spec") or {}).get("nodeName"))
+                if grace and grace > 0 and started:
+                    if meta.get("deletionTimestamp"):
+                        return obj, False
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["deletionTimestamp"] = _later(grace)
+                    new["metadata"]["deletionGracePeriodSeconds"] = grace
+                    self._terminating.add(meta["uid"])
+                    new = self._commit(rtype, "MODIFIED", new, obj)
+                    self._schedule(
+                        self._finish_pod_later,
+                        rtype,
+                        namespace,
+                        name,
+                        meta["uid"],
+                        min(grace, self.pod_stop_seconds),
+                        propagation,
+                    )
+                    return new, False
+            return self._remove(rtype, obj, propagation), True
+
+    def _remove(self, rtype, obj, propagation):
+        with self._lock:
+            self._terminating.discard(obj["metadata"]["uid"])
+            gone = self._commit(rtype, "DELETED", copy.deepcopy(obj), obj)
+            self._collect_garbage(obj["metadata"]["uid"], propagation or "Background")
+            return gone
+
+    def _collect_garbage(self, owner_uid, propagation, depth=0):
+        if depth > 20:
+            return
+        with self._lock:
+            for plural, objects in self._objects.items():
+                rtype = resource_type(plural)
+                for key, dependent in list(objects.items()):
+                    if objects.get(key) is not dependent:
+                        continue  # changed or removed meanwhile (recursion)
+                    refs = _meta(dependent).get("ownerReferences") or []
+                    if not any(r.get("uid") == owner_uid for r in refs):
+                        continue
+                    others = [r for r in refs if r.get("uid") != owner_uid and self._uid_exists(r.get("uid"))]
+                    if propagation == "Orphan" or others:
+                        new = copy.deepcopy(dependent)
+                        new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
+                        if not new["metadata"]["ownerReferences"]:
+                            del new["metadata"]["ownerReferences"]
+                        self._commit(rtype, "MODIFIED", new, dependent)
+                    else:
+                        self._terminating.discard(dependent["metadata"]["uid"])
+                        self._commit(rtype, "DELETED", copy.deepcopy(dependent), dependent)
+                        self._collect_garbage(dependent["metadata"]["uid"], propagation, depth + 1)
+
+    def _uid_exists(self, uid) -> bool:
+        return any(
+            o["metadata"].get("uid") == uid for objects in self._objects.values() for o in objects.values()
+        )
+
+    def _delete_namespace_contents(self, namespace):
+        with self._lock:
+            for rtype in RESOURCE_TYPES:
+                if not rtype.namespaced:
+                    continue
+                for (ns, _), obj in list(self._objects[rtype.plural].items()):
+                    if ns == namespace and (ns, obj["metadata"]["name"]) in self._objects[rtype.plural]:
+                        self._remove(rtype, obj, "Background")
+
+    # ---- defaults ----------------------------------------------------------------------------------------
+
+    def _defaults(self, rtype, obj):
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None
+        plural = rtype.plural
+        if plural == "pods":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("restartPolicy", "Always")
+            spec.setdefault("dnsPolicy", "ClusterFirst")
+            spec.setdefault("schedulerName", "default-scheduler")
+            spec.setdefault("terminationGracePeriodSeconds", 30)
+            spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+            spec.setdefault("securityContext", {})
+            spec.setdefault("enableServiceLinks", True)
+            spec.setdefault("priority", 0)
+            for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+                image = c.get("image", "")
+                tagged = ":" in image.rsplit("/", 1)[-1] or "@" in image
+                default_policy = "IfNotPresent" if tagged and not image.endswith(":latest") else "Always"
+                c.setdefault("imagePullPolicy", default_policy)
+                c.setdefault("terminationMessagePath", "/dev/termination-log")
+                c.setdefault("terminationMessagePolicy", "File")
+                c.setdefault("resources", {})
+            obj["status"] = {"phase": "Pending", "qosClass": self._qos(spec)}
+        elif plural == "services":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("type", "ClusterIP")
+            spec.setdefault("sessionAffinity", "None")
+            if spec["type"] != "ExternalName":
+                if not spec.get("clusterIP"):
+                    spec["clusterIP"] = self._next_service_ip()
+                spec.setdefault("clusterIPs", [spec["clusterIP"]])
+                if spec["clusterIP"] != "None":
+                    spec.setdefault("ipFamilies", ["IPv4"])
+                    spec.setdefault("ipFamilyPolicy", "SingleStack")
+                spec.setdefault("internalTrafficPolicy", "Cluster")
+            for port in spec.get("ports") or []:
+                port.setdefault("protocol", "TCP")
+                if spec["type"] != "ExternalName" and spec.get("clusterIP") != "None":
+                    port.setdefault("targetPort", port.get("port"))
+                if spec["type"] in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
+                    self._node_ports += 1
+                    port["nodePort"] = self._node_ports
+            if spec["type"] in ("NodePort", "LoadBalancer"):
+                spec.setdefault("externalTrafficPolicy", "Cluster")
+            status = {"loadBalancer": {}}
+            if spec["type"] == "LoadBalancer":
+                self._lb_ips += 1
+                status["loadBalancer"] = {
+                    "ingress": [{"ip": str(LB_CIDR[10 + self._lb_ips % 240]), "ipMode": "VIP"}]
+                }
+            obj["status"] = status
+        elif plural == "persistentvolumeclaims":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("volumeMode", "Filesystem")
+            if spec.get("storageClassName") is None:
+                spec["storageClassName"] = "standard"
+            spec.setdefault("volumeName", f"pvc-{obj['metadata']['uid']}")
+            requested = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+            obj["status"] = {
+                "phase": "Bound",
+                "accessModes": list(spec.get("accessModes") or ["ReadWriteOnce"]),
+                "capacity": {"storage": requested},
+            }
+        elif plural == "persistentvolumes":
+            obj["status"] = {"phase": "Available"}
+        elif plural == "namespaces":
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            obj["status"] = {"phase": "Active"}
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        elif plural == "secrets":
+            obj.setdefault("type", "Opaque")
+            self._secret_string_data(obj)
+        elif plural == "deployments":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("progressDeadlineSeconds", 600)
+            strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+            if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+                strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+            obj["status"] = {}
+        elif plural == "statefulsets":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("podManagementPolicy", "OrderedReady")
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+            obj["status"] = {"replicas": 0, "availableReplicas": 0}
+        elif plural in ("replicasets", "daemonsets", "jobs", "cronjobs", "poddisruptionbudgets", "ingresses"):
+            if plural == "replicasets" and spec is not None:
+                spec.setdefault("replicas", 1)
+            if plural == "jobs" and spec is not None:
+                spec.setdefault("completions", 1)
+                spec.setdefault("parallelism", 1)
+                spec.setdefault("backoffLimit", 6)
+            obj["status"] = {"replicas": 0} if plural == "replicasets" else {}
+            if plural == "ingresses":
+                obj["status"] = {"loadBalancer": {}}
+        elif rtype.status:
+            obj.setdefault("status", {})
+
+    def _carry_over(self, rtype, old, new):
+        """Fields a PUT may omit that the server keeps (allocated or immutable)."""
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec")
+        if rtype.plural == "services" and isinstance(new_spec, dict):
+            for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                if k in old_spec and not new_spec.get(k):
+                    new_spec[k] = copy.deepcopy(old_spec[k])
+        elif rtype.plural == "persistentvolumeclaims" and isinstance(new_spec, dict):
+            for k in ("volumeName", "storageClassName", "volumeMode"):
+                if k in old_spec and not new_spec.get(k):
+                    new_spec[k] = old_spec[k]
+        elif rtype.plural == "pods" and isinstance(new_spec, dict) and "nodeName" in old_spec:
+            new_spec.setdefault("nodeName", old_spec["nodeName"])
+        elif rtype.plural == "secrets":
+            self._secret_string_data(new)
+
+    @staticmethod
+    def _secret_string_data(obj):
+        string_data = obj.pop("stringData", None)
+        if string_data:
+            data = obj.setdefault("data", {})
+            for k, v in string_data.items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
+
+    @staticmethod
+    def _qos(spec) -> str:
+        resources = [c.get("resources") or {} for c in spec.get("containers") or []]
+        if not any(r.get("limits") or r.get("requests") for r in resources):
+            return "BestEffort"
+        for r in resources:
+            limits, requests = r.get("limits") or {}, r.get("requests") or {}
+            for k in ("cpu", "memory"):
+                if not limits.get(k) or requests.get(k, limits[k]) != limits[k]:
+                    return "Burstable"
+        return "Guaranteed"
+
+    def _next_service_ip(self) -> str:
+        self._service_ips += 1
+        return str(SERVICE_CIDR[10 + self._service_ips % 1_000_000])
+
+    def _next_pod_ip(self) -> str:
+        self._pod_ips += 1
+        return str(POD_CIDR[2 + self._pod_ips % 65000])
+
+    def _node_manifest(self):
+        resources = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        return {
+            "metadata": {
+                "name": NODE_NAME,
+                "labels": {
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+            },
+            "spec": {"podCIDR": str(POD_CIDR)},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": NODE_IP},
+                    {"type": "Hostname", "address": NODE_NAME},
+                ],
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "fake kubelet is posting ready status",
+                        "lastHeartbeatTime": _now(),
+                        "lastTransitionTime": _now(),
+                    }
+                ],
+                "nodeInfo": {
+                    "kubeletVersion": f"v{self.version}",
+                    "kubeProxyVersion": f"v{self.version}",
+                    "containerRuntimeVersion": "containerd://fake",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                    "osImage": "fake",
+                    "kernelVersion": "fake",
+                    "machineID": "fake",
+                    "systemUUID": "fake",
+                    "bootID": "fake",
+                },
+            },
+        }
+
+    # ---- controllers and kubelet (run on the server's event loop) -------------------------------------------
+
+    def _schedule(self, fn, *args):
+        """Run fn(*args) on the server loop (a coroutine function becomes a tracked task)."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def run():
+            if self._stopping:
+                return
+            if asyncio.iscoroutinefunction(fn):
+                task = loop.create_task(fn(*args))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                fn(*args)
+
+        loop.call_soon_threadsafe(run)
+
+    def _react(self, rtype, etype, obj, old):
+        if self._stopping:
+            return
+        try:
+            plural = rtype.plural
+            if plural == "pods":
+                if etype == "ADDED":
+                    self._schedule(
+                        self._kubelet,
+                        obj["metadata"]["namespace"],
+                        obj["metadata"]["name"],
+                        obj["metadata"]["uid"],
+                    )
+                elif etype == "DELETED":
+                    self._reconcile_owner_of(obj)
+            elif (
+                plural in ("deployments", "replicasets", "statefulsets", "daemonsets") and etype != "DELETED"
+            ):
+                getattr(self, f"_reconcile_{plural}")(obj["metadata"]["namespace"], obj["metadata"]["name"])
+            elif plural == "jobs" and etype == "ADDED":
+                self._schedule(
+                    self._complete_job,
+                    obj["metadata"]["namespace"],
+                    obj["metadata"]["name"],
+                    obj["metadata"]["uid"],
+                )
+        except ApiError as e:
+            log.debug("fake controller for %s: %s", rtype.plural, e.message)
+
+    def _mutate(self, rtype, namespace, name, uid, fn) -> dict | None:
+        """Apply fn to a copy of the object (if it is still the same one) and store it."""
+        with self._lock:
+            obj = self._objects[rtype.plural].get(self._key(rtype, namespace, name))
+            if obj is None or (uid and obj["metadata"]["uid"] != uid):
+                return None
+            new = copy.deepcopy(obj)
+            if fn(new) is False or new == obj:
+                return obj
+            return self._commit(rtype, "MODIFIED", new, obj)
+
+    def _event(self, obj, reason, message, etype="Normal", component="kubelet"):
+        meta = obj["metadata"]
+        now = _now()
+        event = {
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta.get("namespace") or "default",
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", "Pod"),
+                "name": meta["name"],
+                "namespace": meta.get("namespace") or "default",
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "source": {"component": component, "host": NODE_NAME},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "eventTime": None,
+            "reportingComponent": component,
+            "reportingInstance": NODE_NAME,
+        }
+        with contextlib.suppress(ApiError):
+            self._create(resource_type("events"), event["metadata"]["namespace"], event, validate=False)
+
+    async def _kubelet(self, namespace, name, uid):
+        pods = resource_type("pods")
+        now = _now()
+
+        def schedule(pod):
+            pod["spec"].setdefault("nodeName", NODE_NAME)
+            pod["status"]["conditions"] = [
+                {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+            ]
+
+        pod = self._mutate(pods, namespace, name, uid, schedule)
+        if pod is None:
+            return
+        self._event(
+            pod,
+            "Scheduled",
+            f"Successfully assigned {namespace}/{name} to {NODE_NAME}",
+            component="default-scheduler",
+        )
+        await asyncio.sleep(self.pod_start_seconds)
+        pod = self._mutate(pods, namespace, name, uid, lambda p: None)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return
+        reason = self.fail_pods(copy.deepcopy(pod))
+        if reason:
+            self._mutate(pods, namespace, name, uid, lambda p: self._set_failed(p, reason))
+            self._event(pod, "Failed", f"Error: {reason}", etype="Warning")
+            return
+        for c in pod["spec"].get("containers") or []:
+            self._event(pod, "Pulled", f'Container image "{c.get("image")}" already present on machine')
+            self._event(pod, "Created", f"Created container: {c['name']}")
+            self._event(pod, "Started", f"Started container {c['name']}")
+        ip = self._next_pod_ip()
+        pod = self._mutate(pods, namespace, name, uid, lambda p: self._set_running(p, ip))
+        if pod is None or pod["status"].get("phase") != "Running":
+            return
+        code = self.pod_exit(copy.deepcopy(pod))
+        if code is None:
+            return
+        await asyncio.sleep(self.pod_start_seconds)
+        self._mutate(pods, namespace, name, uid, lambda p: self._set_terminated(p, code))
+
+    @staticmethod
+    def _container_status(c, state, ready):
+        digest = hashlib.sha256(str(c.get("image")).encode()).hexdigest()
+        return {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": f"{c.get('image', '')}@sha256:{digest}",
+            "containerID": f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}",
+            "ready": ready,
+            "started": "running" in state,
+            "restartCount": 0,
+            "state": state,
+            "lastState": {},
+        }
+
+    @staticmethod
+    def _conditions(ready: bool, now: str):
+        value = "True" if ready else "False"
+        return [
+            {"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": now}
+            for t, s in (
+                ("PodReadyToStartContainers", "True"),
+                ("Initialized", "True"),
+                ("Ready", value),
+                ("ContainersReady", value),
+                ("PodScheduled", "True"),
+            )
+        ]
+
+    def _set_running(self, pod, ip):
+        if pod["metadata"].get("deletionTimestamp"):
+            return False
+        now = _now()
+        status = pod["status"]
+        status.update(
+            phase="Running",
+            hostIP=NODE_IP,
+            hostIPs=[{"ip": NODE_IP}],
+            podIP=ip,
+            podIPs=[{"ip": ip}],
+            startTime=status.get("startTime") or now,
+            conditions=self._conditions(True, now),
+            containerStatuses=[
+                self._container_status(c, {"running": {"startedAt": now}}, True)
+                for c in pod["spec"]["containers"]
+            ],
+        )
+        init = pod["spec"].get("initContainers") or []
+        if init:
+            done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}
+            status["initContainerStatuses"] = [self._container_status(c, done, True) for c in init]
+
+    def _set_failed(self, pod, reason):
+        now = _now()
+        state = {
+            "terminated": {
+                "exitCode": 1,
+                "reason": "Error",
+                "message": reason,
+                "startedAt": now,
+                "finishedAt": now,
+            }
+        }
+        pod["status"].update(
+            phase="Failed",
+            reason="Error",
+            message=reason,
+            hostIP=NODE_IP,
+            hostIPs=[{"ip": NODE_IP}],
+            startTime=pod["status"].get("startTime") or now,
+            conditions=self._conditions(False, now),
+            containerStatuses=[self._container_status(c, state, False) for c in pod["spec"]["containers"]],
+        )
+
+    def _set_terminated(self, pod, code):
+        if pod["metadata"].get("deletionTimestamp"):
+            return False
+        now = _now()
+        started = pod["status"].get("startTime") or now
+        reason = "Completed" if code == 0 else "Error"
+        state = {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now}}
+        pod["status"].update(
+            phase="Succeeded" if code == 0 else "Failed",
+            conditions=self._conditions(False, now),
+            containerStatuses=[self._container_status(c, state, False) for c in pod["spec"]["containers"]],
+        )
+
+    async def _finish_pod_later(self, rtype, namespace, name, uid, delay, propagation):
+        await asyncio.sleep(delay)
+        with self._lock:
+            obj = self._objects[rtype.plural].get(self._key(rtype, namespace, name))
+            self._terminating.discard(uid)
+            if obj is None or obj["metadata"]["uid"] != uid or obj["metadata"].get("finalizers"):
+                return
+            self._remove(rtype, obj, propagation)
+
+    async def _complete_job(self, namespace, name, uid):
+        await asyncio.sleep(self.pod_start_seconds)
+        start = _now()
+
+        def complete(job):
+            now = _now()
+            completions = (job.get("spec") or {}).get("completions", 1)
+            job["status"] = {
+                "startTime": start,
+                "completionTime": now,
+                "succeeded": completions,
+                "active": 0,
+                "ready": 0,
+                "terminating": 0,
+                "uncountedTerminatedPods": {},
+                "conditions": [
+                    {"type": t, "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+                    for t in ("SuccessCriteriaMet", "Complete")
+                ],
+            }
+
+        self._mutate(resource_type("jobs"), namespace, name, uid, complete)
+
+    @staticmethod
+    def _controlled_by(obj, owner_uid) -> bool:
+        return any(
+            r.get("uid") == owner_uid and r.get("controller")
+            for r in obj["metadata"].get("ownerReferences") or []
+        )
+
+    @staticmethod
+    def _owner_ref(owner, rtype):
+        return {
+            "apiVersion": rtype.api_version,
+            "kind": rtype.kind,
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def _reconcile_owner_of(self, pod):
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("kind") in ("ReplicaSet", "StatefulSet", "DaemonSet"):
+                plural = ref["kind"].lower() + "s"
+                owner = self._objects[plural].get((pod["metadata"]["namespace"], ref.get("name")))
+                if owner is not None and owner["metadata"]["uid"] == ref.get("uid"):
+                    getattr(self, f"_reconcile_{plural}")(pod["metadata"]["namespace"], ref["name"])
+
+    def _ensure_pods(self, owner, owner_rtype, count, names: Callable[[int], str] | None = None) -> int:
+        """Create or delete pods controlled by owner until there are count of them; returns the count."""
+        namespace, uid = owner["metadata"]["namespace"], owner["metadata"]["uid"]
+        pods = resource_type("pods")
+        count = min(count, MAX_CONTROLLER_PODS)
+        with self._lock:
+            mine = [
+                p
+                for (ns, _), p in self._objects["pods"].items()
+                if ns == namespace
+                and self._controlled_by(p, uid)
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+            mine.sort(key=lambda p: p["metadata"]["name"])
+            for extra in mine[count:]:
+                self._remove(pods, extra, "Background")
+            existing = {p["metadata"]["name"] for p in mine[:count]}
+            template = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
+            for i in range(count):
+                if len(existing) >= count:
+                    break
+                name = names(i) if names else f"{owner['metadata']['name']}-{_random_suffix()}"
+                if name in existing:
+                    continue
+                meta = copy.deepcopy(template.get("metadata") or {})
+                meta.update(
+                    name=name, namespace=namespace, ownerReferences=[self._owner_ref(owner, owner_rtype)]
+                )
+                meta.pop("creationTimestamp", None)
+                pod = {"metadata": meta, "spec": copy.deepcopy(template.get("spec") or {})}
+                try:
+                    self._create(pods, namespace, pod, context={"method": "controller", "resource": "pods"})
+                except ApiError as e:
+                    log.warning(
+                        "fake %s controller could not create pod %s: %s", owner_rtype.kind, name, e.message
+                    )
+                    break
+                existing.add(name)
+            return len(existing)
+
+    @staticmethod
+    def _template_hash(template) -> str:
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+        return "".join(
+            "bcdfghjklmnpqrstvwxz2456789"[int(digest[i : i + 2], 16) % 27] for i in range(0, 20, 2)
+        )
+
+    def _reconcile_deployments(self, namespace, name):
+        deployments, replicasets = resource_type("deployments"), resource_type("replicasets")
+        with self._lock:
+            dep = self._objects["deployments"].get((namespace, name))
+            if dep is None or dep["metadata"].get("deletionTimestamp"):
+                return
+            spec = dep.get("spec") or {}
+            replicas = spec.get("replicas", 1)
+            template = spec.get("template") or {}
+            pod_hash = self._template_hash(template)
+            rs_name = f"{name}-{pod_hash}"
+            uid = dep["metadata"]["uid"]
+            owned = [
+                rs
+                for (ns, _), rs in self._objects["replicasets"].items()
+                if ns == namespace and self._controlled_by(rs, uid)
+            ]
+            revision = 1 + max(
+                (
+                    int(
+                        (rs["metadata"].get("annotations") or {}).get(
+                            "deployment.kubernetes.io/revision", "0"
+                        )
+                    )
+                    for rs in owned
+                ),
+                default=0,
+            )
+            current = next((rs for rs in owned if rs["metadata"]["name"] == rs_name), None)
+            for rs in owned:
+                if rs is not current and (rs.get("spec") or {}).get("replicas"):
+                    self._mutate(
+                        replicasets,
+                        namespace,
+                        rs["metadata"]["name"],
+                        rs["metadata"]["uid"],
+                        _set_replicas(0),
+                    )
+            if current is None:
+                rs_template = copy.deepcopy(template)
+                labels = rs_template.setdefault("metadata", {}).setdefault("labels", {})
+                labels["pod-template-hash"] = pod_hash
+                selector = copy.deepcopy(spec.get("selector") or {})
+                selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
+                rs = {
+                    "metadata": {
+                        "name": rs_name,
+                        "namespace": namespace,
+                        "labels": dict(labels),
+                        "annotations": {
+                            "deployment.kubernetes.io/desired-replicas": str(replicas),
+                            "deployment.kubernetes.io/max-replicas": str(replicas + 1),
+                            "deployment.kubernetes.io/revision": str(revision),
+                        },
+                        "ownerReferences": [self._owner_ref(dep, deployments)],
+                    },
+                    "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
+                }
+                try:
+                    self._create(
+                        replicasets,
+                        namespace,
+                        rs,
+                        context={"method": "controller", "resource": "replicasets"},
+                    )
+                except ApiError as e:
+                    log.warning("fake deployment controller: %s", e.message)
+                    return
+                self._event(
+                    dep,
+                    "ScalingReplicaSet",
+                    f"Scaled up replica set {rs_name} from 0 to {replicas}",
+                    component="deployment-controller",
+                )
+            elif (current.get("spec") or {}).get("replicas") != replicas:
+                self._mutate(
+                    replicasets, namespace, rs_name, current["metadata"]["uid"], _set_replicas(replicas)
+                )
+
+            def status(d):
+                now = _now()
+                generation = d["metadata"].get("generation", 1)
+                if (d.get("status") or {}).get("observedGeneration") == generation and d["status"].get(
+                    "replicas"
+                ) == replicas:
+                    return False
+                d["status"] = {
+                    "observedGeneration": generation,
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                    "conditions": [
+                        {
+                            "type": "Available",
+                            "status": "True",
+                            "reason": "MinimumReplicasAvailable",
+                            "message": "Deployment has minimum availability.",
+                            "lastUpdateTime": now,
+                            "lastTransitionTime": now,
+                        },
+                        {
+                            "type": "Progressing",
+                            "status": "True",
+                            "reason": "NewReplicaSetAvailable",
+                            "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
+                            "lastUpdateTime": now,
+                            "lastTransitionTime": now,
+                        },
+                    ],
+                }
+
+            self._mutate(deployments, namespace, name, uid, status)
+
+    def _reconcile_replicasets(self, namespace, name):
+        rtype = resource_type("replicasets")
+        with self._lock:
+            rs = self._objects["replicasets"].get((namespace, name))
+            if rs is None or rs["metadata"].get("deletionTimestamp"):
+                return
+            replicas = (rs.get("spec") or {}).get("replicas", 1)
+            self._ensure_pods(rs, rtype, replicas)
+            generation = rs["metadata"].get("generation", 1)
+            status = {
+                "replicas": replicas,
+                "fullyLabeledReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "observedGeneration": generation,
+            }
+            self._mutate(rtype, namespace, name, rs["metadata"]["uid"], _set_status(status))
+
+    def _reconcile_statefulsets(self, namespace, name):
+        rtype = resource_type("statefulsets")
+        with self._lock:
+            sts = self._objects["statefulsets"].get((namespace, name))
+            if sts is None or sts["metadata"].get("deletionTimestamp"):
+                return
+            spec = sts.get("spec") or {}
+            replicas = spec.get("replicas", 1)
+            for i in range(min(replicas, MAX_CONTROLLER_PODS)):
+                for claim in spec.get("volumeClaimTemplates") or []:
+                    pvc = copy.deepcopy(claim)
+                    pvc.pop("status", None)
+                    pvc_meta = _meta(pvc)
+                    pvc_meta.update(name=f"{pvc_meta.get('name')}-{name}-{i}", namespace=namespace)
+                    pvc_meta.pop("creationTimestamp", None)
+                    pvc.pop("apiVersion", None)
+                    pvc.pop("kind", None)
+                    if (namespace, pvc_meta["name"]) not in self._objects["persistentvolumeclaims"]:
+                        with contextlib.suppress(ApiError):
+                            self._create(
+                                resource_type("persistentvolumeclaims"), namespace, pvc, validate=False
+                            )
+            self._ensure_pods(sts, rtype, replicas, names=lambda i: f"{name}-{i}")
+            revision = f"{name}-{self._template_hash(spec.get('template') or {})}"
+            status = {
+                "observedGeneration": sts["metadata"].get("generation", 1),
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "currentReplicas": replicas,
+                "updatedReplicas": replicas,
+                "availableReplicas": replicas,
+                "currentRevision": revision,
+                "updateRevision": revision,
+                "collisionCount": 0,
+            }
+            self._mutate(rtype, namespace, name, sts["metadata"]["uid"], _set_status(status))
+
+    def _reconcile_daemonsets(self, namespace, name):
+        rtype = resource_type("daemonsets")
+        with self._lock:
+            ds = self._objects["daemonsets"].get((namespace, name))
+            if ds is None or ds["metadata"].get("deletionTimestamp"):
+                return
+            self._ensure_pods(ds, rtype, 1)
+            status = {
+                "observedGeneration": ds["metadata"].get("generation", 1),
+                "currentNumberScheduled": 1,
+                "desiredNumberScheduled": 1,
+                "numberAvailable": 1,
+                "numberMisscheduled": 0,
+                "numberReady": 1,
+                "updatedNumberScheduled": 1,
+            }
+            self._mutate(rtype, namespace, name, ds["metadata"]["uid"], _set_status(status))
+
+    # ---- HTTP --------------------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request, handler):
+        self.requests.append((request.method, request.path_qs))
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return web.json_response(e.status(), status=e.code)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.path.strip("/")
+        segments = [s for s in path.split("/") if s]
+        if path == "/version":
+            major, minor = self.version.split(".")[:2]
+            return web.json_response(
+                {
+                    "major": major,
+                    "minor": minor,
+                    "gitVersion": f"v{self.version}",
+                    "gitCommit": "0000000000000000000000000000000000000000",
+                    "gitTreeState": "clean",
+                    "buildDate": "2025-01-01T00:00:00Z",
+                    "goVersion": "go1.24.0",
+                    "compiler": "gc",
+                    "platform": "linux/amd64",
+                }
+            )
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/api":
+            return web.json_response(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url[7:]}
+                    ],
+                }
+            )
+        if path == "/apis":
+            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()})
+        if segments[:1] == ["apis"] and len(segments) == 2:
+            group = next((g for g in self._groups() if g["name"] == segments[1]), None)
+            if group is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **group})
+        if (segments[:1] == ["api"] and len(segments) == 2) or (
+            segments[:1] == ["apis"] and len(segments) == 3
+        ):
+            group, version = ("", segments[1]) if segments[0] == "api" else (segments[1], segments[2])
+            resources = self._resource_list(group, version)
+            if not resources:
+                raise ApiError(404, "the server could not find the requested resource")
+            return web.json_response(
+                {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": f"{group}/{version}" if group else version,
+                    "resources": resources,
+                }
+            )
+        if segments[:1] == ["api"] and len(segments) > 2:
+            return await self._resource_request(request, "", segments[1], segments[2:])
+        if segments[:1] == ["apis"] and len(segments) > 3:
+            return await self._resource_request(request, segments[1], segments[2], segments[3:])
+        raise ApiError(404, "the server could not find the requested resource")
+
+    def _groups(self):
+        groups = []
+        for gv in dict.fromkeys((r.group, r.version) for r in RESOURCE_TYPES if r.group):
+            version = {"groupVersion": f"{gv[0]}/{gv[1]}", "version": gv[1]}
+            groups.append({"name": gv[0], "versions": [version], "preferredVersion": version})
+        return groups
+
+    def _resource_list(self, group, version):
+        out = []
+        for r in RESOURCE_TYPES:
+            if (r.group, r.version) != (group, version):
+                continue
+            verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+            entry = {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": verbs,
+            }
+            if r.short_names:
+                entry["shortNames"] = list(r.short_names)
+            out.append(entry)
+            if r.status:
+                out.append(
+                    {
+                        "name": f"{r.plural}/status",
+                        "singularName": "",
+                        "namespaced": r.namespaced,
+                        "kind": r.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+            if r.plural == "pods":
+                out.append(
+                    {
+                        "name": "pods/log",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "Pod",
+                        "verbs": ["get"],
+                    }
+                )
+        return out
+
+    async def _resource_request(self, request, group, version, rest):
+        watch = request.query.get("watch", "").lower() in ("1", "true")
+        if rest[0] == "watch":
+            watch, rest = True, rest[1:]
+        namespace = None
+        if rest[:1] == ["namespaces"] and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            raise ApiError(404, "the server could not find the requested resource")
+        rtype = _BY_GVP.get((group, version, rest[0]))
+        if rtype is None or len(rest) > 3 or (namespace and not rtype.namespaced):
+            raise ApiError(404, "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub == "finalize":
+            sub = None
+        if sub not in (None, "status", "log") or (sub == "log" and rtype.plural != "pods"):
+            raise ApiError(404, "the server could not find the requested resource")
+        if name and rtype.namespaced and not namespace:
+            raise ApiError(404, "the server could not find the requested resource")
+        q = request.query
+        dry_run = q.get("dryRun") == "All"
+        context = {
+            "method": request.method,
+            "path": request.path_qs,
+            "resource": rtype.plural,
+            "namespace": namespace,
+            "name": name,
+        }
+        method = request.method
+        if method == "GET" and name is None:
+            label_reqs = parse_label_selector(q.get("labelSelector"))
+            field_reqs = parse_field_selector(q.get("fieldSelector"))
+            if watch:
+                return await self._watch(request, rtype, namespace, label_reqs, field_reqs)
+            items, rv = self._list(rtype, namespace, label_reqs, field_reqs)
+            return web.json_response(
+                {
+                    "kind": f"{rtype.kind}List",
+                    "apiVersion": rtype.api_version,
+                    "metadata": {"resourceVersion": rv},
+                    "items": items,
+                }
+            )
+        if method == "GET":
+            obj = self._get(rtype, namespace, name)
+            if sub == "log":
+                return web.Response(
+                    text=f"fake log of pod {namespace}/{name}: nothing runs in the fake kube-apiserver\n"
+                )
+            return web.json_response(obj)
+        if method == "POST" and name is None:
+            body = await self._body(request)
+            obj = self._create(rtype, namespace, body, dry_run=dry_run, context=context)
+            return web.json_response(obj, status=201)
+        if method == "PUT" and name and sub != "log":
+            body = await self._body(request)
+            return web.json_response(self._update(rtype, namespace, name, body, sub, dry_run, context))
+        if method == "PATCH" and name and sub != "log":
+            ctype = request.content_type
+            raw = await request.read()
+            try:
+                if ctype == "application/apply-patch+yaml":
+                    import yaml
+
+                    body = yaml.safe_load(raw)
+                else:
+                    body = json.loads(raw)
+            except ValueError as e:
+                raise ApiError(400, f"cannot parse the patch: {e}") from None
+            if ctype == "application/apply-patch+yaml" and isinstance(body, dict):
+                self._fill_type(rtype, body, namespace, "apply")
+                if self.validate:
+                    self._check_validity(rtype, body, context)
+            return web.json_response(self._patch(rtype, namespace, name, ctype, body, sub, dry_run, context))
+        if method == "DELETE" and sub is None:
+            raw = await request.read()
+            try:
+                options = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                raise ApiError(400, "cannot parse DeleteOptions") from None
+            options = options if isinstance(options, dict) else {}
+            grace = q.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+            grace = int(grace) if grace is not None else None
+            propagation = q.get("propagationPolicy", options.get("propagationPolicy"))
+            if q.get("orphanDependents", str(options.get("orphanDependents", ""))).lower() == "true":
+                propagation = "Orphan"
+            if dry_run or "All" in (options.get("dryRun") or []):
+                return web.json_response(self._get(rtype, namespace, name))
+            if name is None:
+                items, _ = self._list(
+                    rtype,
+                    namespace,
+                    parse_label_selector(q.get("labelSelector")),
+                    parse_field_selector(q.get("fieldSelector")),
+                )
+                with self._lock:
+                    for item in items:
+                        with contextlib.suppress(ApiError):
+                            self._delete(
+                                rtype,
+                                item["metadata"].get("namespace"),
+                                item["metadata"]["name"],
+                                grace,
+                                propagation,
+                            )
+                return web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+                )
+            obj, _ = self._delete(rtype, namespace, name, grace, propagation, options.get("preconditions"))
+            if rtype.plural in _DELETE_RETURNS_OBJECT:
+                return web.json_response(obj)
+            return web.json_response(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": name,
+                        "kind": rtype.plural,
+                        "uid": obj["metadata"]["uid"],
+                        **({"group": rtype.group} if rtype.group else {}),
+                    },
+                }
+            )
+        raise ApiError(405, f"{method} is not supported on {request.path}")
+
+    async def _body(self, request) -> dict:
+        if request.content_type not in ("application/json", "", "application/octet-stream", "text/plain"):
+            raise ApiError(415, f"the fake kube-apiserver only speaks JSON, not {request.content_type}")
+        try:
+            body = json.loads(await request.read())
+        except ValueError as e:
+            raise ApiError(400, f"cannot parse the body as JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return body
+
+    async def _watch(self, request, rtype, namespace, label_reqs, field_reqs):
+        q = request.query
+        rv = q.get("resourceVersion", "")
+        timeout = min(float(q.get("timeoutSeconds") or 1800), WATCH_MAX_SECONDS)
+        bookmarks = q.get("allowWatchBookmarks", "").lower() in ("1", "true")
+        send_initial = q.get("sendInitialEvents", "").lower() == "true"
+        loop = asyncio.get_running_loop()
+        watcher = _Watcher(rtype.plural, asyncio.Queue(), loop)
+
+        def visible(change: _Change):
+            """The event type this watcher sees for the change, or None."""
+            if change.plural != rtype.plural:
+                return None
+            obj = change.obj
+            if namespace and rtype.namespaced and obj["metadata"].get("namespace") != namespace:
+                return None
+            now_in = labels_match(label_reqs, obj["metadata"].get("labels")) and fields_match(field_reqs, obj)
+            if change.type != "MODIFIED" or change.old is None:
+                return change.type if now_in else None
+            was_in = labels_match(label_reqs, change.old["metadata"].get("labels")) and fields_match(
+                field_reqs, change.old
+            )
+            if now_in and was_in:
+                return "MODIFIED"
+            if now_in:
+                return "ADDED"
+            return "DELETED" if was_in else None
+
+        gone = None
+        with self._lock:
+            self._watchers.add(watcher)
+            snapshot = self._rv
+            if send_initial or rv in ("", "0"):
+                items, _ = self._list(rtype, namespace, label_reqs, field_reqs)
+                backlog = [
+                    ("ADDED", o) for o in sorted(items, key=lambda o: int(o["metadata"]["resourceVersion"]))
+                ]
+            else:
+                try:
+                    since = int(rv)
+                except ValueError:
+                    self._watchers.discard(watcher)
+                    raise ApiError(400, f"invalid resourceVersion {rv!r}") from None
+                oldest = self._history[0].rv if self._history else snapshot + 1
+                if since < oldest - 1 and since < snapshot:
+                    gone = f"too old resource version: {since} ({oldest - 1})"
+                    backlog = []
+                else:
+                    backlog = [(t, c.obj) for c in self._history if c.rv > since and (t := visible(c))]
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+
+            async def send(etype, obj):
+                await response.write(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
+
+            if gone:
+                error = ApiError(410, gone, reason="Expired").status()
+                await send("ERROR", error)
+                return response
+            for etype, obj in backlog:
+                await send(etype, obj)
+            if send_initial:
+                await send(
+                    "BOOKMARK",
+                    {
+                        "kind": rtype.kind,
+                        "apiVersion": rtype.api_version,
+                        "metadata": {
+                            "resourceVersion": str(snapshot),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                )
+            deadline = loop.time() + timeout
+            while not self._stopping:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    change = await asyncio.wait_for(watcher.queue.get(), min(remaining, BOOKMARK_SECONDS))
+                except TimeoutError:
+                    if bookmarks and loop.time() < deadline:
+                        await send(
+                            "BOOKMARK",
+                            {
+                                "kind": rtype.kind,
+                                "apiVersion": rtype.api_version,
+                                "metadata": {"resourceVersion": str(self._rv)},
+                            },
+                        )
+                    continue
+                if change is None:
+                    break
+                if change.rv <= snapshot:
+                    continue
+                etype = visible(change)
+                if etype:
+                    await send(etype, change.obj)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write_eof()
+        except (ConnectionError, RuntimeError) as e:
+            log.debug("watch on %s ended: %r", rtype.plural, e)
+        finally:
+            with self._lock:
+                self._watchers.discard(watcher)
+        return response
+
+
+def _set_replicas(n):
+    def fn(obj):
+        obj.setdefault("spec", {})["replicas"] = n
+
+    return fn
+
+
+def _set_status(status):
+    def fn(obj):
+        obj["status"] = status
+
+    return fn
+
+
+async def reset_kubespawner_clients() -> None:
+    """Forget KubeSpawner's cached API clients and configuration.
+
+    KubeSpawner keeps one kubernetes_asyncio client per event loop (configured with the first
+    ``k8s_api_host`` it saw) and caches its configuration per host. Call this, after
+    ``await KubeSpawner._stop_all_reflectors()``, before pointing KubeSpawner at another fake from the same
+    event loop (pytest-asyncio with a session-scoped loop)."""
+    from kubespawner import clients
+
+    cached = list(clients._client_cache.values())
+    clients._client_cache.clear()
+    clients.load_config.cache_clear()
+    for client in cached:
+        await client.api_client.close()
+
+
+@contextlib.contextmanager
+def running_fake(**kw) -> Iterator[FakeKubernetes]:
+    """A started FakeKubernetes (arguments as for its constructor), stopped at exit."""
+    fake = FakeKubernetes(**kw).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
