@@ -13,7 +13,7 @@ from pathlib import Path
 import nativeauthenticator
 from jupyterhub.roles import get_default_roles
 
-from mlhubspawner import lifetime_api, sshkeys, sshkeys_api
+from mlhubspawner import chart_values, lifetime_api, sshkeys, sshkeys_api
 from mlhubspawner.settings import SettingsError, load_settings
 from mlhubspawner.sshkeys_store import SSHKeyStore, read_or_create_token
 
@@ -23,8 +23,6 @@ try:
     settings = load_settings()
 except SettingsError as e:
     sys.exit(f"ML Hub cannot start: {e}")
-if settings.execution_mode != "docker":
-    sys.exit("ML Hub cannot start: EXECUTION_MODE=k8s needs the Kubernetes backend, not built yet")
 
 data_dir = Path(settings.data_dir)
 data_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +184,18 @@ if settings.idle_timeout_seconds:
             "services": ["idle-culler"],
         }
     )
+
+# --- Kubernetes (EXECUTION_MODE=k8s): the helm chart's values -------------------------------
+# The chart mounts its values in the hub pod ($MLHUB_CHART_VALUES): they set the spawner, the database, the
+# proxy in its own pod and the hub's Service address (mlhubspawner/chart_values.py).
+if settings.execution_mode == "k8s":
+    c.JupyterHub.spawner_class = "mlhub-kubernetes"
+    try:
+        values = chart_values.load()
+        if values is not None:
+            chart_values.apply_chart_values(c, values, data_dir=str(data_dir))
+    except chart_values.ChartValuesError as e:
+        sys.exit(f"ML Hub cannot start: {e}")
 
 # --- the operator's overrides, last -------------------------------------------------------
 if os.path.exists(settings.user_config):

@@ -138,6 +138,10 @@ without the secrets the hub gets elsewhere (TLS material, tokens), plus the name
       "proxyPublic" (include "mlhub.proxy.public" .)
       "singleuser" (include "mlhub.singleuser.fullname" .))
     "ports" (dict "hub" 8081 "proxyApi" 8001 "proxyPublic" (include "mlhub.proxy.port" . | int))
+    "selectors" (dict
+      "hub" (include "mlhub.componentSelector" (list . "hub") | fromYaml)
+      "proxy" (include "mlhub.componentSelector" (list . "proxy") | fromYaml))
+    "blockedCIDRs" (include "mlhub.blockedCIDRList" . | fromJsonArray)
 -}}
 {{- $_ := set $values "_chart" $chart -}}
 {{- toYaml $values -}}
@@ -181,3 +185,17 @@ podSelector:
 {{- end -}}
 
 {{- define "mlhub.cloudMetadata" -}}169.254.169.254/32{{- end -}}
+
+{{/* The IPv4 ranges workspaces may not reach (YAML list); the spawner's per-user policies get the same. */}}
+{{- define "mlhub.blockedCIDRList" -}}
+{{- $np := .Values.singleuser.networkPolicy -}}
+{{- $blocked := list (include "mlhub.cloudMetadata" .) -}}
+{{- if not $np.privateIPs -}}
+{{- $blocked = concat $blocked (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16") -}}
+{{- end -}}
+{{- concat $blocked $np.blockedCIDRs | uniq | toJson -}}
+{{- end -}}
+
+{{- define "mlhub.blockedCIDRs" -}}
+{{- include "mlhub.blockedCIDRList" . | fromJsonArray | toYaml -}}
+{{- end -}}
