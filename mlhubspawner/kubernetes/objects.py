@@ -247,7 +247,7 @@ def make_network_policy(
     Another user's pods stay unreachable through their own policy's ingress rules.
     """
     same_user = {"podSelector": {"matchLabels": user_selector(hub_name, username)}}
-    hub_rule = {"to": [dict(p) for p in hub_peers]}
+    hub_rule = {"to": copy.deepcopy(list(hub_peers))}
     if hub_ports:
         hub_rule["ports"] = [{"protocol": "TCP", "port": int(p)} for p in hub_ports]
     internet = {"ipBlock": {"cidr": "0.0.0.0/0"}}
@@ -271,7 +271,7 @@ def make_network_policy(
         "spec": {
             "podSelector": {"matchLabels": user_selector(hub_name, username)},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [same_user, *(dict(p) for p in ingress_from)]}],
+            "ingress": [{"from": [same_user, *copy.deepcopy(list(ingress_from))]}],
             "egress": egress,
         },
     }

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa: E402
 
-from mlhubspawner import naming  # noqa: E402
+from mlhubspawner import naming, sshkeys  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
 from mlhubspawner.options import WorkspaceOptions  # noqa: E402
 
@@ -156,6 +156,9 @@ async def test_start_creates_pod_pvc_service_and_network_policy(fake):
 
     assert url == f"http://{name}.{NS}.svc.cluster.local:8080"
     assert spawner.ssh_target() == (f"{name}.{NS}.svc.cluster.local", 22)
+    assert f'permitopen="{name}.{NS}.svc.cluster.local:22"' in sshkeys.forwarding_options(
+        [spawner.ssh_target()]
+    )
     pod = fake.get("pods", NS, name)
     assert_owner_metadata(pod, "alice", "train", "workspace")
     labels = pod["metadata"]["labels"]
