@@ -16,8 +16,11 @@ Speaks (HTTP, no TLS, any or no bearer token is accepted) on ``http://127.0.0.1:
 - discovery: ``/version``, ``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``
   in the legacy format. Aggregated discovery (``Accept: ...;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList``)
   is answered in the legacy format with ``Content-Type: application/json``, so clients fall back.
-  ``/openapi/v2`` and ``/openapi/v3`` answer 404: run helm with ``--disable-openapi-validation`` if it asks
-  for them (helm 3.18 install/upgrade work without it here; schema checks happen server side anyway).
+  ``/openapi/v3`` serves skeleton documents (no schemas, only PATCH operations that accept the
+  ``fieldValidation`` parameter) so that helm/kubectl choose server-side field validation, which the fake
+  does; ``/openapi/v2`` (protobuf only in client-go) answers 404. A client that needs real schemas (kubectl
+  explain, client-side ``kubectl apply`` of unknown kinds) does not work; for helm 3.18 none is needed, and
+  ``helm install --disable-openapi-validation`` skips the lookup altogether.
 - resources: see ``RESOURCE_TYPES`` (core/v1 pods, services, endpoints, PVCs, PVs, secrets, configmaps,
   events, namespaces, serviceaccounts, nodes, resourcequotas, limitranges; apps/v1; networking.k8s.io/v1;
   rbac.authorization.k8s.io/v1; policy/v1; batch/v1; storage.k8s.io/v1; scheduling.k8s.io/v1;
@@ -548,6 +551,156 @@ def json_patch(doc, ops):
         except (KeyError, IndexError, ValueError, TypeError) as e:
             raise ApiError(422, f"json patch {op!r} cannot be applied: {e!r}") from None
     return doc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# protobuf request bodies
+#
+# client-go's typed clientset sends built-in types as protobuf (helm stores its releases in Secrets through
+# it). Responses are JSON (clients accept it); request bodies of these few types are decoded here:
+# Secret, ConfigMap, DeleteOptions. Any other protobuf body gets 415 Unsupported Media Type.
+
+_PB_MAGIC = b"k8s\x00"
+_PB_OWNER_REF = {
+    1: ("kind", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    5: ("apiVersion", "string"),
+    6: ("controller", "bool"),
+    7: ("blockOwnerDeletion", "bool"),
+}
+_PB_OBJECT_META = {
+    1: ("name", "string"),
+    2: ("generateName", "string"),
+    3: ("namespace", "string"),
+    4: ("selfLink", "string"),
+    5: ("uid", "string"),
+    6: ("resourceVersion", "string"),
+    7: ("generation", "int"),
+    8: ("creationTimestamp", "time"),
+    9: ("deletionTimestamp", "time"),
+    10: ("deletionGracePeriodSeconds", "int"),
+    11: ("labels", "map_ss"),
+    12: ("annotations", "map_ss"),
+    13: ("ownerReferences", ("list", _PB_OWNER_REF)),
+    14: ("finalizers", ("list", "string")),
+    17: ("managedFields", "skip"),
+}
+_PB_TYPES = {
+    "Secret": {
+        1: ("metadata", _PB_OBJECT_META),
+        2: ("data", "map_sb"),
+        3: ("type", "string"),
+        4: ("stringData", "map_ss"),
+        5: ("immutable", "bool"),
+    },
+    "ConfigMap": {
+        1: ("metadata", _PB_OBJECT_META),
+        2: ("data", "map_ss"),
+        3: ("binaryData", "map_sb"),
+        4: ("immutable", "bool"),
+    },
+    "DeleteOptions": {
+        1: ("gracePeriodSeconds", "int"),
+        2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
+        3: ("orphanDependents", "bool"),
+        4: ("propagationPolicy", "string"),
+        5: ("dryRun", ("list", "string")),
+    },
+}
+
+
+def _pb_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(10):
+        if i >= len(data):
+            break
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+    raise ValueError("truncated or overlong varint")
+
+
+def _pb_fields(data: bytes):
+    i = 0
+    while i < len(data):
+        key, i = _pb_varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _pb_varint(data, i)
+        elif wire == 2:
+            length, i = _pb_varint(data, i)
+            value, i = data[i : i + length], i + length
+        elif wire == 1:
+            value, i = data[i : i + 8], i + 8
+        elif wire == 5:
+            value, i = data[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, value
+
+
+def _pb_scalar(kind, value):
+    if kind == "string":
+        return value.decode()
+    if kind == "bytes":
+        return base64.b64encode(value).decode()
+    if kind == "int":
+        return value - (1 << 64) if value >= 1 << 63 else value
+    if kind == "bool":
+        return bool(value)
+    if kind == "time":
+        fields = dict(_pb_fields(value))
+        if not fields.get(1):
+            return None
+        return datetime.datetime.fromtimestamp(fields[1], datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(kind, dict):
+        return _pb_message(value, kind)
+    raise ValueError(f"unknown protobuf field kind {kind!r}")
+
+
+def _pb_message(data: bytes, schema: dict) -> dict:
+    out: dict = {}
+    for number, value in _pb_fields(data):
+        if number not in schema:
+            raise ValueError(f"protobuf field {number} is not known to the fake")
+        name, kind = schema[number]
+        if kind == "skip":
+            continue
+        if kind in ("map_ss", "map_sb"):
+            entry = dict(_pb_fields(value))
+            out.setdefault(name, {})[entry.get(1, b"").decode()] = _pb_scalar(
+                "string" if kind == "map_ss" else "bytes", entry.get(2, b"")
+            )
+        elif isinstance(kind, tuple):
+            out.setdefault(name, []).append(_pb_scalar(kind[1], value))
+        else:
+            out[name] = _pb_scalar(kind, value)
+    # proto2 encodes empty non-pointer fields that JSON would omit
+    return {k: v for k, v in out.items() if v not in ("", None) and not (k == "generation" and v == 0)}
+
+
+def decode_protobuf(data: bytes) -> dict:
+    """Decode a Kubernetes protobuf body (``k8s\\0`` + runtime.Unknown) of a type in _PB_TYPES."""
+    if not data.startswith(_PB_MAGIC):
+        raise ApiError(415, "protobuf body without the k8s envelope")
+    try:
+        envelope = dict(_pb_fields(data[len(_PB_MAGIC) :]))
+        type_meta = {n: v.decode() for n, v in _pb_fields(envelope.get(1, b""))}
+        api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
+        if kind not in _PB_TYPES:
+            raise ApiError(
+                415, f"the fake decodes protobuf only for {sorted(_PB_TYPES)}, not {kind!r}: send JSON"
+            )
+        obj = _pb_message(envelope.get(2, b""), _PB_TYPES[kind])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"cannot decode the protobuf body: {e}") from None
+    if kind != "DeleteOptions":
+        obj = {"apiVersion": api_version, "kind": kind, **obj}
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1808,6 +1961,13 @@ class FakeKubernetes:
                     "platform": "linux/amd64",
                 }
             )
+        if path == "/openapi/v3":
+            return web.json_response({"paths": self._openapi_v3_index()})
+        if path.startswith("/openapi/v3/"):
+            document = self._openapi_v3(path[len("/openapi/v3/") :])
+            if document is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return web.json_response(document)
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/api":
@@ -1847,6 +2007,56 @@ class FakeKubernetes:
         if segments[:1] == ["apis"] and len(segments) > 3:
             return await self._resource_request(request, segments[1], segments[2], segments[3:])
         raise ApiError(404, "the server could not find the requested resource")
+
+    @staticmethod
+    def _gv_paths():
+        """{"api/v1": ("", "v1"), "apis/apps/v1": ("apps", "v1"), ...}"""
+        out = {}
+        for r in RESOURCE_TYPES:
+            out[f"apis/{r.group}/{r.version}" if r.group else f"api/{r.version}"] = (r.group, r.version)
+        return out
+
+    def _openapi_v3_index(self):
+        index = {}
+        for gv_path in self._gv_paths():
+            digest = hashlib.sha256(f"{self.version}/{gv_path}".encode()).hexdigest()[:32].upper()
+            index[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={digest}"}
+        return index
+
+    def _openapi_v3(self, gv_path):
+        """A skeleton OpenAPI v3 document per group-version: no schemas, only the PATCH operations with the
+        ``fieldValidation`` query parameter. That is what client-go's QueryParamVerifierV3 (helm, kubectl)
+        looks for to use server-side field validation, which this fake does with kubernetes_validate."""
+        gv = self._gv_paths().get(gv_path.strip("/"))
+        if gv is None:
+            return None
+        paths = {}
+        for r in RESOURCE_TYPES:
+            if (r.group, r.version) != gv:
+                continue
+            prefix = f"/{gv_path}/namespaces/{{namespace}}" if r.namespaced else f"/{gv_path}"
+            paths[f"{prefix}/{r.plural}/{{name}}"] = {
+                "patch": {
+                    "operationId": f"patch{r.kind}",
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": {
+                        "group": r.group,
+                        "version": r.version,
+                        "kind": r.kind,
+                    },
+                    "parameters": [
+                        {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+                        for name in ("dryRun", "fieldManager", "fieldValidation", "force")
+                    ],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            }
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes (fake)", "version": f"v{self.version}"},
+            "paths": paths,
+            "components": {"schemas": {}},
+        }
 
     def _groups(self):
         groups = []
@@ -1971,7 +2181,10 @@ class FakeKubernetes:
         if method == "DELETE" and sub is None:
             raw = await request.read()
             try:
-                options = json.loads(raw) if raw.strip() else {}
+                if raw.strip() and request.content_type == "application/vnd.kubernetes.protobuf":
+                    options = decode_protobuf(raw)
+                else:
+                    options = json.loads(raw) if raw.strip() else {}
             except ValueError:
                 raise ApiError(400, "cannot parse DeleteOptions") from None
             options = options if isinstance(options, dict) else {}
@@ -2022,6 +2235,8 @@ class FakeKubernetes:
         raise ApiError(405, f"{method} is not supported on {request.path}")
 
     async def _body(self, request) -> dict:
+        if request.content_type == "application/vnd.kubernetes.protobuf":
+            return decode_protobuf(await request.read())
         if request.content_type not in ("application/json", "", "application/octet-stream", "text/plain"):
             raise ApiError(415, f"the fake kube-apiserver only speaks JSON, not {request.content_type}")
         try:
