@@ -33,18 +33,36 @@ class WorkspaceStart:
     options: WorkspaceOptions
     gpu_count: int = 0
     expiration: float = 0
+    volume: bool = False  # a PVC is created and mounted
 
 
 class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
     """Spawn ML Hub workspaces as pods, each with its PVC and Service, one NetworkPolicy per user.
 
-    ``storage_pvc_ensure`` is set at each start from the user's ``is_mount_volume`` option (as a
-    KubeSpawner profile override would set it), so a workspace without a volume gets no PVC.
+    ``storage_pvc_ensure`` is set at each start from ``persistent_volumes`` and the user's
+    ``is_mount_volume`` option (as a KubeSpawner profile override would set it), so a workspace
+    without a volume gets no PVC.
     """
 
     volume_path = Unicode(
         "/workspace", help="""Where the workspace's PVC is mounted in the workspace container."""
     ).tag(config=True)
+
+    persistent_volumes = Bool(
+        help="""Give each workspace a PVC, mounted at ``volume_path``, unless its user turns ``is_mount_volume`` off.
+
+        Defaults to ``storage_pvc_ensure`` as configured (on unless set otherwise). At each start ML
+        Hub sets KubeSpawner's ``storage_pvc_ensure`` to this setting *and* the user's option, so a
+        workspace without a volume gets no PVC: in group overrides, set this, not ``storage_pvc_ensure``.
+        The PVC's size, class and access modes are KubeSpawner's ``storage_capacity`` (default
+        ``10Gi``), ``storage_class`` and ``storage_access_modes``.
+        """,
+    ).tag(config=True)
+
+    @default("persistent_volumes")
+    def _default_persistent_volumes(self):
+        # read before any start: start() sets storage_pvc_ensure only after reading this
+        return self.storage_pvc_ensure
 
     node_cpus = Float(
         None,
@@ -215,9 +233,10 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
     async def start(self):
         options = await self.validated_options()
         count = self._gpu_count(options, await self.current_policy())
-        self._start_plan = WorkspaceStart(options, count, self.plan_lifetime(options))
-        # KubeSpawner creates the PVC when this is on: this start's option decides
-        self.storage_pvc_ensure = options.mount_volume
+        volume = self.persistent_volumes and options.mount_volume
+        self._start_plan = WorkspaceStart(options, count, self.plan_lifetime(options), volume)
+        # KubeSpawner creates the PVC when this is on: this start decides
+        self.storage_pvc_ensure = volume
         if self.network_policy_enabled:
             await self._ensure_network_policy()
         return await super().start()
@@ -295,7 +314,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             naming.COMPONENT_WORKSPACE, plan.expiration, plan.gpu_count
         )
         volumes, mounts = objects.workspace_volumes(
-            pvc_name=self.pvc_name if options.mount_volume else None,
+            pvc_name=self.pvc_name if plan.volume else None,
             volume_path=self.volume_path,
             shm_size=options.shm_size,
         )

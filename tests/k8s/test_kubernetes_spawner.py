@@ -265,6 +265,22 @@ async def test_awkward_names_give_valid_names_and_labels(fake):
     assert "limits" not in container["resources"] or "cpu" not in container["resources"]["limits"]
     assert fake.get("networkpolicies", NS, naming.network_name(HUB, username)) is not None
     await spawner.stop(now=True)
+    # the next start decides afresh: a volume now
+    spawner.user_options = {}
+    await spawner.start()
+    assert fake.get("persistentvolumeclaims", NS, spawner.pvc_name) is not None
+    await spawner.stop(now=True)
+
+
+@pytest.mark.parametrize("setting", ["storage_pvc_ensure", "persistent_volumes"])
+async def test_the_admin_can_turn_volumes_off(fake, setting):
+    spawner = make_spawner(fake, "ivan", setting.replace("_", "-"), **{setting: False})
+    spawner.user_options = {"is_mount_volume": True}
+    for _ in range(2):  # the second start must not take the first start's decision for the setting
+        await spawner.start()
+        assert fake.get("persistentvolumeclaims", NS, spawner.pvc_name) is None
+        assert [v["name"] for v in fake.get("pods", NS, spawner.pod_name)["spec"]["volumes"]] == ["mlhub-shm"]
+        await spawner.stop(now=True)
 
 
 async def test_a_second_workspace_shares_the_policy_and_brings_it_up_to_date(fake):
