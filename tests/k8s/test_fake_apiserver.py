@@ -201,6 +201,48 @@ async def test_kubespawner_failed_pod(fake, make_spawner):
     assert fake.get("pods", "default", spawner.pod_name) is None
 
 
+async def test_kubespawner_user_namespaces(fake, make_spawner):
+    spawner = make_spawner("erin", 5, enable_user_namespaces=True, user_namespace_template="mlhub-{username}")
+    url = await spawner.start()
+    assert fake.get("namespaces", None, "mlhub-erin") is not None
+    pod = fake.get("pods", "mlhub-erin", spawner.pod_name)
+    assert url == f"http://{pod['status']['podIP']}:8888"
+    assert any(m == "GET" and p.startswith("/api/v1/pods?") and "watch=True" in p for m, p in fake.requests)
+    await spawner.stop()
+    assert fake.list("pods", "mlhub-erin") == []
+    # deleting a namespace deletes what is in it
+    fake.create("configmaps", "mlhub-erin", configmap("left-over"))
+    fake.delete("namespaces", None, "mlhub-erin")
+    assert fake.get("configmaps", "mlhub-erin", "left-over") is None
+
+
+async def test_networking_client(fake, make_spawner):
+    """The calls our own spawner makes besides KubeSpawner's: NetworkPolicies through NetworkingV1Api."""
+    from kubernetes_asyncio import client
+
+    make_spawner("frank", 6)  # loads the client configuration for the fake
+    body = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "np-frank", "labels": {"app": "mlhub"}},
+        "spec": {"podSelector": {"matchLabels": {"user": "frank"}}, "policyTypes": ["Ingress"]},
+    }
+    async with client.ApiClient() as api_client:
+        api = client.NetworkingV1Api(api_client)
+        await api.create_namespaced_network_policy("default", body)
+        with pytest.raises(ApiException) as info:
+            await api.create_namespaced_network_policy("default", body)
+        assert info.value.status == 409
+        body["spec"]["policyTypes"] = ["Ingress", "Egress"]
+        replaced = await api.replace_namespaced_network_policy("np-frank", "default", body)
+        assert replaced.spec.policy_types == ["Ingress", "Egress"]
+        assert replaced.metadata.generation == 2
+        listed = await api.list_namespaced_network_policy("default", label_selector="app=mlhub")
+        assert [p.metadata.name for p in listed.items] == ["np-frank"]
+        await api.delete_namespaced_network_policy("np-frank", "default")
+    assert fake.get("networkpolicies", "default", "np-frank") is None
+
+
 # ------------------------------------------------------------------------------------------------------------
 # protocol
 
