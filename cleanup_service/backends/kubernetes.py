@@ -72,7 +72,7 @@ def _kubeconfig_namespace(path):
     return str(((current or {}).get("context") or {}).get("namespace") or "").strip()
 
 
-def detect_namespace(environ=None, service_account_file=SERVICE_ACCOUNT_NAMESPACE):
+def detect_namespace(environ=None, service_account_file=None):
     """The hub's own namespace, which is where its workspaces live.
 
     In order: ``$POD_NAMESPACE`` (the downward API), the service account's namespace file (any
@@ -80,6 +80,8 @@ def detect_namespace(environ=None, service_account_file=SERVICE_ACCOUNT_NAMESPAC
     ``~/.kube/config``), else ``default``. ``HUB_NAME`` is never a namespace.
     """
     environ = os.environ if environ is None else environ
+    if service_account_file is None:
+        service_account_file = SERVICE_ACCOUNT_NAMESPACE
     namespace = (
         environ.get("POD_NAMESPACE", "").strip()
         or _read_text(service_account_file)
