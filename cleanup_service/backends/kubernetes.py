@@ -26,6 +26,7 @@ annotation, and a label value that may be escaped) is never listed, so never tou
 
 import asyncio
 import json
+import math
 import os
 import re
 import time
@@ -126,8 +127,10 @@ def _orphaned_since(annotations, log, name):
     if value is None:
         return None
     try:
-        return float(value)
+        since = float(value)
     except ValueError:
+        since = math.nan
+    if not math.isfinite(since):  # "nan" or "inf" would keep the PVC forever
         log.warning(
             "%s has an unreadable %s=%r; its grace period starts again",
             name,
@@ -135,6 +138,7 @@ def _orphaned_since(annotations, log, name):
             value,
         )
         return None
+    return since
 
 
 class KubernetesError(RuntimeError):

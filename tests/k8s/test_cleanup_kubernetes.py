@@ -16,6 +16,7 @@ import asyncio
 import copy
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 from fake_k8s import running_fake
@@ -336,6 +337,24 @@ async def test_a_pvc_whose_server_is_back_loses_its_mark(fake, ns, backend, cloc
     assert annotations[naming.LABEL_USER] == "alice"  # the other annotations stay
 
 
+@pytest.mark.parametrize("value", ["soon", "nan", "inf"])
+async def test_an_unreadable_mark_starts_the_grace_period_again(fake, ns, backend, clock, value):
+    body = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta(HUB, "bob", "", naming.COMPONENT_VOLUME),
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    body["metadata"]["annotations"][ANNOTATION_ORPHANED_SINCE] = value
+    name = fake.create("persistentvolumeclaims", ns, body)["metadata"]["name"]
+    (pvc,) = await backend.list_resources()
+    assert pvc.orphaned_since is None
+    result = await Cleaner(StubHub({}), backend, RULES, log).run("users")
+    assert acted(result, "mark_orphaned") == {(VOLUME, f"persistentvolumeclaim/{name}")}
+    annotations = fake.get("persistentvolumeclaims", ns, name)["metadata"]["annotations"]
+    assert float(annotations[ANNOTATION_ORPHANED_SINCE]) == pytest.approx(clock["t"], abs=0.01)
+
+
 async def test_young_objects_are_left_alone(fake, ns, backend, clock):
     create_workspace(fake, ns, "bob")
     create_policy(fake, ns, "bob")
@@ -456,6 +475,21 @@ async def test_one_failing_item_does_not_stop_the_sweep(fake, ns, backend, clock
     result = await cleaner.run("users")
     assert result["failed"] == 0
     await settle(fake, ns, lambda f: not f)
+
+
+async def test_listing_follows_continue_tokens(backend):
+    """The fake returns whole lists; a real API server pages them."""
+    pages = {None: (["a", "b"], "next"), "next": (["c"], None)}
+    calls = []
+
+    async def list_page(namespace, **kwargs):
+        calls.append((namespace, kwargs))
+        items, token = pages[kwargs.get("_continue")]
+        return SimpleNamespace(items=items, metadata=SimpleNamespace(_continue=token))
+
+    assert await backend._list("pod", list_page) == ["a", "b", "c"]
+    selector = {"label_selector": f"{naming.LABEL_ORIGIN}={HUB}", "limit": backend.page_size}
+    assert calls == [(backend.namespace, selector), (backend.namespace, {**selector, "_continue": "next"})]
 
 
 async def test_only_pvcs_are_marked(backend):
