@@ -40,9 +40,33 @@ Speaks (HTTP, no TLS, any or no bearer token is accepted) on ``http://127.0.0.1:
 - errors are ``Status`` objects (NotFound 404, AlreadyExists/Conflict 409, Invalid 422, BadRequest 400,
   Expired 410).
 
-Not supported: protobuf/CBOR bodies (415), TLS, authn/authz (everything is allowed), ``limit`` paging,
-server-side apply field ownership (apply = merge), admission (quotas, limit ranges, pod security),
-immutable-field checks, CRDs, exec/attach/port-forward, Table output (kubectl prints plain lists).
+- request bodies are JSON; protobuf (what client-go's typed clientset sends, e.g. helm's release Secrets)
+  is decoded for Secret, ConfigMap and DeleteOptions only (others: 415). Responses are always JSON.
+
+Fake kubelet and controllers (asyncio tasks on the server's loop): a new pod is scheduled to node
+``fake-node`` at once (event Scheduled), and after ``pod_start_seconds`` becomes Running and Ready with
+``podIP``/``hostIP``/``containerStatuses`` (events Pulled/Created/Started) or, if ``fail_pods(pod)`` returns
+a reason, Failed (container terminated with exit code 1, Warning event). ``pod_exit(pod)`` may return an
+exit code to end a running pod ``pod_start_seconds`` later (default: helm test hooks exit 0). A gracefully
+deleted pod keeps a deletionTimestamp for ``pod_stop_seconds`` (0.1 s), then goes. Deployments create
+ReplicaSets (pod-template-hash) which create pods; StatefulSets (with their volumeClaimTemplates) and
+DaemonSets create pods; all report ready replicas = spec.replicas at once; Jobs complete after
+``pod_start_seconds`` (no pods). PVCs are Bound at creation, Services get a clusterIP (10.96.0.0/12) and
+LoadBalancers an ingress IP. Deleting an object deletes (or, with Orphan, releases) the objects whose
+``ownerReferences`` point at its uid, at once and recursively; deleting a namespace deletes its contents.
+
+Differences from a real kube-apiserver worth knowing:
+- stricter: every created/replaced/patched object is validated strictly even without
+  ``?fieldValidation=Strict`` (a real server's default, Warn, drops unknown fields with a warning), and a
+  schema error is 422 Invalid (a real server says 400 BadRequest for unknown fields under Strict);
+  kubernetes_validate reports the first error only and does not check enums or immutable fields.
+- list items carry ``kind``/``apiVersion``; the cluster starts with the namespaces default, kube-system,
+  kube-public, kube-node-lease and the node ``fake-node``, but no ``kubernetes`` Service and no ``default``
+  ServiceAccounts.
+
+Not supported: TLS, authn/authz (everything is allowed), ``limit`` paging, server-side apply field
+ownership (apply = strategic merge), admission (quotas, limit ranges, pod security), CRDs,
+exec/attach/port-forward, Table output (kubectl prints plain lists), real OpenAPI schemas.
 
 Use::
 
@@ -52,6 +76,12 @@ Use::
         fake.write_kubeconfig(path)          # for helm/kubectl/kubernetes_asyncio
         fake.list("pods", "default", label_selector="component=singleuser-server")
         fake.fail_pods = lambda pod: "ImagePullBackOff" if "bad" in pod["metadata"]["name"] else None
+
+KubeSpawner: kubernetes_asyncio reads KUBECONFIG once, at import, and KubeSpawner loads a kubeconfig before
+it applies ``k8s_api_host``: call ``use_kubeconfig(write_kubeconfig_file(path, fake.url))`` (any server
+address will do) before the first spawner is made, give each spawner ``k8s_api_host=fake.url``, and end with
+``await KubeSpawner._stop_all_reflectors()``. KubeSpawner caches one API client per event loop: use one fake
+per loop (e.g. a module-scoped fake with ``loop_scope="module"``) or ``await reset_kubespawner_clients()``.
 """
 
 from __future__ import annotations
@@ -1328,9 +1358,23 @@ class FakeKubernetes:
                 spec.setdefault("completions", 1)
                 spec.setdefault("parallelism", 1)
                 spec.setdefault("backoffLimit", 6)
-            obj["status"] = {"replicas": 0} if plural == "replicasets" else {}
-            if plural == "ingresses":
-                obj["status"] = {"loadBalancer": {}}
+            # statuses must be schema-valid from the start: a patch result is validated with its status
+            obj["status"] = {
+                "replicasets": {"replicas": 0},
+                "daemonsets": {
+                    "currentNumberScheduled": 0,
+                    "numberMisscheduled": 0,
+                    "desiredNumberScheduled": 0,
+                    "numberReady": 0,
+                },
+                "poddisruptionbudgets": {
+                    "disruptionsAllowed": 0,
+                    "currentHealthy": 0,
+                    "desiredHealthy": 0,
+                    "expectedPods": 0,
+                },
+                "ingresses": {"loadBalancer": {}},
+            }.get(plural, {})
         elif rtype.status:
             obj.setdefault("status", {})
 
@@ -1535,7 +1579,11 @@ class FakeKubernetes:
         pod = self._mutate(pods, namespace, name, uid, lambda p: None)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
             return
-        reason = self.fail_pods(copy.deepcopy(pod))
+        try:
+            reason = self.fail_pods(copy.deepcopy(pod))
+        except Exception as e:  # a test's hook went wrong: fail the pod visibly rather than hang
+            log.exception("fail_pods raised for pod %s/%s", namespace, name)
+            reason = f"fail_pods raised {e!r}"
         if reason:
             self._mutate(pods, namespace, name, uid, lambda p: self._set_failed(p, reason))
             self._event(pod, "Failed", f"Error: {reason}", etype="Warning")
@@ -1548,7 +1596,11 @@ class FakeKubernetes:
         pod = self._mutate(pods, namespace, name, uid, lambda p: self._set_running(p, ip))
         if pod is None or pod["status"].get("phase") != "Running":
             return
-        code = self.pod_exit(copy.deepcopy(pod))
+        try:
+            code = self.pod_exit(copy.deepcopy(pod))
+        except Exception:  # a test's hook went wrong: keep the pod running, say so in the log
+            log.exception("pod_exit raised for pod %s/%s", namespace, name)
+            code = None
         if code is None:
             return
         await asyncio.sleep(self.pod_start_seconds)
@@ -2189,7 +2241,10 @@ class FakeKubernetes:
                 raise ApiError(400, "cannot parse DeleteOptions") from None
             options = options if isinstance(options, dict) else {}
             grace = q.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
-            grace = int(grace) if grace is not None else None
+            try:
+                grace = int(grace) if grace is not None else None
+            except ValueError:
+                raise ApiError(400, f"invalid gracePeriodSeconds {grace!r}") from None
             propagation = q.get("propagationPolicy", options.get("propagationPolicy"))
             if q.get("orphanDependents", str(options.get("orphanDependents", ""))).lower() == "true":
                 propagation = "Orphan"
@@ -2250,7 +2305,10 @@ class FakeKubernetes:
     async def _watch(self, request, rtype, namespace, label_reqs, field_reqs):
         q = request.query
         rv = q.get("resourceVersion", "")
-        timeout = min(float(q.get("timeoutSeconds") or 1800), WATCH_MAX_SECONDS)
+        try:
+            timeout = min(float(q.get("timeoutSeconds") or 1800), WATCH_MAX_SECONDS)
+        except ValueError:
+            raise ApiError(400, f"invalid timeoutSeconds {q.get('timeoutSeconds')!r}") from None
         bookmarks = q.get("allowWatchBookmarks", "").lower() in ("1", "true")
         send_initial = q.get("sendInitialEvents", "").lower() == "true"
         loop = asyncio.get_running_loop()

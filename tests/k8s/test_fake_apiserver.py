@@ -15,7 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fake_k8s import FakeKubernetes, reset_kubespawner_clients, use_kubeconfig, write_kubeconfig_file
+from fake_k8s import (
+    RESOURCE_TYPES,
+    FakeKubernetes,
+    reset_kubespawner_clients,
+    use_kubeconfig,
+    write_kubeconfig_file,
+)
 
 # kubernetes_asyncio reads KUBECONFIG once, at import: point it at a dummy config before kubespawner is
 # imported (the server address is overridden per spawner by k8s_api_host).
@@ -443,22 +449,108 @@ def test_discovery(fake):
     assert status == 404
 
 
-def test_everything_the_fake_stored_is_valid(fake):
-    """The fake's own defaults and statuses validate too (or the fake would lie to its users)."""
+POD_TEMPLATE = {
+    "metadata": {"labels": {"app": "kinds"}},
+    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+}
+SELECTOR = {"matchLabels": {"app": "kinds"}}
+MINIMAL = {
+    "pods": POD_TEMPLATE,
+    "services": {"spec": {"ports": [{"port": 80}], "selector": {"app": "kinds"}}},
+    "endpoints": {"subsets": []},
+    "persistentvolumeclaims": {
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    },
+    "persistentvolumes": {
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/x"}}
+    },
+    "secrets": {"data": {"k": "dg=="}},
+    "configmaps": {"data": {"k": "v"}},
+    "events": {
+        "involvedObject": {"kind": "Pod", "name": "x", "namespace": "kinds"},
+        "reason": "R",
+        "message": "m",
+    },
+    "namespaces": {},
+    "serviceaccounts": {},
+    "nodes": {},
+    "resourcequotas": {"spec": {"hard": {"pods": "10"}}},
+    "limitranges": {"spec": {"limits": [{"type": "Container", "default": {"cpu": "1"}}]}},
+    "deployments": {"spec": {"selector": SELECTOR, "template": POD_TEMPLATE}},
+    "replicasets": {"spec": {"selector": SELECTOR, "template": POD_TEMPLATE}},
+    "statefulsets": {"spec": {"serviceName": "s", "selector": SELECTOR, "template": POD_TEMPLATE}},
+    "daemonsets": {"spec": {"selector": SELECTOR, "template": POD_TEMPLATE}},
+    "controllerrevisions": {"revision": 1},
+    "networkpolicies": {"spec": {"podSelector": {}}},
+    "ingresses": {"spec": {"defaultBackend": {"service": {"name": "s", "port": {"number": 80}}}}},
+    "ingressclasses": {"spec": {"controller": "example.org/ingress"}},
+    "roles": {"rules": []},
+    "rolebindings": {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}},
+    "clusterroles": {"rules": []},
+    "clusterrolebindings": {
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"}
+    },
+    "poddisruptionbudgets": {"spec": {"minAvailable": 1, "selector": SELECTOR}},
+    "jobs": {
+        "spec": {"template": {**POD_TEMPLATE, "spec": {**POD_TEMPLATE["spec"], "restartPolicy": "Never"}}}
+    },
+    "cronjobs": {
+        "spec": {
+            "schedule": "@daily",
+            "jobTemplate": {
+                "spec": {"template": {"spec": {**POD_TEMPLATE["spec"], "restartPolicy": "Never"}}}
+            },
+        }
+    },
+    "storageclasses": {"provisioner": "example.org/disk"},
+    "priorityclasses": {"value": 10},
+    "leases": {"spec": {}},
+}
+
+
+def test_every_kind_round_trips_with_valid_defaults(fake):
+    """Every resource type: create, let the fake controllers act, patch (which validates the whole result,
+    status included), and check that everything the fake stores is valid: the fake's own defaults and
+    statuses must not be what a test trips over."""
     import kubernetes_validate
 
-    for resource in (
-        "pods",
-        "services",
-        "persistentvolumeclaims",
-        "events",
-        "deployments",
-        "replicasets",
-        "namespaces",
-        "nodes",
-    ):
-        for obj in fake.list(resource):
+    assert set(MINIMAL) == {r.plural for r in RESOURCE_TYPES}
+    before = len(fake.rejected)
+    fake.create("namespaces", None, {"metadata": {"name": "kinds"}})
+    created = []
+    for rtype in RESOURCE_TYPES:
+        if rtype.plural == "namespaces":
+            continue
+        namespace = "kinds" if rtype.namespaced else None
+        manifest = MINIMAL[rtype.plural]
+        meta = {**manifest.get("metadata", {}), "name": f"all-{rtype.singular}"}
+        obj = fake.create(rtype.plural, namespace, {**manifest, "metadata": meta})
+        created.append((rtype, namespace, obj["metadata"]["name"]))
+    time.sleep(3 * fake.pod_start_seconds + 0.3)  # kubelet, controllers, job completion
+    for rtype, namespace, name in created:
+        prefix = f"/apis/{rtype.group}/{rtype.version}" if rtype.group else "/api/v1"
+        path = (
+            f"{prefix}/namespaces/{namespace}/{rtype.plural}/{name}"
+            if namespace
+            else f"{prefix}/{rtype.plural}/{name}"
+        )
+        status, body = http(
+            fake, "PATCH", path, {"metadata": {"labels": {"patched": "yes"}}}, "application/merge-patch+json"
+        )
+        assert status == 200, (rtype.plural, body)
+    assert fake.rejected[before:] == []
+    for rtype in RESOURCE_TYPES:
+        for obj in fake.list(rtype.plural):
             kubernetes_validate.validate(obj, "1.33.0", strict=True)
+    assert fake.get("jobs", "kinds", "all-job")["status"]["succeeded"] == 1
+    assert (
+        len(fake.list("pods", "kinds", label_selector="app=kinds")) == 5
+    )  # pod, rs, deployment's rs, sts, ds
+    fake.delete("namespaces", None, "kinds")
+    for rtype, namespace, name in created:
+        if namespace is None:
+            fake.delete(rtype.plural, None, name)
+    assert fake.list("pods", "kinds") == []
 
 
 # ------------------------------------------------------------------------------------------------------------
