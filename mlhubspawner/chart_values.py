@@ -142,9 +142,9 @@ def spawner_settings(values):
     _set(traits, "max_total_cpu_per_user", v("perUser.maxCpu"))
     _set(traits, "max_total_mem_per_user", v("perUser.maxMemory"))
     _set(traits, "max_gpus_per_user", v("perUser.maxGpus"))
-    # a PVC per workspace (KubeSpawner's storage traits), mounted at volume_path
+    # a PVC per workspace (the admin's switch; KubeSpawner's storage traits), mounted at volume_path
     storage = v("storage.enabled", True)
-    traits["storage_pvc_ensure"] = bool(storage)
+    traits["persistent_volumes"] = bool(storage)
     if storage:
         _set(traits, "storage_capacity", v("storage.capacity"))
         _set(traits, "storage_class", v("storage.storageClass") or None)

@@ -172,7 +172,7 @@ def test_default_spawner_settings():
     assert (sp.default_cpu_limit, sp.max_cpu_limit) == (1, 4)
     assert (sp.default_mem_limit, sp.min_mem_limit, sp.max_mem_limit) == ("2G", "128M", "16G")
     assert sp.resource_request_ratio == 0.5
-    assert sp.storage_pvc_ensure is True
+    assert sp.persistent_volumes is True
     assert sp.storage_capacity == "10Gi"
     assert sp.storage_access_modes == ["ReadWriteOnce"]
     assert sp.volume_path == "/workspace"
@@ -270,7 +270,7 @@ def test_every_singleuser_value_reaches_its_trait():
 
 def test_storage_off_means_no_pvc():
     sp = applied(rendered(singleuser__storage={"enabled": False, "capacity": "5Gi"})).MLHubKubernetesSpawner
-    assert sp.storage_pvc_ensure is False
+    assert sp.persistent_volumes is False
     assert "storage_capacity" not in sp
 
 

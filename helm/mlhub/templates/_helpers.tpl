@@ -99,6 +99,10 @@ mlhub.origin: {{ include "mlhub.hubName" . }}
 {{/* env entries of a NAME: value map */}}
 {{- define "mlhub.extraEnv" -}}
 {{- range $name, $value := . }}
+{{- /* whole numbers from a values file are float64: print 1209600, not 1.2096e+06 */}}
+{{- if and (kindIs "float64" $value) (eq (floor $value) $value) }}
+{{- $value = int64 $value }}
+{{- end }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}

@@ -1,0 +1,878 @@
+"""The helm chart helm/mlhub: lint, render, validate every object against the Kubernetes API schemas, and check
+what the chart promises (least-privilege RBAC, hub DB on a PVC, drain-friendly policy/v1 PDBs, NetworkPolicies
+that block the cloud metadata IP, checksums that roll the hub, unique names per release, stable secrets,
+values refused by the schema with a message naming the field). Against the in-process fake API server
+(tests/fake_k8s.py): lookup keeps the generated secrets, install / upgrade / uninstall.
+
+helm is the pinned binary at .mlhub/bin/helm (resources/scripts/get-helm.sh fetches it when missing); without it
+the tests fail under CI=true and skip elsewhere. No cluster runs here: what needs one is listed in the README.
+"""
+
+import base64
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from mlhubspawner import chart_values
+from mlhubspawner.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "mlhub"
+VALUES_MAX = Path(__file__).with_name("values-max.yaml")
+HELM = Path(os.environ.get("MLHUB_STATE_DIR", REPO / ".mlhub")) / "bin" / "helm"
+NAMESPACE = "ml"
+METADATA_IP = ipaddress.ip_address("169.254.169.254")
+# the oldest Kubernetes the chart supports (Chart.yaml kubeVersion), a current one, and the newest schemas shipped
+K8S_VERSIONS = sorted(
+    {"1.25.0", "1.33.0", kubernetes_validate.latest_version()}, key=lambda v: tuple(map(int, v.split(".")))
+)
+
+
+@pytest.fixture(scope="session")
+def helm_bin():
+    if not HELM.exists():
+        result = subprocess.run(
+            ["bash", str(REPO / "resources/scripts/get-helm.sh")], capture_output=True, text=True, timeout=600
+        )
+        if result.returncode != 0 or not HELM.exists():
+            message = f"no helm at {HELM} and get-helm.sh failed:\n{result.stderr[-2000:]}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+    return str(HELM)
+
+
+def run_helm(helm_bin, *args, check=True, kubeconfig=None):
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": "/tmp/mlhub-helm/cache",
+        "HELM_CONFIG_HOME": "/tmp/mlhub-helm/config",
+    }
+    env["KUBECONFIG"] = kubeconfig or os.devnull  # never a real cluster by accident
+    result = subprocess.run([helm_bin, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def render(helm_bin):
+    def render(*args, release="mlhub", namespace=NAMESPACE, kubeconfig=None):
+        out = run_helm(
+            helm_bin, "template", release, CHART, "--namespace", namespace, *args, kubeconfig=kubeconfig
+        )
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+    return render
+
+
+def find(docs, kind, suffix=None):
+    found = [
+        d for d in docs if d["kind"] == kind and (suffix is None or d["metadata"]["name"].endswith(suffix))
+    ]
+    return found
+
+
+def one(docs, kind, suffix=None):
+    found = find(docs, kind, suffix)
+    assert len(found) == 1, f"{kind} *{suffix or ''}: {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(deployment):
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(deployment):
+    return {e["name"]: e for e in container(deployment)["env"]}
+
+
+def secret_data(secret):
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def hub_values(docs):
+    return yaml.safe_load(secret_data(one(docs, "Secret", "-hub-values"))["values.yaml"])
+
+
+@pytest.fixture(scope="session")
+def default_docs(render):
+    return render()
+
+
+@pytest.fixture(scope="session")
+def max_docs(render):
+    return render("-f", VALUES_MAX, release="r")
+
+
+# ---- lint, schema, API validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [[], ["-f", VALUES_MAX]], ids=["default", "max"])
+def test_lint_strict(helm_bin, values):
+    user_config = REPO / "resources/jupyterhub_user_config.py"
+    result = run_helm(helm_bin, "lint", "--strict", CHART, "--set-file", f"userConfig={user_config}", *values)
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_values_schema_is_valid_draft7_and_closed():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert schema["additionalProperties"] is False
+    for key in ("image", "hub", "proxy", "singleuser", "cleanup", "networkPolicy", "ingress"):
+        assert schema["properties"][key]["additionalProperties"] is False, key
+    for key in ("db", "ssl", "service", "pdb"):
+        sub = schema["properties"]["hub"]["properties"][key]
+        sub = schema["definitions"]["pdb"] if "$ref" in sub else sub
+        assert sub["additionalProperties"] is False, key
+    validator = jsonschema.Draft7Validator(schema)
+    for path in (CHART / "values.yaml", VALUES_MAX):
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path, errors)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_every_rendered_object_is_valid_for_kubernetes(request, which, version):
+    docs = request.getfixturevalue(f"{which}_docs")
+    assert docs
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']} invalid for {version}: {e.message} at {e.path}"
+            )
+
+
+def test_default_objects(default_docs):
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default_docs)
+    assert kinds == sorted(
+        [
+            ("ConfigMap", "mlhub-hub-user-config"),
+            ("Deployment", "mlhub-hub"),
+            ("Deployment", "mlhub-proxy"),
+            ("NetworkPolicy", "mlhub-hub"),
+            ("NetworkPolicy", "mlhub-proxy"),
+            ("NetworkPolicy", "mlhub-singleuser"),
+            ("PersistentVolumeClaim", "mlhub-hub-db"),
+            ("PodDisruptionBudget", "mlhub-hub"),
+            ("PodDisruptionBudget", "mlhub-proxy"),
+            ("Role", "mlhub-hub"),
+            ("RoleBinding", "mlhub-hub"),
+            ("Secret", "mlhub-hub-values"),
+            ("Secret", "mlhub-secret"),
+            ("Service", "mlhub-hub"),
+            ("Service", "mlhub-proxy-api"),
+            ("Service", "mlhub-proxy-public"),
+            ("ServiceAccount", "mlhub-hub"),
+        ]
+    )
+    for doc in default_docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "mlhub"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+# ---- RBAC ------------------------------------------------------------------------------------------------------------
+
+
+def test_rbac_is_exactly_what_the_spawner_and_cleanup_call(default_docs):
+    assert not find(default_docs, "ClusterRole") and not find(default_docs, "ClusterRoleBinding")
+    role = one(default_docs, "Role")
+    granted = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert "resourceNames" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted == {
+        ("", "pods"): {"get", "list", "watch", "create", "delete"},
+        ("", "services"): {"get", "list", "create", "delete"},
+        ("", "persistentvolumeclaims"): {"get", "list", "create", "delete", "patch"},
+        ("", "events"): {"list", "watch"},
+        ("networking.k8s.io", "networkpolicies"): {"list", "create", "update", "delete"},
+    }
+    binding = one(default_docs, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "mlhub-hub",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlhub-hub", "namespace": NAMESPACE}]
+    hub_pod = one(default_docs, "Deployment", "-hub")["spec"]["template"]["spec"]
+    assert hub_pod["serviceAccountName"] == "mlhub-hub"
+    # the proxy pod never talks to the API server
+    proxy_pod = one(default_docs, "Deployment", "-proxy")["spec"]["template"]["spec"]
+    assert proxy_pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in proxy_pod
+
+
+# ---- hub database, deployments, services -------------------------------------------------------------------------
+
+
+def test_hub_db_on_a_pvc_by_default(default_docs):
+    pvc = one(default_docs, "PersistentVolumeClaim")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "storageClassName" not in pvc["spec"]  # the cluster's default StorageClass
+    hub = one(default_docs, "Deployment", "-hub")
+    assert hub["spec"]["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in hub["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in container(hub)["volumeMounts"]}
+    assert mounts["data"] == "/data"
+    assert chart_values.db_url(hub_values(default_docs)) == "sqlite:////data/jupyterhub.sqlite"
+
+
+def test_hub_db_types(render):
+    docs = render("--set", "hub.db.pvc.storageClassName=fast", "--set", "hub.db.pvc.storage=5Gi")
+    assert one(docs, "PersistentVolumeClaim")["spec"]["storageClassName"] == "fast"
+    memory = render("--set", "hub.db.type=sqlite-memory")
+    assert not find(memory, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in one(memory, "Deployment", "-hub")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert chart_values.db_url(hub_values(memory)) == "sqlite://"
+    url = "mysql+pymysql://mlhub@db:3306/mlhub"
+    mysql = render("--set", "hub.db.type=mysql", "--set", f"hub.db.url={url}", "--set", "hub.db.password=pw")
+    assert not find(mysql, "PersistentVolumeClaim")
+    assert chart_values.db_url(hub_values(mysql)) == url
+    env = env_of(one(mysql, "Deployment", "-hub"))
+    assert env["MYSQL_PWD"]["valueFrom"]["secretKeyRef"] == {"name": "mlhub-secret", "key": "db-password"}
+    assert secret_data(one(mysql, "Secret", "-secret"))["db-password"] == "pw"
+    assert "password" not in hub_values(mysql)["hub"]["db"]
+
+
+def test_hub_deployment(default_docs):
+    hub = one(default_docs, "Deployment", "-hub")
+    assert hub["spec"]["replicas"] == 1
+    pod = hub["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "hub"
+    c = container(hub)
+    assert c["image"] == "mlhub:0.1.0"
+    env = env_of(hub)
+    plain = {k: e["value"] for k, e in env.items() if "value" in e}
+    assert plain["START_JHUB"] == "true"
+    assert plain["START_CHP"] == plain["START_NGINX"] == plain["START_SSH"] == "false"
+    assert plain["EXECUTION_MODE"] == "k8s"
+    assert plain["HUB_NAME"] == "mlhub"
+    assert plain["MLHUB_CHART_VALUES"] == "/usr/local/etc/mlhub/values.yaml"
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    for name, key in (
+        ("CONFIGPROXY_AUTH_TOKEN", "proxy-token"),
+        ("JPY_COOKIE_SECRET", "cookie-secret"),
+        ("MLHUB_SSH_FRONT_TOKEN", "ssh-front-token"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlhub-secret", "key": key}
+    assert c["ports"] == [{"name": "hub", "containerPort": 8081, "protocol": "TCP"}]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/hub/health", "port": "hub"}, probe
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/resources/jupyterhub_user_config.py"]["subPath"] == "jupyterhub_user_config.py"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["user-config"]["configMap"]["name"] == "mlhub-hub-user-config"
+    assert volumes["values"]["secret"]["secretName"] == "mlhub-hub-values"
+    assert mounts["/usr/local/etc/mlhub"]["name"] == "values"
+
+
+def pod_env_for_settings(deployment, secrets):
+    """The env a pod's entrypoint would see (secret refs resolved, downward API faked)."""
+    env = {}
+    for name, entry in env_of(deployment).items():
+        if "value" in entry:
+            env[name] = entry["value"]
+        elif "secretKeyRef" in entry["valueFrom"]:
+            env[name] = secrets[entry["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            env[name] = {"metadata.namespace": NAMESPACE, "status.podIP": "10.244.0.7"}[
+                entry["valueFrom"]["fieldRef"]["fieldPath"]
+            ]
+    return env
+
+
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_hub_and_proxy_env_pass_the_image_settings(request, which):
+    """The entrypoint (mlhubspawner/settings.py) accepts both pods' env: the split is wired as it expects."""
+    docs = request.getfixturevalue(f"{which}_docs")
+    secrets = secret_data(one(docs, "Secret", "-secret"))
+    hub = load_settings(pod_env_for_settings(one(docs, "Deployment", "-hub"), secrets))
+    proxy = load_settings(pod_env_for_settings(one(docs, "Deployment", "-proxy"), secrets))
+    assert (hub.start_jhub, hub.start_chp, hub.start_nginx, hub.start_ssh) == (True, False, False, False)
+    assert (proxy.start_jhub, proxy.start_chp, proxy.start_nginx, proxy.start_ssh) == (
+        False,
+        True,
+        True,
+        True,
+    )
+    assert hub.execution_mode == proxy.execution_mode == "k8s"
+    assert hub.hub_name == proxy.hub_name
+    assert hub.ssh_front_token == proxy.ssh_front_token and len(hub.ssh_front_token) >= 32
+    hub_service = one(docs, "Service", "-hub")
+    assert hub_service["spec"]["ports"][0]["port"] == 8081
+    assert proxy.hub_service_url == f"http://{hub_service['metadata']['name']}:8081"
+    assert proxy.proxy_api_listen == "0.0.0.0"
+    assert proxy.ssl_enabled is (which == "max")
+    if which == "max":
+        assert proxy.public_hostnames == ("hub.example.org", "ml.example.org")
+        assert proxy.additional_args == ("--log-level=debug", "--timeout=600000")
+        assert hub.cleanup_interval_seconds == 600 and hub.idle_timeout_seconds == 7200
+
+
+def test_proxy_deployment_and_services(default_docs):
+    proxy = one(default_docs, "Deployment", "-proxy")
+    assert proxy["spec"]["strategy"] == {"type": "Recreate"}
+    assert proxy["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "proxy"
+    c = container(proxy)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"public": 8080, "proxy-api": 8001}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/_chp_healthz", "port": "public", "scheme": "HTTP"}
+    volumes = {v["name"]: v for v in proxy["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["ssh-host-keys"]["secret"]["items"] == [
+        {"key": "ssh-host-ecdsa-key", "path": "ssh_host_ecdsa_key"}
+    ]
+    services = {s["metadata"]["name"]: s["spec"] for s in find(default_docs, "Service")}
+    assert services["mlhub-hub"]["type"] == "ClusterIP"
+    assert services["mlhub-hub"]["ports"][0]["port"] == 8081
+    assert services["mlhub-proxy-api"]["type"] == "ClusterIP"
+    assert services["mlhub-proxy-api"]["ports"] == [
+        {"name": "proxy-api", "port": 8001, "targetPort": "proxy-api", "protocol": "TCP"}
+    ]
+    public = services["mlhub-proxy-public"]
+    assert public["type"] == "ClusterIP"  # a LoadBalancer only when asked for
+    assert public["ports"] == [{"name": "http", "port": 80, "targetPort": "public", "protocol": "TCP"}]
+    for name, spec in services.items():
+        component = "hub" if name == "mlhub-hub" else "proxy"
+        assert spec["selector"]["app.kubernetes.io/component"] == component
+
+
+def test_public_service_published(max_docs):
+    spec = one(max_docs, "Service", "-proxy-public")["spec"]
+    assert spec["type"] == "LoadBalancer"
+    assert spec["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "public", "protocol": "TCP", "nodePort": 30443},
+        {"name": "ssh", "port": 22, "targetPort": "public", "protocol": "TCP", "nodePort": 30022},
+    ]
+    assert spec["externalTrafficPolicy"] == "Local"
+    assert spec["loadBalancerSourceRanges"] == ["198.51.100.0/24"]
+
+
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_no_privileges(request, which):
+    docs = request.getfixturevalue(f"{which}_docs")
+    for deployment in find(docs, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert not pod.get("initContainers")
+        assert not pod.get("hostNetwork") and not pod.get("hostPID")
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = container(deployment)["securityContext"]
+        assert sc["privileged"] is False
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert not {"SYS_ADMIN", "NET_ADMIN", "NET_RAW", "SYS_PTRACE"} & set(sc["capabilities"]["add"])
+        for volume in pod["volumes"]:
+            assert "hostPath" not in volume
+
+
+# ---- PDBs -------------------------------------------------------------------------------------------------------------
+
+
+def test_pdbs_are_policy_v1_and_never_block_a_drain(render, default_docs, max_docs):
+    for docs in (default_docs, max_docs):
+        pdbs = find(docs, "PodDisruptionBudget")
+        assert {p["metadata"]["name"].rsplit("-", 1)[1] for p in pdbs} == {"hub", "proxy"}
+        for pdb in pdbs:
+            assert pdb["apiVersion"] == "policy/v1"
+            assert "minAvailable" not in pdb["spec"]
+            allowed = pdb["spec"]["maxUnavailable"]
+            # one replica: the eviction of that pod must be allowed
+            assert (allowed >= 1) if isinstance(allowed, int) else int(allowed.rstrip("%")) > 0
+            component = pdb["metadata"]["labels"]["app.kubernetes.io/component"]
+            deployment = one(docs, "Deployment", f"-{component}")
+            assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+            assert deployment["spec"]["replicas"] == 1
+    assert not find(
+        render("--set", "hub.pdb.enabled=false", "--set", "proxy.pdb.enabled=false"), "PodDisruptionBudget"
+    )
+
+
+# ---- NetworkPolicies --------------------------------------------------------------------------------------------------
+
+
+def egress_reaches(policy, ip, port=80):
+    """Whether an egress rule of the policy lets traffic to ``ip:port`` out (ipBlocks and open rules only)."""
+    ip = ipaddress.ip_address(ip)
+    for rule in policy["spec"].get("egress", []):
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") in (None, port) for p in ports):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return True  # any destination on these ports
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if block and ip in ipaddress.ip_network(block["cidr"]):
+                if not any(ip in ipaddress.ip_network(e) for e in block.get("except", [])):
+                    return True
+    return False
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_network_policies(request, which):
+    docs = request.getfixturevalue(f"{which}_docs")
+    values = hub_values(docs)
+    hub_name = values["_chart"]["hubName"]
+    policies = {
+        p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in find(docs, "NetworkPolicy")
+    }
+    assert set(policies) == {"hub", "proxy", "singleuser"}
+    hub_labels = one(docs, "Deployment", "-hub")["spec"]["template"]["metadata"]["labels"]
+    proxy_labels = one(docs, "Deployment", "-proxy")["spec"]["template"]["metadata"]["labels"]
+    workspace_labels = {"mlhub.component": "workspace", "mlhub.origin": hub_name, "mlhub.user": "alice"}
+    for policy in policies.values():
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        # the cloud metadata service is never reachable (DNS on port 53 aside)
+        assert not egress_reaches(policy, METADATA_IP, 80)
+        assert not egress_reaches(policy, METADATA_IP, 443)
+    assert selects(policies["hub"]["spec"]["podSelector"], hub_labels)
+    assert selects(policies["proxy"]["spec"]["podSelector"], proxy_labels)
+    assert policies["singleuser"]["spec"]["podSelector"]["matchLabels"] == {
+        "mlhub.component": "workspace",
+        "mlhub.origin": hub_name,
+    }
+    # the hub API: from the proxy, the workspaces and the hub itself, on 8081 only
+    (hub_in,) = policies["hub"]["spec"]["ingress"]
+    assert hub_in["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    sources = [peer["podSelector"] for peer in hub_in["from"]]
+    assert any(selects(s, proxy_labels) for s in sources)
+    assert any(selects(s, workspace_labels) for s in sources)
+    # the proxy: the public port from anywhere, its API only from the hub; no internet egress
+    public, api = policies["proxy"]["spec"]["ingress"]
+    assert public == {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    assert api["ports"] == [{"port": 8001, "protocol": "TCP"}]
+    assert [selects(p["podSelector"], hub_labels) for p in api["from"]] == [True]
+    assert not egress_reaches(policies["proxy"], "93.184.216.34", 443)
+    # workspaces: reachable from the hub and proxy pods only (the spawner adds the same user's pods)
+    (ws_in,) = policies["singleuser"]["spec"]["ingress"]
+    peers = [p["podSelector"] for p in ws_in["from"]]
+    assert len(peers) == 2
+    assert any(selects(s, hub_labels) for s in peers) and any(selects(s, proxy_labels) for s in peers)
+    assert not any(selects(s, workspace_labels) for s in peers)
+    assert egress_reaches(policies["singleuser"], "93.184.216.34", 443)  # the internet
+    # the spawner's per-user policies block what the chart's policy blocks
+    except_list = [
+        e for rule in policies["singleuser"]["spec"]["egress"] for p in rule.get("to", []) if "ipBlock" in p
+        for e in p["ipBlock"].get("except", [])
+    ]  # fmt: skip
+    assert values["_chart"]["blockedCIDRs"] == except_list
+    if which == "max":
+        assert not egress_reaches(policies["singleuser"], "10.1.2.3", 443)  # privateIPs: false
+        assert not egress_reaches(policies["singleuser"], "100.64.0.1", 443)
+        assert egress_reaches(policies["singleuser"], "10.20.30.40", 5432)  # extraEgress
+
+
+def test_network_policies_can_be_turned_off(render):
+    docs = render("--set", "networkPolicy.enabled=false", "--set", "singleuser.networkPolicy.enabled=false")
+    assert not find(docs, "NetworkPolicy")
+    assert hub_values(docs)["singleuser"]["networkPolicy"]["enabled"] is False
+
+
+# ---- checksums, names, secrets ---------------------------------------------------------------------------------------
+
+
+def pod_annotations(docs, component):
+    return one(docs, "Deployment", f"-{component}")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_checksums_roll_the_hub_on_config_changes_only(render, default_docs, tmp_path):
+    again = render()
+    # random generated secrets do not reach the pod templates: a second render rolls nothing
+    for component in ("hub", "proxy"):
+        a = one(default_docs, "Deployment", f"-{component}")["spec"]["template"]
+        b = one(again, "Deployment", f"-{component}")["spec"]["template"]
+        assert a == b, component
+    base = pod_annotations(default_docs, "hub")
+    assert set(base) == {"checksum/values", "checksum/user-config"}
+    user_config = tmp_path / "jupyterhub_user_config.py"
+    user_config.write_text("c.MLHubKubernetesSpawner.max_cpu_limit = 8\n")
+    changed = pod_annotations(render("--set-file", f"userConfig={user_config}"), "hub")
+    assert changed["checksum/user-config"] != base["checksum/user-config"]
+    assert changed["checksum/values"] == base["checksum/values"]
+    values_changed = pod_annotations(render("--set", "singleuser.image.tag=0.2.0"), "hub")
+    assert values_changed["checksum/values"] != base["checksum/values"]
+    assert values_changed["checksum/user-config"] == base["checksum/user-config"]
+    # the proxy rolls with its certificate, not with the hub's values
+    assert pod_annotations(render("--set", "singleuser.image.tag=0.2.0"), "proxy") == pod_annotations(
+        default_docs, "proxy"
+    )
+
+
+def test_user_config_reaches_its_configmap(render, tmp_path):
+    user_config = tmp_path / "jupyterhub_user_config.py"
+    text = 'c.JupyterHub.shutdown_on_logout = True\nprint("it\'s: #1")\n'
+    user_config.write_text(text)
+    docs = render("--set-file", f"userConfig={user_config}")
+    assert one(docs, "ConfigMap")["data"] == {"jupyterhub_user_config.py": text}
+    assert "userConfig" not in hub_values(docs)
+
+
+def test_two_releases_in_one_namespace_never_collide(render):
+    a = render(release="alpha")
+    b = render(release="beta")
+    names_a = {(d["kind"], d["metadata"]["name"]) for d in a}
+    names_b = {(d["kind"], d["metadata"]["name"]) for d in b}
+    assert names_a and not names_a & names_b
+    assert hub_values(a)["_chart"]["hubName"] == "alpha"
+    assert hub_values(b)["_chart"]["hubName"] == "beta"
+    for component in ("hub", "proxy"):
+        sel_a = one(a, "Deployment", f"-{component}")["spec"]["selector"]["matchLabels"]
+        sel_b = one(b, "Deployment", f"-{component}")["spec"]["selector"]["matchLabels"]
+        assert sel_a != sel_b
+    # every reference to another object names one of the same release
+    for docs, names in ((a, names_a), (b, names_b)):
+        hub = one(docs, "Deployment", "-hub")
+        for volume in hub["spec"]["template"]["spec"]["volumes"]:
+            ref = volume.get("secret", {}).get("secretName") or volume.get("configMap", {}).get("name")
+            ref = ref or volume.get("persistentVolumeClaim", {}).get("claimName")
+            assert any(ref == n for _, n in names), ref
+        for entry in env_of(hub).values():
+            key_ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if key_ref:
+                assert ("Secret", key_ref["name"]) in names
+
+
+def test_long_release_names_stay_valid(render):
+    release = "a-release-name-that-is-quite-long-indeed-x"
+    docs = render("--set", "hub.name=long", release=release)
+    for doc in docs:
+        assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+def test_generated_secrets_offline(render, default_docs, tmp_path):
+    data = secret_data(one(default_docs, "Secret", "-secret"))
+    assert set(data) == {"proxy-token", "cookie-secret", "ssh-front-token", "ssh-host-ecdsa-key"}
+    assert len(data["proxy-token"]) == 64 and data["proxy-token"].isalnum()
+    assert len(data["ssh-front-token"]) == 64 and data["ssh-front-token"].isalnum()
+    bytes.fromhex(data["cookie-secret"])
+    assert len(data["cookie-secret"]) == 64
+    assert data["ssh-host-ecdsa-key"].startswith("-----BEGIN EC PRIVATE KEY-----")
+    if shutil.which("ssh-keygen"):
+        key = tmp_path / "host_key"
+        key.write_text(data["ssh-host-ecdsa-key"])
+        key.chmod(0o600)
+        public = subprocess.run(["ssh-keygen", "-y", "-f", key], capture_output=True, text=True, check=True)
+        assert public.stdout.startswith("ecdsa-sha2-nistp256 ")
+    # helm template has no cluster to look the existing Secret up in: each offline render draws anew
+    # (install and upgrade keep them: test_lookup_keeps_generated_secrets)
+    assert secret_data(one(render(), "Secret", "-secret"))["proxy-token"] != data["proxy-token"]
+    # the tokens never reach the values the hub reads
+    text = secret_data(one(default_docs, "Secret", "-hub-values"))["values.yaml"]
+    for key in ("proxy-token", "cookie-secret", "ssh-front-token"):
+        assert data[key] not in text
+
+
+def test_provided_secrets_are_used(render):
+    token, cookie = "t" * 48, "ab" * 32
+    docs = render("--set", f"proxy.secretToken={token}", "--set", f"hub.cookieSecret={cookie}")
+    data = secret_data(one(docs, "Secret", "-secret"))
+    assert (data["proxy-token"], data["cookie-secret"]) == (token, cookie)
+    text = secret_data(one(docs, "Secret", "-hub-values"))["values.yaml"]
+    assert token not in text and cookie not in text
+
+
+# ---- TLS, ingress, GPUs ----------------------------------------------------------------------------------------------
+
+
+def certificate_names(pem):
+    x509 = pytest.importorskip("cryptography.x509")
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(san.get_values_for_type(x509.DNSName))
+
+
+def test_tls_generated_certificate(max_docs):
+    tls = one(max_docs, "Secret", "-tls")
+    assert tls["type"] == "kubernetes.io/tls"
+    data = secret_data(tls)
+    names = certificate_names(data["tls.crt"])
+    public = "r-ml-proxy-public"
+    assert {
+        "hub.example.org",
+        "ml.example.org",
+        "team-a",
+        "localhost",
+        public,
+        f"{public}.{NAMESPACE}.svc",
+    } <= names
+    assert "-----BEGIN" in data["tls.key"]
+    proxy = one(max_docs, "Deployment", "-proxy")
+    volumes = {v["name"]: v for v in proxy["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == tls["metadata"]["name"]
+    assert {i["path"] for i in volumes["tls"]["secret"]["items"]} == {"cert.crt", "cert.key"}
+    mounts = {m["name"]: m["mountPath"] for m in container(proxy)["volumeMounts"]}
+    assert mounts["tls"] == "/resources/ssl"
+    assert env_of(proxy)["SSL_ENABLED"]["value"] == "true"
+    assert container(proxy)["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+def test_tls_provided_and_existing(render, tmp_path):
+    key = tmp_path / "key.pem"
+    cert = tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ]
+        + ["-subj", "/CN=hub.example.org", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )
+    docs = render(
+        "--set",
+        "hub.ssl.enabled=true",
+        "--set-file",
+        f"hub.ssl.cert={cert}",
+        "--set-file",
+        f"hub.ssl.key={key}",
+    )
+    data = secret_data(one(docs, "Secret", "-tls"))
+    assert data["tls.crt"] == cert.read_text() and data["tls.key"] == key.read_text()
+    assert "cert" not in hub_values(docs)["hub"]["ssl"] and "key" not in hub_values(docs)["hub"]["ssl"]
+    existing = render("--set", "hub.ssl.enabled=true", "--set", "hub.ssl.existingSecret=hub-cert")
+    assert not find(existing, "Secret", "-tls")
+    volumes = one(existing, "Deployment", "-proxy")["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"]: v for v in volumes}["tls"]["secret"]["secretName"] == "hub-cert"
+    assert one(existing, "Service", "-proxy-public")["spec"]["ports"][0]["port"] == 443
+
+
+def test_ingress_is_http_only(default_docs, max_docs):
+    assert not find(default_docs, "Ingress")
+    ingress = one(max_docs, "Ingress")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["hub.example.org", "ml.example.org"]
+    for rule in ingress["spec"]["rules"]:
+        (path,) = rule["http"]["paths"]
+        assert path["backend"]["service"] == {"name": "r-ml-proxy-public", "port": {"number": 443}}
+    assert ingress["spec"]["tls"] == [
+        {"secretName": "hub-example-org-tls", "hosts": ["hub.example.org", "ml.example.org"]}
+    ]
+
+
+def test_hub_reads_the_rendered_values(max_docs):
+    """The values the chart mounts are what mlhubspawner.chart_values maps onto the spawner (GPUs included)."""
+    values = hub_values(max_docs)
+    c = chart_values.apply_chart_values(__import__("traitlets.config").config.Config(), values)
+    services = {s["metadata"]["name"] for s in find(max_docs, "Service")}
+    assert c.JupyterHub.hub_connect_url == "http://r-ml-hub:8081" and "r-ml-hub" in services
+    assert c.ConfigurableHTTPProxy.api_url == "http://r-ml-proxy-api:8001" and "r-ml-proxy-api" in services
+    assert c.JupyterHub.db_url == "postgresql://mlhub@db.example.org:5432/mlhub"
+    assert c.JupyterHub.log_level == "DEBUG"
+    assert c.JupyterHub.shutdown_on_logout is True
+    sp = c.MLHubKubernetesSpawner
+    assert sp.hub_name == "team-a" and sp.namespace == NAMESPACE
+    assert sp.image == "registry.example.org:5000/ml/workspace:2.1"
+    assert sp.image_pull_secrets == ["regcred"]
+    assert (sp.max_gpus, sp.gpu_resource_name) == (4, "nvidia.com/gpu")
+    assert sp.gpu_node_selector == {"nvidia.com/gpu.present": "true"}
+    assert sp.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert (sp.storage_capacity, sp.storage_class) == ("50Gi", "fast")
+    assert sp.resource_request_ratio == 0.25
+    assert sp.environment == {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "4"}
+    hub_labels = one(max_docs, "Deployment", "-hub")["spec"]["template"]["metadata"]["labels"]
+    assert selects(sp.network_policy_hub_peers[0]["podSelector"], hub_labels)
+    assert (
+        "100.64.0.0/10" in sp.network_policy_blocked_cidrs and "10.0.0.0/8" in sp.network_policy_blocked_cidrs
+    )
+    # secrets stay out of the mounted values
+    assert "password" not in values["hub"]["db"]
+
+
+# ---- the schema refuses bad values, naming the field ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--set", "singleuser.storage.capacity=5"],
+            "singleuser.storage.capacity: Invalid type. Expected: string",
+        ),
+        (["--set", "hub.name=Bad_Name"], "hub.name: Does not match pattern"),
+        (["--set", "bogus=1"], "Additional property bogus is not allowed"),
+        (["--set", "hub.bogus=1"], "Additional property bogus is not allowed"),
+        (["--set", "hub.db.type=postgres"], "hub.db.url"),
+        (["--set", "hub.db.type=oracle"], "hub.db.type"),
+        (["--set", "proxy.service.type=External"], "proxy.service.type"),
+        (["--set", "hub.pdb.maxUnavailable=0"], "hub.pdb.maxUnavailable"),
+        (
+            ["--set", "hub.containerSecurityContext.privileged=true"],
+            "hub.containerSecurityContext.privileged",
+        ),
+        (["--set", "hub.extraEnv.HUB_NAME=x"], "hub.extraEnv"),
+        (["--set", "cleanup.intervalSeconds=5"], "cleanup.intervalSeconds"),
+        (["--set", "singleuser.requestRatio=0"], "singleuser.requestRatio"),
+        (["--set", "singleuser.memory.max=lots"], "singleuser.memory.max"),
+        (["--set", "hub.cookieSecret=not-hex"], "hub.cookieSecret"),
+        (["--set", "hub.ssl.cert=-----BEGIN CERTIFICATE-----x"], "hub.ssl.key"),
+        (
+            ["--set", "singleuser.networkPolicy.blockedCIDRs={example.org}"],
+            "singleuser.networkPolicy.blockedCIDRs",
+        ),
+    ],
+)
+def test_schema_refuses_bad_values(helm_bin, args, message):
+    for command in (["lint", "--strict", CHART], ["template", "x", CHART]):
+        result = run_helm(helm_bin, *command, *args, check=False)
+        assert result.returncode != 0, (command, args)
+        assert message in result.stdout + result.stderr, (command, result.stdout + result.stderr)
+
+
+def test_release_name_that_is_no_hub_name_is_refused(helm_bin):
+    result = run_helm(helm_bin, "template", "a-very-long-release-name-x", CHART, check=False)
+    assert result.returncode != 0
+    assert "set hub.name" in result.stderr
+    run_helm(helm_bin, "template", "a-very-long-release-name-x", CHART, "--set", "hub.name=short")
+
+
+# ---- against the fake API server (tests/fake_k8s.py) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from fake_k8s import running_fake
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    with running_fake() as fake:
+        fake.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+        fake.kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", NAMESPACE)
+        yield fake
+
+
+def test_lookup_keeps_generated_secrets(render, fake):
+    """With a cluster (here the fake) the existing Secret's values are reused: no rotation on upgrade."""
+    existing = {
+        "proxy-token": "p" * 64,
+        "cookie-secret": "cd" * 32,
+        "ssh-front-token": "s" * 64,
+        "ssh-host-ecdsa-key": "-----BEGIN EC PRIVATE KEY-----\nkept\n-----END EC PRIVATE KEY-----\n",
+    }
+    fake.create(
+        "secrets",
+        NAMESPACE,
+        {
+            "metadata": {"name": "mlhub-secret"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in existing.items()},
+        },
+    )
+    for _ in range(2):
+        docs = render("--dry-run=server", kubeconfig=fake.kubeconfig)
+        assert secret_data(one(docs, "Secret", "-secret")) == existing
+    # a value set in the chart's values still wins over the stored one
+    docs = render("--dry-run=server", "--set", "proxy.secretToken=" + "n" * 40, kubeconfig=fake.kubeconfig)
+    assert secret_data(one(docs, "Secret", "-secret"))["proxy-token"] == "n" * 40
+    # another release does not read this one's Secret
+    other = secret_data(
+        one(render("--dry-run=server", release="other", kubeconfig=fake.kubeconfig), "Secret", "-secret")
+    )
+    assert other["proxy-token"] != existing["proxy-token"]
+
+
+def test_lookup_keeps_the_generated_certificate_until_the_names_change(render, fake):
+    args = [
+        "--dry-run=server",
+        "--set",
+        "hub.ssl.enabled=true",
+        "--set",
+        "hub.ssl.hostnames={hub.example.org}",
+    ]
+    first = one(render(*args, kubeconfig=fake.kubeconfig), "Secret", "-tls")
+    fake.create("secrets", NAMESPACE, {k: first[k] for k in ("metadata", "type", "data")})
+    again = one(render(*args, kubeconfig=fake.kubeconfig), "Secret", "-tls")
+    assert again["data"] == first["data"]
+    renamed = one(
+        render("--dry-run=server", "--set", "hub.ssl.enabled=true", "--set", "hub.ssl.hostnames={ml.example.org}",
+               kubeconfig=fake.kubeconfig),
+        "Secret",
+        "-tls",
+    )  # fmt: skip
+    assert renamed["data"]["tls.crt"] != first["data"]["tls.crt"]
+    assert "ml.example.org" in certificate_names(secret_data(renamed)["tls.crt"])
+
+
+def test_install_upgrade_uninstall(helm_bin, fake, tmp_path):
+    common = ["--namespace", NAMESPACE, "--kubeconfig", fake.kubeconfig]
+    installed = run_helm(
+        helm_bin, "install", "mlhub", CHART, *common, "--wait", "--timeout", "120s", kubeconfig=fake.kubeconfig,
+        check=False,
+    )  # fmt: skip
+    if "only speaks JSON" in installed.stderr:
+        pytest.xfail("the fake API server does not speak protobuf, which helm's release storage sends")
+    assert installed.returncode == 0, installed.stderr
+    assert "hub/signup" in installed.stdout  # NOTES.txt
+    assert not fake.rejected
+    names = {(d["kind"], d["metadata"]["name"]) for d in fake.list("deployments", NAMESPACE)}
+    assert names == {("Deployment", "mlhub-hub"), ("Deployment", "mlhub-proxy")}
+    for resource, name in (
+        ("services", "mlhub-hub"),
+        ("services", "mlhub-proxy-api"),
+        ("services", "mlhub-proxy-public"),
+        ("persistentvolumeclaims", "mlhub-hub-db"),
+        ("roles", "mlhub-hub"),
+        ("rolebindings", "mlhub-hub"),
+        ("serviceaccounts", "mlhub-hub"),
+        ("poddisruptionbudgets", "mlhub-hub"),
+        ("networkpolicies", "mlhub-singleuser"),
+        ("configmaps", "mlhub-hub-user-config"),
+        ("secrets", "mlhub-hub-values"),
+    ):
+        assert fake.get(resource, NAMESPACE, name), (resource, name)
+    before = secret_data(fake.get("secrets", NAMESPACE, "mlhub-secret"))
+    hub_before = fake.get("deployments", NAMESPACE, "mlhub-hub")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+
+    user_config = tmp_path / "jupyterhub_user_config.py"
+    user_config.write_text("c.MLHubKubernetesSpawner.max_cpu_limit = 2\n")
+    upgraded = run_helm(
+        helm_bin, "upgrade", "mlhub", CHART, *common, "--wait", "--timeout", "120s",
+        "--set-file", f"userConfig={user_config}", kubeconfig=fake.kubeconfig,
+    )  # fmt: skip
+    assert upgraded.returncode == 0
+    assert secret_data(fake.get("secrets", NAMESPACE, "mlhub-secret")) == before  # nothing rotated
+    hub_after = fake.get("deployments", NAMESPACE, "mlhub-hub")["spec"]["template"]["metadata"]["annotations"]
+    assert hub_after["checksum/user-config"] != hub_before["checksum/user-config"]
+    assert hub_after["checksum/values"] == hub_before["checksum/values"]
+
+    run_helm(helm_bin, "uninstall", "mlhub", *common, "--wait", kubeconfig=fake.kubeconfig)
+    assert not fake.list("deployments", NAMESPACE)
+    assert not fake.get("secrets", NAMESPACE, "mlhub-secret")
+    assert not fake.list("networkpolicies", NAMESPACE)
+    # the hub database outlives the release (helm.sh/resource-policy: keep)
+    assert fake.get("persistentvolumeclaims", NAMESPACE, "mlhub-hub-db")
