@@ -49,10 +49,12 @@ class User:
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
+    previous = os.environ["KUBECONFIG"]
     fake = FakeKubernetes(pod_start_seconds=0.2).start()
     use_kubeconfig(fake.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config"))
     yield fake
     fake.stop()
+    use_kubeconfig(previous)
 
 
 @pytest.fixture
