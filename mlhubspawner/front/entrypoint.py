@@ -45,6 +45,23 @@ def ssh_host_keys(directory):
     return paths
 
 
+def mounted_host_keys(source, target):
+    """Host keys handed in by the chart (a Secret): private root-owned copies, as sshd requires."""
+    keys = sorted(Path(source).glob("ssh_host_*_key"))
+    if not keys:
+        raise SystemExit(
+            f"ML Hub cannot start: MLHUB_SSH_HOST_KEYS_DIR={source} holds no ssh_host_*_key file"
+        )
+    target = Path(target)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = []
+    for key in keys:
+        copy = target / key.name
+        write(copy, key.read_text(), 0o600)
+        paths.append(str(copy))
+    return paths
+
+
 def write(path, text, mode=0o644, group=None):
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -111,7 +128,12 @@ def prepare(settings, env):
         except ValueError as e:
             raise SystemExit(f"ML Hub cannot start: TLS certificate: {e}") from None
 
-    host_keys = ssh_host_keys(data_dir / "ssh") if settings.start_ssh else ()
+    host_keys = ()
+    if settings.start_ssh:
+        mounted = os.environ.get("MLHUB_SSH_HOST_KEYS_DIR")
+        host_keys = (
+            mounted_host_keys(mounted, run_dir / "ssh") if mounted else ssh_host_keys(data_dir / "ssh")
+        )
     try:
         layout = L.layout_from_settings(
             settings, listen=listen, cert=cert, key=key, host_keys=host_keys, data_dir=str(data_dir)
