@@ -33,6 +33,28 @@ def plan_expiration(now, days_to_live, created_at=None, previous_expiration=0):
     return created_at, expiration
 
 
+def workspace_env(base, options, ssh_host, visible_gpus):
+    """The env of one start (pure): the user's vars, then ``base`` (JupyterHub's), then ML Hub's.
+
+    ``visible_gpus`` is the value of ``NVIDIA_VISIBLE_DEVICES``: the GPU ids, ``"void"`` (no GPU, even
+    for an image that says ``all``), or None to leave it to the runtime (Kubernetes' device plugin).
+    """
+    env = dict(options.env)
+    env.update(base)
+    env["JUPYTER_IMAGE_SPEC"] = env["JUPYTER_IMAGE"] = options.image
+    env["SSH_JUMPHOST_TARGET"] = ssh_host
+    if visible_gpus is None:
+        env.pop("NVIDIA_VISIBLE_DEVICES", None)
+    else:
+        env["NVIDIA_VISIBLE_DEVICES"] = visible_gpus
+    if options.cpu_limit is not None:
+        env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
+        env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
+    if options.mem_limit is not None:
+        env["MEM_LIMIT"] = str(options.mem_limit)
+    return env
+
+
 def options_error(error):
     """An HTTP 400 for an :class:`OptionsError`, naming the field for the API and the form."""
     text = f"Invalid {error.field}: {error.message}"

@@ -20,7 +20,7 @@ from traitlets import Bool, Float, Int, List, Unicode, default, validate
 
 from .. import gpus, naming
 from ..options import OptionsError
-from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error
+from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error, workspace_env
 from . import objects
 from .networks import (
     NetworkAllocator,
@@ -266,17 +266,9 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     def workspace_env(self, options, gateway, gpu_ids=()):
         """The env of one start: the user's vars, then ours (which the user cannot override)."""
-        env = dict(options.env)
-        env.update(self.get_env())
-        env["JUPYTER_IMAGE_SPEC"] = options.image
-        env["SSH_JUMPHOST_TARGET"] = self.object_name
         # "void": an image that says NVIDIA_VISIBLE_DEVICES=all gets no GPU it was not given
-        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpu_ids) if gpu_ids else "void"
-        if options.cpu_limit is not None:
-            env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
-            env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
-        if options.mem_limit is not None:
-            env["MEM_LIMIT"] = str(options.mem_limit)
+        visible = ",".join(gpu_ids) if gpu_ids else "void"
+        env = workspace_env(self.get_env(), options, self.object_name, visible)
         # the hub's own URL (loopback) as a workspace reaches it: its network's gateway, or by name
         hub_host = gateway if self.connect_hub_via_gateway else self.hub_name if self.hub_container else None
         if hub_host:

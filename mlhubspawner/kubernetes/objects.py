@@ -14,7 +14,7 @@ import re
 from kubernetes_asyncio.client import V1ServicePort, V1Toleration, V1Volume, V1VolumeMount
 from kubespawner.utils import get_k8s_model
 
-from .. import naming
+from .. import naming, spawner_base
 
 # https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set
 LABEL_VALUE_PATTERN = re.compile(r"^(?:(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -138,25 +138,8 @@ def workspace_volumes(*, pvc_name=None, volume_path="/workspace", shm_size=None)
 
 
 def workspace_env(base, options, *, ssh_host, gpu_count=0):
-    """The env of one start: the user's vars, then ``base`` (JupyterHub's), then ML Hub's.
-
-    Without GPUs, ``NVIDIA_VISIBLE_DEVICES=void`` keeps an image that says ``all`` away from a
-    node's GPUs; with GPUs the device plugin sets it to the GPUs it allocated.
-    """
-    env = dict(options.env)
-    env.update(base)
-    env["JUPYTER_IMAGE_SPEC"] = env["JUPYTER_IMAGE"] = options.image
-    env["SSH_JUMPHOST_TARGET"] = ssh_host
-    if gpu_count:
-        env.pop("NVIDIA_VISIBLE_DEVICES", None)
-    else:
-        env["NVIDIA_VISIBLE_DEVICES"] = "void"
-    if options.cpu_limit is not None:
-        env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
-        env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
-    if options.mem_limit is not None:
-        env["MEM_LIMIT"] = str(options.mem_limit)
-    return env
+    """The shared workspace env; with GPUs the device plugin sets ``NVIDIA_VISIBLE_DEVICES``."""
+    return spawner_base.workspace_env(base, options, ssh_host, None if gpu_count else "void")
 
 
 def _with_metadata(obj, labels, annotations):
