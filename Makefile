@@ -14,7 +14,7 @@ export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
 export MLHUB_VERSION := $(VERSION)
 
-.PHONY: help deps engine images helm run stop run-dev stop-dev test lint format bench clean
+.PHONY: help deps engine images helm browser run stop run-dev stop-dev test lint format bench clean
 
 help:
 	@echo "make run    - install what is missing, build the images, run the hub image on http://localhost:8080"
@@ -47,6 +47,10 @@ images: engine
 helm:
 	@bash resources/scripts/get-helm.sh
 
+# Debian chromium + Playwright's Python package for the browser tests (tests/browser); no browser downloads
+browser: deps
+	@bash resources/scripts/ensure-browser.sh
+
 run: deps images
 	@bash resources/scripts/run-hub.sh start
 
@@ -69,7 +73,7 @@ format: deps
 
 # the tests' engine accepts GPU requests through a stand-in hook (see resources/scripts/ensure-docker.sh)
 test: export MLHUB_GPU_STANDIN := 1
-test: deps images helm lint
+test: deps images helm browser lint
 	$(PY) -m pytest
 
 bench: deps images
