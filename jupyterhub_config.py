@@ -13,7 +13,8 @@ from pathlib import Path
 import nativeauthenticator
 from jupyterhub.roles import get_default_roles
 
-from mlhubspawner import chart_values, lifetime_api, sshkeys, sshkeys_api
+from mlhubspawner import chart_values, lifetime_api, sshkeys, sshkeys_api, ui
+from mlhubspawner._version import __version__
 from mlhubspawner.settings import SettingsError, load_settings
 from mlhubspawner.sshkeys_store import SSHKeyStore, read_or_create_token
 
@@ -68,7 +69,14 @@ c.JupyterHub.authenticator_class = "mlhubspawner.auth.NativeAuthenticator"
 c.Authenticator.admin_users = {"admin"}
 # NativeAuthenticator's admin authorization decides who may log in
 c.Authenticator.allow_all = True
-c.JupyterHub.template_paths = [os.path.join(os.path.dirname(nativeauthenticator.__file__), "templates")]
+# --- pages: ML Hub's templates first (they extend JupyterHub's as "templates/page.html"), then
+# NativeAuthenticator's (sign-up, authorize, change password; they extend our page.html)
+c.JupyterHub.template_paths = [
+    ui.TEMPLATES_DIR,
+    os.path.join(os.path.dirname(nativeauthenticator.__file__), "templates"),
+]
+c.JupyterHub.template_vars = {"mlhub_version": __version__, "mlhub_ui": ui.TemplateHelpers()}
+c.JupyterHub.logo_file = ui.LOGO_FILE
 
 # --- workspaces ----------------------------------------------------------------------------
 c.JupyterHub.spawner_class = "mlhub-docker"
@@ -85,9 +93,12 @@ except KeyError:
     ssh_public_host = None  # the Host header of each request
 except ValueError as e:
     sys.exit(f"ML Hub cannot start: MLHUB_SSH_PUBLIC_HOST: {e}")
+ssh_key_store = SSHKeyStore(data_dir / "ssh-keys.sqlite")
 c.JupyterHub.extra_handlers = lifetime_api.handlers + sshkeys_api.make_handlers(
-    SSHKeyStore(data_dir / "ssh-keys.sqlite"), ssh_public_host
+    ssh_key_store, ssh_public_host
 )
+# the pages: /hub/mlhub/admin, /hub/mlhub/ssh-keys, /hub/mlhub/static/...
+c.JupyterHub.extra_handlers += ui.make_handlers(ssh_key_store)
 
 # --- services: cleanup (expired and orphaned workspaces) and idle culling -----------------
 # Add services of your own with c.JupyterHub.services.append(...) and c.JupyterHub.load_roles.append(...):

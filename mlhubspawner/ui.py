@@ -1,0 +1,244 @@
+"""ML Hub's pages: the workspaces model behind the home and admin pages, and the tornado handlers.
+
+The pages extend JupyterHub's own templates (``mlhubspawner/templates``, first in ``template_paths``).
+User data reaches the browser only through Jinja's autoescaping (text, ``data-`` attributes) and one
+``<script type="application/json" id="mlhub-data">`` block rendered with ``|tojson``; ``static/mlhub.js``
+reads it and writes text with ``textContent``.
+
+Routes (under ``/hub/``): ``mlhub/ssh-keys`` (own keys; admins ``?user=<name>``), ``mlhub/admin``
+(every workspace of every user, admins only), ``mlhub/static/...`` (our CSS, JS and logo).
+"""
+
+import os
+import time
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from jupyterhub.handlers import BaseHandler
+from tornado import web
+
+from .sshkeys_api import key_model, user_created
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEMPLATES_DIR = os.path.join(HERE, "templates")
+STATIC_DIR = os.path.join(HERE, "static")
+LOGO_FILE = os.path.join(STATIC_DIR, "logo.svg")
+
+
+# --- the pure model --------------------------------------------------------------------------------
+def format_bytes(value):
+    """``4294967296`` → ``4G``; ``None`` → ``""``."""
+    if not value:
+        return ""
+    for unit, size in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= size:
+            return f"{value / size:.4g}{unit}"
+    return f"{value}B"
+
+
+def format_remaining(expiration, now):
+    """Remaining lifetime as text: ``never``, ``expired``, ``6 days 23 h``, ``5 h 10 min``, ``12 min``."""
+    if not expiration:
+        return "never"
+    left = int(expiration - now)
+    if left <= 0:
+        return "expired"
+    days, rest = divmod(left, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} day{'s' if days != 1 else ''} {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{max(minutes, 1)} min"
+
+
+def format_resources(options):
+    """``2 CPUs · 4G memory · 1G shm`` from an options dict (missing values omitted)."""
+    parts = []
+    if options.get("cpu_limit"):
+        cpus = options["cpu_limit"]
+        parts.append(f"{cpus:g} CPU{'s' if cpus != 1 else ''}")
+    if options.get("mem_limit"):
+        parts.append(f"{format_bytes(options['mem_limit'])} memory")
+    if options.get("shm_size"):
+        parts.append(f"{format_bytes(options['shm_size'])} shm")
+    return " · ".join(parts) or "default"
+
+
+def format_time(timestamp):
+    """A datetime (naive = UTC) or epoch seconds as ``2025-01-31 12:00 UTC``; empty when unknown."""
+    if not timestamp:
+        return ""
+    if isinstance(timestamp, (int, float)):
+        timestamp = datetime.fromtimestamp(timestamp, UTC)
+    elif timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def server_status(active, ready, pending):
+    if pending:
+        return "pending"
+    if ready:
+        return "running"
+    if active:
+        return "pending"
+    return "stopped"
+
+
+def workspace_row(
+    *,
+    user,
+    server,
+    status,
+    options,
+    expiration=0,
+    created_at=0,
+    last_activity=None,
+    hub_url="/hub/",
+    prefix="/",
+    now=None,
+):
+    """One workspace as the pages show it: plain, JSON-friendly values (no markup).
+
+    ``options`` is the last start's options (``WorkspaceOptions.to_dict()`` or the raw
+    ``user_options``), or None when the workspace never started.
+    """
+    now = time.time() if now is None else now
+    options = dict(options or {})
+    u, s = quote(user, safe=""), quote(server, safe="")
+    server_api = f"{hub_url}api/users/{u}/servers/{s}" if server else f"{hub_url}api/users/{u}/server"
+    mlhub_api = f"{hub_url}api/mlhub/users/{u}/servers/{s}" if server else f"{hub_url}api/mlhub/users/{u}"
+    gpus = options.get("gpus") or ""
+    info = dict(options)
+    info["expiration_timestamp_seconds"] = int(expiration or 0)
+    if expiration:
+        info["remaining_lifetime_seconds"] = max(0, int(expiration - now))
+    return {
+        "user": user,
+        "server": server,
+        "label": server or "default",
+        "named": bool(server),
+        "status": status,
+        "started": bool(options),
+        "image": options.get("image") or "",
+        "resources": format_resources(options) if options else "",
+        "gpus": str(gpus) if gpus else "none",
+        "lifetime": format_remaining(expiration, now) if options else "",
+        "has_lifetime": bool(expiration),
+        "expires": format_time(expiration) if expiration else "never",
+        "created": format_time(created_at),
+        "last_activity": format_time(last_activity),
+        "url": f"{prefix}user/{u}/{s}/" if server else f"{prefix}user/{u}/",
+        "spawn_url": f"{hub_url}spawn/{u}/{s}" if server else f"{hub_url}spawn/{u}",
+        "pending_url": f"{hub_url}spawn-pending/{u}/{s}" if server else f"{hub_url}spawn-pending/{u}",
+        "server_api": server_api,
+        "ssh_config_api": f"{mlhub_api}/ssh-config",
+        "lifetime_api": f"{mlhub_api}/lifetime",
+        "info": info,
+    }
+
+
+def _spawner_options(spawner):
+    options = getattr(spawner, "workspace_options", None)
+    if options is not None:
+        return options.to_dict()
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    return dict(getattr(orm_spawner, "user_options", None) or {}) or None
+
+
+def spawner_row(user, spawner, hub_url, prefix, now=None):
+    """The row of one JupyterHub spawner (reads its state; no I/O)."""
+    orm_spawner = spawner.orm_spawner
+    return workspace_row(
+        user=user.name,
+        server=spawner.name,
+        status=server_status(spawner.active, spawner.ready, spawner.pending),
+        options=_spawner_options(spawner),
+        expiration=getattr(spawner, "expiration", 0),
+        created_at=getattr(spawner, "created_at", 0),
+        last_activity=orm_spawner.last_activity if orm_spawner is not None else None,
+        hub_url=hub_url,
+        prefix=prefix,
+        now=now,
+    )
+
+
+def user_rows(user, hub_url, prefix, now=None):
+    """Every workspace of ``user`` (a ``jupyterhub.user.User``): the default one first, then by name."""
+    default = user.spawner  # creates the default server's record when missing
+    names = sorted(name for name in user.orm_user.orm_spawners if name)
+    spawners = [default] + [user.spawners[name] for name in names]
+    return [spawner_row(user, spawner, hub_url, prefix, now) for spawner in spawners]
+
+
+class TemplateHelpers:
+    """``mlhub_ui`` in every template (``JupyterHub.template_vars``; not callable, so passed as is)."""
+
+    def rows(self, user, hub_url, prefix):
+        if user is None:
+            return []
+        return user_rows(user, hub_url, prefix)
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+class MLHubAdminHandler(BaseHandler):
+    """``/hub/mlhub/admin``: every workspace of every user (admins only)."""
+
+    @web.authenticated
+    async def get(self):
+        if not self.current_user.admin:
+            raise web.HTTPError(403, "the ML Hub admin page is for admins")
+        from jupyterhub import orm
+
+        users = [self.users[orm_user] for orm_user in self.db.query(orm.User).order_by(orm.User.name)]
+        rows = []
+        for user in users:
+            rows.extend(user_rows(user, self.hub.base_url, self.base_url))
+        html = await self.render_template(
+            "mlhub_admin.html",
+            rows=rows,
+            user_names=[user.name for user in users],
+        )
+        self.finish(html)
+
+
+class MLHubSSHKeysHandler(BaseHandler):
+    """``/hub/mlhub/ssh-keys[?user=<name>]``: list, add and delete SSH public keys (through the API)."""
+
+    def initialize(self, store=None):
+        self.store = store
+
+    @web.authenticated
+    async def get(self):
+        current = self.current_user
+        name = self.get_argument("user", current.name)
+        if name != current.name:
+            if not current.admin:
+                raise web.HTTPError(403, "only admins manage other users' SSH keys")
+            target = self.find_user(name)
+            if target is None:
+                raise web.HTTPError(404, f"no such user {name}")
+        else:
+            target = current
+        keys = []
+        if self.store is not None:
+            self.store.delete_user(target.name, keep_created=user_created(target))
+            keys = [key_model(row) for row in self.store.list(target.name)]
+        html = await self.render_template(
+            "mlhub_ssh_keys.html",
+            target_user=target.name,
+            keys=keys,
+            keys_api=f"{self.hub.base_url}api/mlhub/users/{quote(target.name, safe='')}/ssh-keys",
+        )
+        self.finish(html)
+
+
+def make_handlers(store=None):
+    """Handlers for ``JupyterHub.extra_handlers`` (the hub prefixes them with ``/hub``)."""
+    return [
+        (r"/mlhub/admin/?", MLHubAdminHandler),
+        (r"/mlhub/ssh-keys/?", MLHubSSHKeysHandler, {"store": store}),
+        (r"/mlhub/static/(.*)", web.StaticFileHandler, {"path": STATIC_DIR}),
+    ]
