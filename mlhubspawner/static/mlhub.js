@@ -149,10 +149,12 @@
     "mlhub-info": function (row) {
       openDialog("Workspace info: " + label(row), JSON.stringify(row.info || {}, null, 2), false);
     },
-    "mlhub-ssh": function (row) {
-      openDialog("SSH access: " + label(row), "Loading…", false);
+    "mlhub-ssh": function (row, button) {
+      // the dialog opens once the config is there (never with a placeholder text)
+      disable(button);
       api("GET", row.ssh_config_api).then(
         function (data) {
+          button.disabled = false;
           var text = data.config;
           if (data.command) {
             text += "\n# or, without a config file:\n# " + data.command + "\n";
@@ -160,6 +162,7 @@
           openDialog("SSH access: " + label(row), text, true);
         },
         function (error) {
+          button.disabled = false;
           openDialog("SSH access: " + label(row), "Error: " + error.message, false);
         },
       );
