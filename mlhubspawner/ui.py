@@ -170,7 +170,10 @@ def user_rows(user, hub_url, prefix, now=None):
     default = user.spawner  # creates the default server's record when missing
     names = sorted(name for name in user.orm_user.orm_spawners if name)
     spawners = [default] + [user.spawners[name] for name in names]
-    return [spawner_row(user, spawner, hub_url, prefix, now) for spawner in spawners]
+    rows = [spawner_row(user, spawner, hub_url, prefix, now) for spawner in spawners]
+    # JupyterHub records a named server as soon as its spawn page is opened: one that never started
+    # (e.g. its form was refused) has nothing to show, and is not listed
+    return [r for r in rows if not r["server"] or r["started"] or r["status"] != "stopped"]
 
 
 class TemplateHelpers:
