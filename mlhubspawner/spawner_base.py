@@ -191,7 +191,8 @@ class MLHubSpawnerMixin(WorkspacePolicy):
             self._restore_saved_options()
             raise options_error(e) from None
         self.workspace_options = options
-        self._last_raw_options = dict(user_options or {})
+        # "update" is a one-shot action (pull and recreate), never a default of later starts
+        self._last_raw_options = {k: v for k, v in (user_options or {}).items() if k != "update"}
 
     def _restore_saved_options(self):
         """JupyterHub stored the refused options as the next defaults: put the last good ones back."""
@@ -214,6 +215,9 @@ class MLHubSpawnerMixin(WorkspacePolicy):
     async def validated_options(self):
         """The options of this start, validated again (whatever ``apply_user_options`` is set to)."""
         await self._apply_workspace_options(self.user_options)
+        if "update" in (self.user_options or {}):  # this start updates; the next ones do not
+            self.user_options = dict(self._last_raw_options)
+            self._restore_saved_options()
         return self.workspace_options
 
     def plan_lifetime(self, options, now=None):
