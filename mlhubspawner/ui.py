@@ -136,6 +136,7 @@ def workspace_row(
         "server_api": server_api,
         "ssh_config_api": f"{mlhub_api}/ssh-config",
         "lifetime_api": f"{mlhub_api}/lifetime",
+        "update_api": f"{mlhub_api}/update",
         "info": info,
     }
 

@@ -200,6 +200,21 @@
         showError("Could not delete " + label(row) + ": " + error.message);
       });
     },
+    "mlhub-update": function (row, button) {
+      if (!window.confirm("Recreate " + label(row) + " from its new image? Its /workspace volume is kept.")) {
+        return;
+      }
+      disable(button);
+      api("POST", row.update_api).then(
+        function () {
+          window.location.href = row.pending_url;
+        },
+        function (error) {
+          button.disabled = false;
+          showError("Could not update " + label(row) + ": " + error.message);
+        },
+      );
+    },
     "mlhub-extend": function (row, button) {
       var current = row.info && row.info.days_to_live;
       var answer = window.prompt(
@@ -222,6 +237,24 @@
     },
   };
 
+  // Update: offered only when the image behind a running workspace's tag changed
+  function offerUpdates(table, rows) {
+    table.querySelectorAll("button.mlhub-update").forEach(function (button) {
+      var row = rowOf(button, rows);
+      if (!row) {
+        return;
+      }
+      api("GET", row.update_api).then(
+        function (data) {
+          button.hidden = !data.update_available;
+        },
+        function () {
+          button.hidden = true;
+        },
+      );
+    });
+  }
+
   function initWorkspaces() {
     var tables = document.querySelectorAll("#mlhub-workspaces, #mlhub-all-workspaces");
     if (!tables.length) {
@@ -229,6 +262,7 @@
     }
     var rows = pageData().rows || [];
     tables.forEach(function (table) {
+      offerUpdates(table, rows);
       table.addEventListener("click", function (event) {
         var button = event.target.closest("button");
         if (!button) {

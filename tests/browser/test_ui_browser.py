@@ -247,6 +247,12 @@ def test_a_named_workspace_is_created_through_the_form_runs_and_opens_through_th
     assert "GREETING=hello-browser" in container.attrs["Config"]["Env"]
     assert container.attrs["HostConfig"]["NanoCpus"] == 500_000_000
 
+    # the image did not change: no Update is offered once the page asked the hub
+    with page.expect_response(lambda r: "/servers/train/update" in r.url) as checked:
+        page.reload()
+    assert checked.value.json() == {"update_available": False}
+    assert row(page, "train").locator("button.mlhub-update").is_hidden()
+
     link = row(page, "train").locator("a.mlhub-open").first
     if link.get_attribute("target") == "_blank":
         with page.context.expect_page() as new_page:
