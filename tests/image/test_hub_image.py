@@ -308,7 +308,7 @@ def test_bad_settings_stop_the_container_with_a_clear_error(docker):
             status = container.wait(timeout=60)
             output = container.logs().decode()
         finally:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # and its anonymous /data volume
         assert status["StatusCode"] != 0
         assert variable in output, output
 
