@@ -37,6 +37,25 @@ def docker_client():
     return client
 
 
+def helm_binary():
+    """The pinned helm (``.mlhub/bin/helm``, or ``$MLHUB_HELM``), fetched by get-helm.sh when missing.
+
+    Raises (the test fails, never skips) when there is none and it cannot be fetched.
+    """
+    path = Path(
+        os.environ.get("MLHUB_HELM") or Path(os.environ.get("MLHUB_STATE_DIR", REPO / ".mlhub")) / "bin/helm"
+    )
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        result = subprocess.run(
+            ["bash", str(REPO / "resources/scripts/get-helm.sh")], capture_output=True, text=True, timeout=600
+        )
+        if result.returncode != 0 or not path.is_file():
+            raise RuntimeError(
+                f"no helm at {path} and get-helm.sh failed (run `make helm`):\n{result.stderr[-2000:]}"
+            )
+    return str(path)
+
+
 def remove_by_label(client, label):
     """Remove every container, volume and network carrying ``label`` (``key=value``)."""
     for container in client.containers.list(all=True, filters={"label": label}):

@@ -30,10 +30,11 @@ from traitlets.config import Config
 from mlhubspawner import chart_values
 from mlhubspawner.settings import load_settings
 
+import support
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "mlhub"
 VALUES_MAX = Path(__file__).with_name("values-max.yaml")
-HELM = Path(os.environ.get("MLHUB_STATE_DIR", REPO / ".mlhub")) / "bin" / "helm"
 NAMESPACE = "ml"
 METADATA_IP = ipaddress.ip_address("169.254.169.254")
 # the oldest Kubernetes the chart supports (Chart.yaml kubeVersion), a current one, and the newest schemas shipped
@@ -44,16 +45,7 @@ K8S_VERSIONS = sorted(
 
 @pytest.fixture(scope="session")
 def helm_bin():
-    if not HELM.exists():
-        result = subprocess.run(
-            ["bash", str(REPO / "resources/scripts/get-helm.sh")], capture_output=True, text=True, timeout=600
-        )
-        if result.returncode != 0 or not HELM.exists():
-            message = f"no helm at {HELM} and get-helm.sh failed:\n{result.stderr[-2000:]}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-    return str(HELM)
+    return support.helm_binary()
 
 
 def run_helm(helm_bin, *args, check=True, kubeconfig=None):

@@ -23,6 +23,8 @@ from fake_k8s import (
     write_kubeconfig_file,
 )
 
+import support
+
 # kubernetes_asyncio reads KUBECONFIG once, at import: point it at a dummy config before kubespawner is
 # imported (the server address is overridden per spawner by k8s_api_host).
 _KUBECONFIG_DIR = tempfile.mkdtemp(prefix="mlhub-fake-k8s-")
@@ -603,16 +605,8 @@ spec:
 """
 
 
-def helm_binary():
-    candidate = os.environ.get("MLHUB_HELM") or str(REPO / ".mlhub" / "bin" / "helm")
-    return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
-
-
-@pytest.mark.skipif(
-    helm_binary() is None,
-    reason="helm not found: set MLHUB_HELM or run resources/scripts/get-helm.sh (fetches .mlhub/bin/helm)",
-)
 def test_helm_install_upgrade_test_uninstall(fake, tmp_path):
+    helm_bin = support.helm_binary()
     chart = tmp_path / "chart"
     (chart / "templates" / "tests").mkdir(parents=True)
     (chart / "Chart.yaml").write_text(CHART_YAML)
@@ -629,7 +623,7 @@ def test_helm_install_upgrade_test_uninstall(fake, tmp_path):
     env["HELM_DATA_HOME"] = str(tmp_path / "data")
 
     def helm(*args):
-        command = [helm_binary(), *args, "--kubeconfig", kubeconfig, "--namespace", "probe"]
+        command = [helm_bin, *args, "--kubeconfig", kubeconfig, "--namespace", "probe"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
         assert done.returncode == 0, f"{' '.join(command)}\n{done.stdout}\n{done.stderr}"
         return done.stdout
