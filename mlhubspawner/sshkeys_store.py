@@ -8,13 +8,14 @@ The hub is a single process with one event loop; the queries are tiny, so they r
 connection guarded by a lock.
 """
 
-import os
 import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from .files import write_atomic
 
 MAX_KEYS_PER_USER = 32
 
@@ -180,12 +181,7 @@ def read_or_create_token(path):
     """The API token in ``path``; a new random one (32 bytes, hex, mode 0600) if the file is missing."""
     path = Path(path)
     if not path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, secrets.token_hex(32) + "\n", 0o600)
     token = path.read_text().strip()
     if len(token) < 32:
         raise ValueError(

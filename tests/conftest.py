@@ -2,7 +2,7 @@
 
 import pytest
 
-from support import LABEL_ORIGIN, Hub, docker_client, remove_by_label
+from support import LABEL_ORIGIN, Hub, docker_client
 
 # policy of the test hub: small, so that limits and quotas are reachable
 TEST_POLICY = """
@@ -34,13 +34,11 @@ def docker():
 def hub(docker, tmp_path_factory):
     """One ML Hub (JupyterHub + configurable-http-proxy + our spawner) for the session."""
     hub = Hub(tmp_path_factory.mktemp("hub"), user_config=TEST_POLICY)
-    label = f"{LABEL_ORIGIN}={hub.hub_name}"
     try:
         hub.start()
         yield hub
     finally:
-        hub.stop()
-        remove_by_label(docker, label)
+        hub.destroy(docker)
 
 
 @pytest.fixture(autouse=True)

@@ -89,6 +89,16 @@ def percentile(values, q):
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def wait_for(predicate, timeout=60, interval=0.5):
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def write_results(results_dir, name, results):
     """Benchmarks: ``<name>-<timestamp>.json``; only a complete run replaces ``<name>-latest.json``."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +176,11 @@ class Hub:
     def restart(self):
         self.stop()
         return self.start()
+
+    def destroy(self, client):
+        """Stop the hub and remove every container, network and volume of its name."""
+        self.stop()
+        remove_by_label(client, f"{LABEL_ORIGIN}={self.hub_name}")
 
     def log_tail(self, lines=60):
         if not self.log_path.exists():

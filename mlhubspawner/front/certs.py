@@ -2,13 +2,14 @@
 
 import datetime
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ..files import write_atomic
 
 VALID_DAYS = 825  # the longest validity browsers accept for a server certificate
 
@@ -88,16 +89,6 @@ def _reusable(cert_path, key_path, dns, ips):
     return fresh and set(dns) <= set(have_dns) and set(ips) <= set(have_ips) and _matches(cert, key_path)
 
 
-def _write(path, data, mode):
-    """Write atomically with ``mode`` (a temp file, then rename over ``path``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(data)
-    tmp.replace(path)
-
-
 def ensure_certificate(mounted_dir, generated_dir, common_name, dns_names, ip_addresses, log=print):
     """Return ``(cert path, key path)``: the mounted pair if present, else a generated one.
 
@@ -118,8 +109,8 @@ def ensure_certificate(mounted_dir, generated_dir, common_name, dns_names, ip_ad
         return str(cert_path), str(key_path)
     Path(generated_dir).mkdir(parents=True, exist_ok=True)
     cert_pem, key_pem = self_signed(common_name, want_dns, want_ips)
-    _write(key_path, key_pem, 0o600)
-    _write(cert_path, cert_pem, 0o644)  # last: a crash in between leaves no reusable pair
+    write_atomic(key_path, key_pem, 0o600)
+    write_atomic(cert_path, cert_pem, 0o644)  # last: a crash in between leaves no reusable pair
     names = ", ".join([*want_dns, *map(str, want_ips)])
     log(f"TLS: generated a self-signed certificate for {names} in {cert_path}")
     return str(cert_path), str(key_path)

@@ -5,7 +5,6 @@ Runs as root under tini at every container start. Config files are rendered from
 certificate, SSH key registry) lives in ``$MLHUB_DATA_DIR`` (``/data``).
 """
 
-import grp
 import json
 import os
 import socket
@@ -13,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..files import write_atomic
 from ..settings import SettingsError, load_settings
 from ..sshkeys_store import read_or_create_token
 from . import layout as L
@@ -57,21 +57,9 @@ def mounted_host_keys(source, target):
     paths = []
     for key in keys:
         copy = target / key.name
-        write(copy, key.read_text(), 0o600)
+        write_atomic(copy, key.read_text(), 0o600)
         paths.append(str(copy))
     return paths
-
-
-def write(path, text, mode=0o644, group=None):
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    if group:
-        os.chown(tmp, 0, grp.getgrnam(group).gr_gid)
-    tmp.replace(path)
 
 
 def docker_front(settings):
@@ -142,18 +130,18 @@ def prepare(settings, env):
         raise SystemExit(f"ML Hub cannot start: {e}") from None
 
     hub_command = [sys.executable, "-m", "jupyterhub", "-f", HUB_CONFIG, "--upgrade-db"]
-    write(run_dir / "supervisord.conf", L.render_supervisord(layout, hub_command), 0o600)
+    write_atomic(run_dir / "supervisord.conf", L.render_supervisord(layout, hub_command), 0o600)
     if layout.nginx:
-        write(run_dir / "nginx.conf", L.render_nginx(layout))
+        write_atomic(run_dir / "nginx.conf", L.render_nginx(layout))
     if layout.ssh:
-        write(run_dir / "sshd_config", L.render_sshd(layout, KEYS_COMMAND))
+        write_atomic(run_dir / "sshd_config", L.render_sshd(layout, KEYS_COMMAND))
         token = settings.ssh_front_token or read_or_create_token(data_dir / "ssh-front.token")
         lookup = {
             "url": f"{layout.hub_url}/hub/api/mlhub/ssh/authorized-keys",
             "token": token,
             "user": L.TUNNEL_USER,
         }
-        write(run_dir / "ssh-front.json", json.dumps(lookup), 0o640, group=L.KEYS_USER)
+        write_atomic(run_dir / "ssh-front.json", json.dumps(lookup), 0o640, group=L.KEYS_USER)
     if layout.chp:
         env["CONFIGPROXY_AUTH_TOKEN"] = env.get("CONFIGPROXY_AUTH_TOKEN") or read_or_create_token(
             data_dir / "proxy.token"

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mlhubspawner import __version__
 
-from support import LABEL_ORIGIN, PASSWORD, REPO, Hub, remove_by_label
+from support import LABEL_ORIGIN, PASSWORD, REPO, Hub
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -100,8 +100,7 @@ def hub(docker, tmp_path_factory):
         hub.start()
         yield hub
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)
 
 
 def new_context(chromium, hub):

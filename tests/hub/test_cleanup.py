@@ -7,7 +7,7 @@ import requests
 
 from mlhubspawner import naming
 
-from support import LABEL_ORIGIN, Hub, exists, labelled_resources, remove_by_label
+from support import Hub, exists, labelled_resources
 
 GRACE = 4  # seconds an orphaned volume is kept in this hub
 
@@ -33,8 +33,7 @@ def chub(docker, tmp_path_factory):
         wait_for_service(hub)
         yield hub
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)
 
 
 def service(hub, method, path="", token=None, **kwargs):
@@ -247,5 +246,4 @@ def test_services_work_by_themselves(docker, tmp_path):
         assert not (hub.server_model(user, "nap") or {}).get("ready"), "the idle server was not culled"
         assert not exists(docker.containers, orphan.name), "the periodic sweep did not run"
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)

@@ -15,7 +15,7 @@ from docker.types import DeviceRequest
 from mlhubspawner import naming
 from mlhubspawner.gpus import probe_nvidia_smi
 
-from support import LABEL_ORIGIN, Hub, base_image, exists, log_in, remove_by_label, sign_up
+from support import Hub, base_image, exists, log_in, sign_up
 
 GPU_CONFIG = """
 c.MLHubDockerSpawner.gpu_ids = ["0", "1", "2", "3"]
@@ -46,8 +46,7 @@ def ghub(docker, tmp_path_factory):
         hub.start()
         yield hub
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)
 
 
 def plain_user(hub):
@@ -121,8 +120,7 @@ def test_an_engine_refusing_the_gpu_request_is_a_clear_error(docker, tmp_path):
         assert not exists(docker.containers, name)
         assert not exists(docker.volumes, name)
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)
 
 
 @pytest.mark.gpu
@@ -142,5 +140,4 @@ def test_a_real_gpu_is_usable_in_a_workspace(docker, tmp_path):
         result = container.exec_run(["nvidia-smi", "-L"])
         assert result.exit_code == 0 and b"GPU 0" in result.output, result.output
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)

@@ -7,7 +7,7 @@ import pytest
 
 from mlhubspawner import __version__
 
-from support import LABEL_ORIGIN, Hub, remove_by_label
+from support import Hub
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,7 @@ def uhub(docker, tmp_path_factory):
     try:
         yield hub.start()
     finally:
-        hub.stop()
-        remove_by_label(docker, f"{LABEL_ORIGIN}={hub.hub_name}")
+        hub.destroy(docker)
         docker.images.remove(tag, force=True)
         docker.images.prune(filters={"label": f"mlhub.update-test={tag}", "dangling": True})
 

@@ -8,7 +8,6 @@ import os
 import socket
 import ssl
 import subprocess
-import time
 import urllib.parse
 
 import pytest
@@ -17,7 +16,7 @@ from cryptography import x509
 
 from mlhubspawner import __version__
 
-from support import PASSWORD, HubContainer, exists, log_in, sign_up
+from support import PASSWORD, HubContainer, exists, log_in, sign_up, wait_for
 
 # the fronts' certificates are self-signed: requests to them do not verify
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -85,15 +84,6 @@ def ssh(config, host, command="true", timeout=60):
     return subprocess.run(
         ["ssh", "-F", str(config), host, command], capture_output=True, text=True, timeout=timeout
     )
-
-
-def wait_for(predicate, timeout=60, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def health(hub):

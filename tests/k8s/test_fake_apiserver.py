@@ -86,15 +86,6 @@ async def make_spawner(fake):
     await reset_kubespawner_clients()
 
 
-def wait_until(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 def http(fake, method, path, body=None, content_type="application/json"):
     """(status, parsed JSON body) of one request to the fake."""
     data = None if body is None else json.dumps(body).encode()
@@ -402,8 +393,10 @@ def test_crud_patch_and_status_errors(fake):
     containers = body["spec"]["template"]["spec"]["containers"]
     assert status == 200 and [(c["name"], c["image"]) for c in containers] == [("a", "a:1"), ("b", "b:2")]
     assert body["metadata"]["generation"] == 2
-    assert wait_until(
-        lambda: fake.get("deployments", "default", "e-dep")["status"].get("observedGeneration") == 2
+    assert support.wait_for(
+        lambda: fake.get("deployments", "default", "e-dep")["status"].get("observedGeneration") == 2,
+        timeout=10,
+        interval=0.05,
     )
     rs = fake.list("replicasets", "default", label_selector="app=e")
     assert sorted(r["spec"]["replicas"] for r in rs) == [0, 1]
@@ -651,8 +644,10 @@ def test_helm_install_upgrade_test_uninstall(fake, tmp_path):
     assert fake.get("configmaps", "probe", "rel-config")["data"] == {"greeting": "hi"}
     deployment = fake.get("deployments", "probe", "rel-web")
     assert deployment["spec"]["replicas"] == 2 and deployment["metadata"]["generation"] == 2
-    assert wait_until(
-        lambda: len(fake.list("pods", "probe", label_selector="app=web,pod-template-hash")) == 2
+    assert support.wait_for(
+        lambda: len(fake.list("pods", "probe", label_selector="app=web,pod-template-hash")) == 2,
+        timeout=10,
+        interval=0.05,
     )
     assert any(m == "PATCH" and "/deployments/rel-web" in p for m, p in fake.requests)
 
