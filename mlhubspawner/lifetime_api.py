@@ -12,9 +12,10 @@ import math
 import time
 from dataclasses import replace
 
-from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
+
+from .api_base import WorkspaceAPIHandler
 
 
 def lifetime_model(spawner, now=None):
@@ -30,15 +31,9 @@ def lifetime_model(spawner, now=None):
     }
 
 
-class LifetimeAPIHandler(APIHandler):
+class LifetimeAPIHandler(WorkspaceAPIHandler):
     def _spawner(self, user_name, server_name):
-        user = self.find_user(user_name)
-        if user is None or server_name not in user.orm_spawners:
-            raise web.HTTPError(404, f"no server {user_name}/{server_name}")
-        spawner = user.spawners[server_name]
-        if not hasattr(spawner, "workspace_options"):
-            raise web.HTTPError(400, "this server is not an ML Hub workspace")
-        return spawner
+        return self.workspace(user_name, server_name)[1]
 
     @needs_scope("read:servers")
     async def get(self, user_name, server_name=""):

@@ -15,11 +15,11 @@ import binascii
 import functools
 import json
 
-from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from . import sshkeys
+from .api_base import WorkspaceAPIHandler
 from .sshkeys_store import KeyExistsError, KeyLimitError, utc_iso
 
 READ = "custom:mlhub-ssh-keys:read"
@@ -75,7 +75,7 @@ def running_ssh_targets(user):
     return sorted(targets)
 
 
-class _SSHKeysBaseHandler(APIHandler):
+class _SSHKeysBaseHandler(WorkspaceAPIHandler):
     def initialize(self, store, public_host=None):
         self.store = store
         self.public_host = public_host
@@ -212,13 +212,7 @@ class SSHConfigHandler(_SSHKeysBaseHandler):
 
     @needs_scope("read:servers")
     async def get(self, user_name, server_name=""):
-        user = self.find_user(user_name)
-        # every user has a default server, started or not; named servers exist once created
-        if user is None or (server_name and server_name not in user.orm_spawners):
-            raise web.HTTPError(404, f"no server {user_name}/{server_name}")
-        spawner = user.spawners[server_name]
-        if not hasattr(spawner, "ssh_target"):
-            raise web.HTTPError(400, "this server is not an ML Hub workspace")
+        user, spawner = self.workspace(user_name, server_name, default_always=True)
         hostname, port = spawner.ssh_target()
         if self.public_host:
             public_host, public_port = self.public_host

@@ -9,17 +9,15 @@ workspace's image now has another ID than its container's (the backend's ``is_up
 import asyncio
 import json
 
-from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
+from .api_base import WorkspaceAPIHandler
 
-class UpdateAPIHandler(APIHandler):
+
+class UpdateAPIHandler(WorkspaceAPIHandler):
     def _user_and_spawner(self, user_name, server_name):
-        user = self.find_user(user_name)
-        if user is None or server_name not in user.orm_spawners:
-            raise web.HTTPError(404, f"no server {user_name}/{server_name}")
-        return user, user.spawners[server_name]
+        return self.workspace(user_name, server_name, mlhub_only=False)
 
     @needs_scope("read:servers")
     async def get(self, user_name, server_name=""):
