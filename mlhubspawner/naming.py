@@ -6,6 +6,7 @@ never orphans a running workspace.
 """
 
 import hashlib
+import json
 import re
 import string
 
@@ -49,30 +50,137 @@ def escape(text):
     return _escapism(text, _SAFE_CHARS, escape_char="-").lower()
 
 
-def _fit(name):
-    """Keep ``name`` within one DNS label; over-long names keep a prefix plus a stable hash."""
-    if len(name) <= MAX_NAME_LENGTH:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[: MAX_NAME_LENGTH - 11].rstrip('-')}-{digest}"
+HASH_MARKER = "----"
+"""Separates a hashed name's readable prefix from its digest.
+
+No readable name contains four hyphens in a row: hub names have no ``--``, :func:`escape` never
+emits ``--``, and the widest run in ``<hub>-ws-<user>--<server>`` is three (a server whose escaped
+name starts with ``-``). So a hashed name can never be another tuple's readable name.
+"""
+HASH_DIGITS = 24  # 96 bits of SHA-256
+
+
+def _unescape(text):
+    """The input :func:`escape` turns into ``text``, or None if escaping never emits ``text``."""
+    if not text:
+        return None
+    data, i = bytearray(), 0
+    while i < len(text):
+        if text[i] == "-":
+            pair = text[i + 1 : i + 3]
+            if len(pair) != 2 or not all(c in "0123456789abcdef" for c in pair):
+                return None
+            data.append(int(pair, 16))
+            i += 3
+        else:
+            data.append(ord(text[i]))
+            i += 1
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return decoded if escape(decoded) == text else None
+
+
+def _hub_splits(name):
+    """Every ``(hub, rest)`` with ``name == hub + "-" + rest`` and ``hub`` a valid hub name."""
+    for i in range(1, min(len(name), 21)):
+        if name[i] == "-" and HUB_NAME_PATTERN.match(name[:i]) and "--" not in name[:i]:
+            yield name[:i], name[i + 1 :]
+
+
+def decode_workspace_name(name):
+    """Every ``(hub, user, server)`` whose readable workspace name is ``name`` (pure)."""
+    found = []
+    for hub, rest in _hub_splits(name):
+        if not rest.startswith("ws-"):
+            continue
+        user_part, separator, server_part = rest[3:].partition("--")
+        user = _unescape(user_part)
+        server = _unescape(server_part) if separator else ""
+        if user is not None and server is not None:
+            found.append((hub, user, server))
+    return found
+
+
+def decode_network_name(name):
+    """Every ``(hub, user)`` whose readable network name is ``name`` (pure)."""
+    found = []
+    for hub, rest in _hub_splits(name):
+        user = _unescape(rest)
+        if user is not None:
+            found.append((hub, user))
+    return found
+
+
+def _hashed(head, readable_tail, identity):
+    """``head`` + a readable prefix + :data:`HASH_MARKER` + a digest of ``identity`` (<= 63)."""
+    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:HASH_DIGITS]
+    room = MAX_NAME_LENGTH - len(head) - len(HASH_MARKER) - HASH_DIGITS
+    prefix = readable_tail[:room].rstrip("-")
+    return f"{head}{prefix}{HASH_MARKER}{digest}"
 
 
 def network_name(hub_name, username):
-    """The per-user network: ``<hub>-<user>``."""
-    return _fit(f"{hub_name}-{escape(username)}")
+    """The per-user network: ``<hub>-<user>``, or a hashed name (see :func:`workspace_name`)."""
+    name = f"{hub_name}-{escape(username)}"
+    if len(name) <= MAX_NAME_LENGTH and decode_network_name(name) == [(hub_name, username)]:
+        return name
+    return _hashed(f"{hub_name}-", escape(username), ["network", hub_name, username])
 
 
 def workspace_name(hub_name, username, server_name=""):
-    """Container/pod (and volume) name: ``<hub>-ws-<user>`` or ``<hub>-ws-<user>--<server>``."""
-    name = f"{hub_name}-ws-{escape(username)}"
-    if server_name:
-        name += f"--{escape(server_name)}"
-    return _fit(name)
+    """Container/pod (and volume) name: ``<hub>-ws-<user>`` or ``<hub>-ws-<user>--<server>``.
+
+    That readable form is used only if it fits one DNS label and no other (hub, user, server)
+    reads the same; otherwise the name is ``<hub>-ws-<prefix>----<24 hex digits>``, a SHA-256 of
+    the exact (hub, user, server). So names are injective across users, servers and hubs, and
+    every name starts with ``<hub>-``.
+    """
+    tail = escape(username) + (f"--{escape(server_name)}" if server_name else "")
+    name = f"{hub_name}-ws-{tail}"
+    if len(name) <= MAX_NAME_LENGTH and decode_workspace_name(name) == [
+        (hub_name, username, server_name or "")
+    ]:
+        return name
+    return _hashed(f"{hub_name}-ws-", tail, ["workspace", hub_name, username, server_name or ""])
 
 
 def volume_name(hub_name, username, server_name=""):
     """The persistent volume of a workspace has the workspace's name."""
     return workspace_name(hub_name, username, server_name)
+
+
+class ForeignResourceError(RuntimeError):
+    """A resource under one of this workspace's names belongs to someone else: refused, untouched."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.jupyterhub_message = message  # what JupyterHub shows the user for a failed spawn
+
+
+def owner_of(labels, annotations=None):
+    """``(hub, user, server)`` a resource's ``mlhub.*`` labels name (raw names from annotations if given)."""
+    labels = labels or {}
+    names = labels if annotations is None else annotations or {}
+    return labels.get(LABEL_ORIGIN), names.get(LABEL_USER), names.get(LABEL_SERVER_NAME)
+
+
+def check_owner(kind, name, found, hub_name, username, server_name=None):
+    """Raise :class:`ForeignResourceError` unless ``found`` (see :func:`owner_of`) is this owner.
+
+    ``server_name=None`` compares hub and user only (a user's network serves all their servers).
+    The message names the resource but not its owner (the user who reads it may not know them).
+    """
+    wanted = (hub_name, username, server_name or "")
+    if found[:2] == wanted[:2] and (server_name is None or (found[2] or "") == wanted[2]):
+        return
+    raise ForeignResourceError(
+        f"Refusing to use {kind} {name!r}: it exists but does not belong to this workspace "
+        f"(hub {hub_name!r}, user {username!r}"
+        + ("" if server_name is None else f", server {server_name or ''!r}")
+        + "). Nothing was changed; an administrator has to remove or rename it."
+    )
 
 
 def resource_labels(hub_name, username, server_name="", component=None, expiration=0, gpus=None):

@@ -1,10 +1,16 @@
-"""Names and labels: DNS-safe, injective, stable."""
+"""Names and labels: DNS-safe, injective (across users, servers and hubs), stable."""
 
+import hashlib
 import itertools
+import re
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from mlhubspawner import naming
+
+DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @pytest.mark.parametrize("name", ["mlhub", "a", "hub-2", "x" * 20])
@@ -61,3 +67,135 @@ def test_labels_schema():
     assert naming.origin_filter("mlhub", **{"mlhub.user": "bob"}) == {
         "label": ["mlhub.origin=mlhub", "mlhub.user=bob"]
     }
+
+
+# ---- the takeover of issue 11: shortened names that escaping can produce -------------------
+
+
+def old_fit(name):
+    """The scheme before issue 11 (a copy): prefix + ``-`` + 10 hex digits, itself a valid escape."""
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:52].rstrip('-')}-{digest}"
+
+
+def old_workspace_name(hub, user, server=""):
+    return old_fit(f"{hub}-ws-{naming.escape(user)}" + (f"--{naming.escape(server)}" if server else ""))
+
+
+def victim_and_attacker(hub, server):
+    """A victim with a long e-mail user name whose old shortened name an attacker can sign up for."""
+    for i in range(500):
+        victim = (hub, f"first.lastname{i or ''}@physics.example-university.edu", server)
+        shortened = old_workspace_name(*victim)
+        # the attacker: the un-escaped form of the victim's shortened name (printable here)
+        attackers = [a for a in naming.decode_workspace_name(shortened) if a[1].isprintable()]
+        if attackers:
+            return victim, attackers[0]
+    raise AssertionError("no victim found")
+
+
+@pytest.mark.parametrize("server", ["train", ""])
+def test_the_issues_attacker_no_longer_gets_the_victims_name(server):
+    victim, attacker = victim_and_attacker("mlhub", server)
+    assert attacker != victim and old_workspace_name(*attacker) == old_workspace_name(*victim)  # today
+    assert naming.workspace_name(*attacker) != naming.workspace_name(*victim)
+
+
+def test_hashed_names_are_marked_and_stable():
+    name = naming.workspace_name("mlhub", "first.lastname@physics.example-university.edu", "train")
+    # persisted in spawner state and used as SSH host names: the scheme must not drift
+    assert name == "mlhub-ws-first-2elastname-40physics----f9425e016fc63c25420284fe"
+    assert naming.HASH_MARKER in name and naming.decode_workspace_name(name) == []
+
+
+def test_hub_names_that_prefix_each_other_do_not_share_names():
+    # readable forms would be equal: hub "a" + user "ws." and hub "a-ws" + user "2e"
+    assert f"a-ws-{naming.escape('ws.')}" == f"a-ws-ws-{naming.escape('2e')}"
+    assert naming.workspace_name("a", "ws.") != naming.workspace_name("a-ws", "2e")
+    assert naming.network_name("a", "b.x") != naming.network_name("a-b", "2ex")
+    # unambiguous readable names stay as they were (SPEC, README, existing workspaces)
+    assert naming.network_name("mlhub", "Alice") == "mlhub--41lice"
+    assert naming.workspace_name("mlhub", "bob", "-x") == "mlhub-ws-bob---2dx"
+
+
+hubs = st.from_regex(naming.HUB_NAME_PATTERN, fullmatch=True).filter(lambda h: "--" not in h)
+emails = st.builds(
+    lambda a, b, c: f"{a}.{b}@{c}.example-university.edu",
+    *(st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=20) for _ in range(3)),
+)
+crafty = st.text("abcdefghijklmnopqrstuvwxyz0123456789-.@_ Ü", min_size=1, max_size=40)
+users = st.one_of(
+    st.text(min_size=1, max_size=80), emails, crafty, st.sampled_from(["ws", "ws.", "2e", "-", "a"])
+)
+servers = st.one_of(
+    st.just(""), st.text(min_size=1, max_size=40), crafty, st.sampled_from(["-x", "--", "2d"])
+)
+
+
+def assert_valid(name, hub):
+    assert len(name) <= naming.MAX_NAME_LENGTH and DNS_LABEL.match(name), name
+    assert name.startswith(f"{hub}-"), name  # sorts after the hub's front network <hub>
+
+
+def lookalikes(name):
+    """Tuples an attacker could pick to get ``name``: its readable decodings, and its shortened forms'."""
+    found = set(naming.decode_workspace_name(name))
+    for i in range(1, len(name)):  # every prefix of it, taken as a readable name
+        found.update(naming.decode_workspace_name(name[:i]))
+    return found
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(hubs, users, servers), min_size=2, max_size=6, unique=True))
+@example([("mlhub", "ws.x", ""), ("mlhub-ws", "2ex", "")])
+@example([("a", "b", "c--d"), ("a", "b--c", "d")])
+def test_workspace_names_are_injective_and_valid(owners):
+    names = {}
+    for owner in owners:
+        name = naming.workspace_name(*owner)
+        assert_valid(name, owner[0])
+        assert names.setdefault(name, owner) == owner, f"{owner} and {names[name]} share {name}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(hubs, users, servers)
+@example("mlhub", "firstname.lastname@physics.example-university.edu", "train")
+@example("mlhub", "firstname.lastname@physics.example-university.edu", "")
+def test_names_crafted_from_a_name_or_its_old_shortened_form_get_other_names(hub, user, server):
+    owner = (hub, user, server)
+    name = naming.workspace_name(*owner)
+    for other in lookalikes(name) | lookalikes(old_workspace_name(*owner)):
+        if other != owner:
+            assert naming.workspace_name(*other) != name, (other, owner)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(hubs, users), min_size=2, max_size=6, unique=True))
+@example([("a", "b.x"), ("a-b", "2ex")])
+def test_network_names_are_injective_and_valid(owners):
+    names = {}
+    for owner in owners:
+        name = naming.network_name(*owner)
+        assert_valid(name, owner[0])
+        assert names.setdefault(name, owner) == owner, f"{owner} and {names[name]} share {name}"
+        for other in naming.decode_network_name(name):
+            assert other == owner or naming.network_name(*other) != name
+
+
+def test_owner_check_compares_hub_user_and_server():
+    labels = naming.resource_labels("mlhub", "alice", "train")
+    naming.check_owner("container", "x", naming.owner_of(labels), "mlhub", "alice", "train")
+    naming.check_owner("network", "x", naming.owner_of(labels), "mlhub", "alice")  # any server
+    for hub, user, server in [("other", "alice", "train"), ("mlhub", "bob", "train"), ("mlhub", "alice", "")]:
+        with pytest.raises(naming.ForeignResourceError, match="Refusing to use container 'x'") as e:
+            naming.check_owner("container", "x", naming.owner_of(labels), hub, user, server)
+        assert "Nothing was changed" in str(e.value) and e.value.jupyterhub_message == str(e.value)
+    with pytest.raises(naming.ForeignResourceError):  # unlabelled: not ours either
+        naming.check_owner("volume", "x", naming.owner_of({}), "mlhub", "alice", "")
+    # Kubernetes: raw names from the annotations
+    found = naming.owner_of(
+        {naming.LABEL_ORIGIN: "mlhub"}, {naming.LABEL_USER: "a.b", naming.LABEL_SERVER_NAME: ""}
+    )
+    naming.check_owner("pod", "x", found, "mlhub", "a.b", "")
