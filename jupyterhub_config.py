@@ -69,6 +69,12 @@ c.JupyterHub.authenticator_class = "mlhubspawner.auth.NativeAuthenticator"
 c.Authenticator.admin_users = {"admin"}
 # NativeAuthenticator's admin authorization decides who may log in
 c.Authenticator.allow_all = True
+# admin accounts are made at start (never signed up): MLHUB_ADMIN_PASSWORD, else a password generated at the
+# first start, kept in the data dir (0600) and logged once; lockout, password rules and username_pattern
+# are our subclass's defaults (mlhubspawner/auth.py). Child processes (the proxy) do not inherit the password.
+c.NativeAuthenticator.admin_password = settings.admin_password
+c.NativeAuthenticator.admin_password_file = str(data_dir / "admin-password")
+os.environ.pop("MLHUB_ADMIN_PASSWORD", None)
 # --- pages: ML Hub's templates first (they extend JupyterHub's as "templates/page.html"), then
 # NativeAuthenticator's (sign-up, authorize, change password; they extend our page.html)
 c.JupyterHub.template_paths = [

@@ -8,7 +8,8 @@ import ipaddress
 import os
 import re
 import shlex
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._version import __version__
@@ -54,6 +55,9 @@ class Settings:
     hub_service_url: str = ""
     proxy_api_listen: str = "127.0.0.1"
     ssh_front_token: str = ""
+    # MLHUB_ADMIN_PASSWORD: the admin accounts' password (set at every start while set); unset, a password is
+    # generated at the first start, kept in $MLHUB_DATA_DIR/admin-password (0600) and logged once (auth.py)
+    admin_password: str = field(default="", repr=False)
 
 
 def _bool(env, name, default):
@@ -127,6 +131,21 @@ def _token(env, name):
     return value
 
 
+MIN_ADMIN_PASSWORD_LENGTH = 12
+
+
+def _admin_password(env, name):
+    """A password from the environment: never echoed in errors, 12+ characters, no control characters."""
+    value = env.get(name, "")
+    if not value:
+        return ""
+    if len(value) < MIN_ADMIN_PASSWORD_LENGTH:
+        raise SettingsError(f"{name}: too short, use at least {MIN_ADMIN_PASSWORD_LENGTH} characters")
+    if value != value.strip() or any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise SettingsError(f"{name}: no leading or trailing spaces, line breaks or control characters")
+    return value
+
+
 def load_settings(env=None):
     """Read and validate the ML Hub environment variables (``os.environ`` by default)."""
     env = os.environ if env is None else env
@@ -167,4 +186,5 @@ def load_settings(env=None):
         hub_service_url=_http_url(env, "MLHUB_HUB_SERVICE_URL"),
         proxy_api_listen=_ip(env, "MLHUB_PROXY_API_LISTEN", "127.0.0.1"),
         ssh_front_token=_token(env, "MLHUB_SSH_FRONT_TOKEN"),
+        admin_password=_admin_password(env, "MLHUB_ADMIN_PASSWORD"),
     )

@@ -124,7 +124,9 @@ class Hub:
 
     verify = True  # TLS verification of requests to the hub (the hub image's self-signed front: off)
 
-    def __init__(self, workdir, hub_name=None, user_config=""):
+    def __init__(self, workdir, hub_name=None, user_config="", env=None):
+        """``env`` adds to (a value None: removes from) the hub's environment; the admin's password is
+        ``PASSWORD`` (``MLHUB_ADMIN_PASSWORD``) unless ``env`` says otherwise."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.hub_name = hub_name or f"t{secrets.token_hex(3)}"
@@ -145,7 +147,14 @@ class Hub:
             MLHUB_USER_CONFIG=str(config),
             MLHUB_WORKSPACE_IMAGE=os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}"),
             PATH=f"{REPO / '.mlhub/node/node_modules/.bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+            MLHUB_ADMIN_PASSWORD=PASSWORD,
         )
+        for key, value in (env or {}).items():
+            if value is None:
+                self.env.pop(key, None)
+            else:
+                self.env[key] = value
+        self.admin_password = self.env.get("MLHUB_ADMIN_PASSWORD", "")
         self.process = None
 
     def start(self, timeout=60):
@@ -301,7 +310,15 @@ class HubContainer(Hub):
         self.volume = f"{self.hub_name}-data"
         self.user_config = self.workdir / "user_config.py"
         self.user_config.write_text(TEST_SERVICE_CONFIG.format(token=self.token) + user_config)
-        self.env = {"HUB_NAME": self.hub_name, "SSL_ENABLED": "true" if ssl else "false", **(env or {})}
+        self.env = {
+            "HUB_NAME": self.hub_name,
+            "SSL_ENABLED": "true" if ssl else "false",
+            "MLHUB_ADMIN_PASSWORD": PASSWORD,
+            **(env or {}),
+        }
+        self.env = {key: value for key, value in self.env.items() if value is not None}
+        # the admins' password; without MLHUB_ADMIN_PASSWORD, read it from the log (generated_admin_password)
+        self.admin_password = self.env.get("MLHUB_ADMIN_PASSWORD", "")
         self.container = None
         self.port = None
         self.url = None
@@ -401,7 +418,28 @@ def post_form(session, hub, path, data, **kwargs):
     return session.post(f"{hub.url}/hub/{path}", data=data, timeout=120, **kwargs)
 
 
+ADMIN_NAMES = {"admin"}  # jupyterhub_config.py's c.Authenticator.admin_users
+
+
+def generated_admin_password(log_text):
+    """The admin password a hub generated at its first start, from its log (None if none was logged)."""
+    marker = "generated admin password:"  # mlhubspawner.auth.GENERATED_MARKER
+    for line in log_text.splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1].split()[0]
+    return None
+
+
 def sign_up(hub, username):
+    """Sign ``username`` up with ``PASSWORD``; a session (not logged in).
+
+    Admin names cannot sign up (their accounts are made at hub start): for those this logs in with the
+    hub's admin password instead and returns that session.
+    """
+    if username in ADMIN_NAMES:
+        session, r = log_in(hub, username)
+        assert r.status_code == 302, r.text
+        return session
     session = browser(hub)
     fields = {"username": username, "signup_password": PASSWORD, "signup_password_confirmation": PASSWORD}
     r = post_form(session, hub, "signup", fields)
@@ -409,7 +447,12 @@ def sign_up(hub, username):
     return session
 
 
-def log_in(hub, username, password=PASSWORD):
+def log_in(hub, username, password=None):
+    """Log in like a browser; ``password`` defaults to the hub's admin password for admin names, else
+    ``PASSWORD``. Returns (session, response of the login POST)."""
+    if password is None:
+        admin_password = getattr(hub, "admin_password", "") or PASSWORD
+        password = admin_password if username in ADMIN_NAMES else PASSWORD
     session = browser(hub)
     r = post_form(session, hub, "login", {"username": username, "password": password}, allow_redirects=False)
     return session, r
