@@ -63,6 +63,20 @@ def test_bad_values_name_the_variable(env, variable):
         load_settings(env)
 
 
+@pytest.mark.parametrize("value", ["tooshort", "x" * 11, " leading-space-pass", "line\nbreak-password"])
+def test_a_weak_admin_password_names_the_variable_never_the_value(value):
+    with pytest.raises(SettingsError, match="MLHUB_ADMIN_PASSWORD") as refused:
+        load_settings({"MLHUB_ADMIN_PASSWORD": value})
+    assert value.strip() not in str(refused.value)
+
+
+def test_the_admin_password_is_read_but_never_shown():
+    assert load_settings({}).admin_password == ""
+    s = load_settings({"MLHUB_ADMIN_PASSWORD": "operator-Chosen-pass-42"})
+    assert s.admin_password == "operator-Chosen-pass-42"
+    assert "operator-Chosen" not in repr(s)
+
+
 def test_hub_image_defaults_run_nginx_ssh_and_the_hub_but_not_a_separate_proxy():
     s = load_settings({})
     assert (s.start_nginx, s.start_ssh, s.start_jhub, s.start_chp) == (True, True, True, False)
