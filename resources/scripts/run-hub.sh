@@ -3,8 +3,9 @@
 #   run-hub.sh start|stop        (make run / make stop)
 # start: docker run -d --name $HUB_NAME -p ${MLHUB_PUBLIC_PORT:-8080}:8080 -v /var/run/docker.sock:... \
 #        -v $HUB_NAME-data:/data [-v $MLHUB_USER_CONFIG:/resources/jupyterhub_user_config.py:ro]
-#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] + every ML Hub variable that is set (HUB_NAME, SSL_ENABLED, ...),
-#        then waits until /hub/health answers. The data volume outlives the container.
+#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] + every ML Hub variable that is set (HUB_NAME, SSL_ENABLED, ...,
+#        MLHUB_ADMIN_PASSWORD), then waits until /hub/health answers and says how the admin logs in (the
+#        password generated at the first start, printed once). The data volume outlives the container.
 # stop:  removes the container; the data volume and the running workspaces stay.
 set -euo pipefail
 
@@ -20,6 +21,21 @@ passthrough=(HUB_NAME EXECUTION_MODE SSL_ENABLED START_NGINX START_SSH START_JHU
              MLHUB_IDLE_TIMEOUT_SECONDS MLHUB_PUBLIC_HOSTNAMES MLHUB_SSH_PUBLIC_HOST MLHUB_WORKSPACE_IMAGE)
 
 state() { docker inspect --format '{{.State.Status}}' "$name" 2>/dev/null || true; }
+
+# How the admin logs in: the password this container generated (logged once, at the hub's first start
+# on this data volume), else MLHUB_ADMIN_PASSWORD's, else the one chosen before.
+admin_login() {
+  local generated
+  generated=$(docker logs "$name" 2>&1 | sed -n 's/.*generated admin password: \([^ ]*\).*/\1/p' | head -n 1)
+  if [[ -n "$generated" ]]; then
+    echo "First start: log in at $1 as 'admin' with the generated password: $generated"
+    echo "  (shown once; also in the data volume as /data/admin-password, mode 0600; change it at /hub/change-password)"
+  elif [[ -n "${MLHUB_ADMIN_PASSWORD:-}" ]]; then
+    echo "Log in at $1 as 'admin' with the password in MLHUB_ADMIN_PASSWORD"
+  else
+    echo "Log in at $1 as 'admin' (lost the password? make stop, then MLHUB_ADMIN_PASSWORD=<new one> make run)"
+  fi
+}
 
 start() {
   if [[ "$(state)" == running ]]; then
@@ -37,11 +53,13 @@ start() {
   for var in "${passthrough[@]}"; do
     [[ -n "${!var+set}" ]] && args+=(-e "$var=${!var}")
   done
+  # the password by name only: docker reads it from our environment (not shown in the host's process list)
+  [[ -n "${MLHUB_ADMIN_PASSWORD:-}" ]] && export MLHUB_ADMIN_PASSWORD && args+=(-e MLHUB_ADMIN_PASSWORD)
   docker run "${args[@]}" "$image" >/dev/null
   for _ in $(seq 1 240); do
     if curl -fsSk -o /dev/null "$scheme://127.0.0.1:$port/hub/health" 2>/dev/null; then
       echo "ML Hub is up on $scheme://localhost:$port (container $name; logs: docker logs $name)"
-      echo "First login: open $scheme://localhost:$port/hub/signup, sign up as 'admin' with a password of your choice, then log in."
+      admin_login "$scheme://localhost:$port/hub/login"
       return 0
     fi
     if [[ "$(state)" != running ]]; then
