@@ -3,13 +3,20 @@
 Pure functions, no I/O. :func:`parse_public_key` accepts exactly one ``<type> <base64> [comment]``
 line of a supported, strong key type and decodes its blob, so that what the hub stores is a key
 sshd accepts. Fingerprints are ``SHA256:<base64 without padding>``, as ``ssh-keygen -lf`` prints them.
+
+Proof of possession: the hub hands out a challenge (:func:`make_challenge`: HMAC'd, bound to one hub
+user, valid for :data:`CHALLENGE_TTL_SECONDS`), the user signs it with ``ssh-keygen -Y sign -n
+mlhub-ssh-key`` (:func:`sign_command`) and :func:`parse_signature` checks that the armored SSHSIG
+names the submitted key and our namespace (the cryptographic check is ``ssh-keygen -Y verify``).
 """
 
 import base64
 import binascii
 import hashlib
+import hmac
 import ipaddress
 import re
+import secrets
 import struct
 from dataclasses import dataclass
 
@@ -167,19 +174,26 @@ def parse_blob(key_type, blob):
 
 
 class _Reader:
-    """Reads the SSH wire format (RFC 4251 ``string`` and ``mpint``) of a key blob."""
+    """Reads the SSH wire format (RFC 4251 ``string``, ``uint32``, ``mpint``) of a key or signature blob."""
 
-    def __init__(self, data):
+    def __init__(self, data, error=KeyFormatError, what="key"):
         self.data = data
         self.pos = 0
+        self.error = error
+        self.what = what
+
+    def uint32(self):
+        if self.pos + 4 > len(self.data):
+            raise self.error(f"the {self.what} data is truncated")
+        (value,) = struct.unpack_from(">I", self.data, self.pos)
+        self.pos += 4
+        return value
 
     def string(self):
-        if self.pos + 4 > len(self.data):
-            raise KeyFormatError("the key data is truncated")
-        (length,) = struct.unpack_from(">I", self.data, self.pos)
-        start = self.pos + 4
+        length = self.uint32()
+        start = self.pos
         if start + length > len(self.data):
-            raise KeyFormatError("the key data is truncated")
+            raise self.error(f"the {self.what} data is truncated")
         self.pos = start + length
         return self.data[start : self.pos]
 
@@ -191,6 +205,134 @@ class _Reader:
 
     def at_end(self):
         return self.pos == len(self.data)
+
+
+# ---- proof of possession ------------------------------------------------------------------
+
+SIGNATURE_NAMESPACE = "mlhub-ssh-key"
+CHALLENGE_TTL_SECONDS = 600
+CHALLENGE_PREFIX = "mlhub-ssh-key-v1"
+MAX_SIGNATURE_CHARS = 16 * 1024
+_CHALLENGE = re.compile(
+    rf"^{CHALLENGE_PREFIX}\.([A-Za-z0-9_-]{{22}})\.([0-9]{{1,12}})\.([A-Za-z0-9_-]{{43}})$"
+)
+_ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
+_ARMOR_END = "-----END SSH SIGNATURE-----"
+DEFAULT_KEY_FILES = {
+    "ssh-ed25519": "id_ed25519",
+    "ssh-rsa": "id_rsa",
+    SK_ED25519: "id_ed25519_sk",
+    SK_ECDSA: "id_ecdsa_sk",
+}
+
+
+class ChallengeError(ValueError):
+    """A challenge that is malformed, not this user's, or expired; the message is for humans."""
+
+
+class SignatureFormatError(ValueError):
+    """A signature that is not an SSHSIG of the submitted key and our namespace."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A checked challenge: its single-use ``nonce`` and when it expires (Unix seconds)."""
+
+    text: str
+    nonce: str
+    expires: int
+
+
+def _challenge_mac(secret, user, user_created, nonce, expires):
+    message = "\0".join([CHALLENGE_PREFIX, user, user_created, nonce, str(expires)]).encode("utf-8")
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def make_challenge(secret, user, user_created, now, ttl=CHALLENGE_TTL_SECONDS, nonce=None):
+    """A challenge for ``user`` (as created at ``user_created``), valid ``ttl`` seconds from ``now``.
+
+    ``mlhub-ssh-key-v1.<nonce>.<expires>.<HMAC-SHA256 of all that, the user and its creation>``:
+    only ``[A-Za-z0-9._-]``, safe inside shell quotes.
+    """
+    nonce = nonce or secrets.token_urlsafe(16)
+    expires = int(now) + int(ttl)
+    return (
+        f"{CHALLENGE_PREFIX}.{nonce}.{expires}.{_challenge_mac(secret, user, user_created, nonce, expires)}"
+    )
+
+
+def check_challenge(secret, text, user, user_created, now):
+    """The :class:`Challenge` in ``text`` if this hub issued it to ``user`` and it has not expired.
+
+    Raises :class:`ChallengeError` otherwise. (Single use is the key store's job: it records nonces.)
+    """
+    match = _CHALLENGE.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ChallengeError("the challenge is malformed: copy it whole from the SSH keys page or the API")
+    nonce, expires, mac = match.group(1), int(match.group(2)), match.group(3)
+    if not hmac.compare_digest(mac, _challenge_mac(secret, user, user_created, nonce, expires)):
+        raise ChallengeError(f"this challenge was not issued to {user} by this hub: get a new one")
+    if now > expires:
+        raise ChallengeError("the challenge has expired: get a new one and sign it again")
+    return Challenge(text=text.strip(), nonce=nonce, expires=expires)
+
+
+def default_key_file(key_type):
+    """The private key file ``ssh-keygen`` makes by default for ``key_type`` (``id_ed25519``...)."""
+    if key_type.startswith("ecdsa-"):
+        return "id_ecdsa"
+    return DEFAULT_KEY_FILES.get(key_type, "id_ed25519")
+
+
+def sign_command(challenge, key_type="ssh-ed25519"):
+    """The shell command that signs ``challenge`` with the user's private key of type ``key_type``."""
+    return (
+        f"printf '%s' '{challenge}' | ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} "
+        f"-f ~/.ssh/{default_key_file(key_type)}"
+    )
+
+
+def parse_signature(text, key):
+    """Check that ``text`` is an armored SSHSIG by ``key`` (a :class:`PublicKey`) in our namespace.
+
+    Returns the armored text, normalised (one block, ``\n`` line ends). Raises
+    :class:`SignatureFormatError` with what is wrong; whether the signature is valid is checked by
+    ``ssh-keygen -Y verify``.
+    """
+    if not isinstance(text, str):
+        raise SignatureFormatError("the signature must be a string")
+    if len(text) > MAX_SIGNATURE_CHARS:
+        raise SignatureFormatError(f"the signature is longer than {MAX_SIGNATURE_CHARS} characters")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) < 3 or lines[0] != _ARMOR_BEGIN or lines[-1] != _ARMOR_END:
+        raise SignatureFormatError(
+            f"the signature must be the whole block from {_ARMOR_BEGIN} to {_ARMOR_END} "
+            "that ssh-keygen -Y sign printed"
+        )
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureFormatError("the signature is not valid base64") from None
+    reader = _Reader(blob, SignatureFormatError, "signature")
+    if blob[:6] != b"SSHSIG":
+        raise SignatureFormatError("not an SSH signature (made by ssh-keygen -Y sign)")
+    reader.pos = 6
+    if reader.uint32() != 1:
+        raise SignatureFormatError("unsupported SSH signature version")
+    signer = reader.string()
+    namespace = reader.string()
+    if namespace != SIGNATURE_NAMESPACE.encode():
+        raise SignatureFormatError(
+            f"the signature is for namespace {namespace.decode('utf-8', 'replace')!r}: "
+            f"sign with -n {SIGNATURE_NAMESPACE}"
+        )
+    if signer != key.blob:
+        raise SignatureFormatError(
+            f"the signature was made with another key ({fingerprint(signer)}), not {key.fingerprint}: "
+            "sign with the private key of the public key you add"
+        )
+    return "\n".join([_ARMOR_BEGIN, *lines[1:-1], _ARMOR_END]) + "\n"
 
 
 # ---- lines and config ---------------------------------------------------------------------

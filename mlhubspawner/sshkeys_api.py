@@ -2,6 +2,9 @@
 
 ``GET/POST /users/{user}/ssh-keys``, ``DELETE /users/{user}/ssh-keys/{fingerprint}``: a user's keys
 (``?format=authorized_keys`` gives plain key lines, for a workspace's sshd).
+``GET /users/{user}/ssh-keys/challenge``: a challenge to sign with ``ssh-keygen -Y sign``; a POST
+must carry ``{"key", "challenge", "signature"}``: the hub checks the signature with
+``ssh-keygen -Y verify`` (a subprocess, off the event loop) before it stores the key.
 ``GET /ssh/authorized-keys?key=<base64>``: for the SSH front's ``AuthorizedKeysCommand``, the owner
 of a key as one authorized_keys line that only permits forwarding to the owner's running workspaces.
 ``GET /users/{user}[/servers/{name}]/ssh-config``: a ``~/.ssh/config`` block for a workspace.
@@ -10,22 +13,63 @@ A key whose hub user is gone, or was re-created since the key was added, is stal
 as absent and deleted on sight, so keys never outlive their user or pass to a namesake.
 """
 
+import asyncio
 import base64
 import binascii
 import functools
 import json
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from . import sshkeys
 from .api_base import WorkspaceAPIHandler
-from .sshkeys_store import KeyExistsError, KeyLimitError, utc_iso
+from .sshkeys_store import ChallengeUsedError, KeyExistsError, KeyLimitError, utc_iso
 
 READ = "custom:mlhub-ssh-keys:read"
 WRITE = "custom:mlhub-ssh-keys:write"
 LOOKUP = "custom:mlhub-ssh-keys:lookup"
 RSA_SIGNATURE_TYPES = {"rsa-sha2-256", "rsa-sha2-512"}
+VERIFY_TIMEOUT_SECONDS = 10
+
+
+class SignatureError(Exception):
+    """A signature that does not verify; the message is for humans."""
+
+
+def verify_signature(key, message, signature, ssh_keygen="ssh-keygen", timeout=VERIFY_TIMEOUT_SECONDS):
+    """Check with ``ssh-keygen -Y verify`` that ``signature`` (armored SSHSIG) signs ``message`` by ``key``.
+
+    Blocking (a subprocess): run it in an executor. The message may also have been signed with a
+    trailing newline (``echo`` instead of ``printf``). Raises :class:`SignatureError`.
+    """
+    with tempfile.TemporaryDirectory(prefix="mlhub-sshsig-") as directory:
+        allowed = Path(directory) / "allowed_signers"
+        allowed.write_text(f'owner namespaces="{sshkeys.SIGNATURE_NAMESPACE}" {key.line}\n')
+        signature_file = Path(directory) / "signature"
+        signature_file.write_text(signature)
+        command = [ssh_keygen, "-Y", "verify", "-f", str(allowed), "-I", "owner"]
+        command += ["-n", sshkeys.SIGNATURE_NAMESPACE, "-s", str(signature_file)]
+        for data in (message, message + b"\n"):
+            try:
+                result = subprocess.run(
+                    command, input=data, capture_output=True, timeout=timeout, check=False
+                )
+            except subprocess.TimeoutExpired:
+                raise SignatureError(f"checking the signature took longer than {timeout} s") from None
+            if result.returncode == 0:
+                return
+    raise SignatureError(
+        f"the signature does not verify: sign exactly the challenge, with -n {sshkeys.SIGNATURE_NAMESPACE} "
+        "and the private key of the public key you add"
+    )
 
 
 def needs_custom_scope(*scopes):
@@ -60,6 +104,8 @@ def key_model(row):
         "comment": row.comment,
         "created_at": row.created_at,
         "key": sshkeys.authorized_keys_line(row.type, row.blob),
+        # false: stored before keys needed proof of possession; whoever proves it takes the key over
+        "proven": row.proven,
     }
 
 
@@ -76,9 +122,21 @@ def running_ssh_targets(user):
 
 
 class _SSHKeysBaseHandler(WorkspaceAPIHandler):
-    def initialize(self, store, public_host=None):
+    def initialize(self, store, public_host=None, ssh_keygen="ssh-keygen"):
         self.store = store
         self.public_host = public_host
+        self.ssh_keygen = ssh_keygen
+
+    def new_challenge(self, user):
+        """A fresh challenge for ``user`` and how to sign it, as the challenge endpoint answers."""
+        now = time.time()
+        challenge = sshkeys.make_challenge(self.store.challenge_secret(), user.name, user_created(user), now)
+        return {
+            "challenge": challenge,
+            "namespace": sshkeys.SIGNATURE_NAMESPACE,
+            "expires_at": utc_iso(datetime.fromtimestamp(int(now) + sshkeys.CHALLENGE_TTL_SECONDS, UTC)),
+            "command": sshkeys.sign_command(challenge),
+        }
 
     def _user(self, user_name):
         """The hub user ``user_name`` (404 if none), with its stale keys dropped."""
@@ -126,26 +184,88 @@ class SSHKeysHandler(_SSHKeysBaseHandler):
     async def post(self, user_name):
         user = self._user(user_name)
         body = self.get_json_body()
-        if not isinstance(body, dict) or set(body) != {"key"} or not isinstance(body["key"], str):
-            raise web.HTTPError(400, 'expected {"key": "<one line of an OpenSSH .pub file>"}')
+        if (
+            not isinstance(body, dict)
+            or not {"key"} <= set(body) <= {"key", "challenge", "signature"}
+            or not all(isinstance(value, str) for value in body.values())
+        ):
+            raise web.HTTPError(
+                400,
+                'expected {"key": "<one line of an OpenSSH .pub file>", "challenge": "<from GET '
+                '.../ssh-keys/challenge>", "signature": "<what ssh-keygen -Y sign printed>"}',
+            )
         try:
             key = sshkeys.parse_public_key(body["key"])
         except sshkeys.KeyFormatError as e:
             raise web.HTTPError(400, "%s", f"Invalid SSH key: {e}") from None
+        if not body.get("challenge") or not body.get("signature"):
+            fresh = self.new_challenge(user)
+            raise web.HTTPError(
+                400,
+                "%s",
+                "Prove that you hold the private key: sign this challenge (valid "
+                f"{sshkeys.CHALLENGE_TTL_SECONDS // 60} minutes) with\n"
+                f"    {sshkeys.sign_command(fresh['challenge'], key.type)}\n"
+                'and send {"key", "challenge", "signature"} (the signature is the whole '
+                "-----BEGIN SSH SIGNATURE----- block it prints). New challenges: GET "
+                f"{self.hub.base_url}api/mlhub/users/{quote(user.name, safe='')}/ssh-keys/challenge or the SSH keys page.",
+            )
+        try:
+            challenge = sshkeys.check_challenge(
+                self.store.challenge_secret(), body["challenge"], user.name, user_created(user), time.time()
+            )
+            signature = sshkeys.parse_signature(body["signature"], key)
+        except (sshkeys.ChallengeError, sshkeys.SignatureFormatError) as e:
+            raise web.HTTPError(400, "%s", f"Invalid proof of possession: {e}") from None
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None,
+                verify_signature,
+                key,
+                challenge.text.encode("ascii"),
+                signature,
+                self.ssh_keygen,
+            )
+        except SignatureError as e:
+            raise web.HTTPError(400, "%s", f"Invalid proof of possession: {e}") from None
         existing = self.store.get(key.fingerprint)
         if existing is not None:
             self._owner(existing)  # a stale registration does not block the key
         try:
-            row = self.store.add(user.name, user_created(user), key)
+            row, taken_over = self.store.add(
+                user.name, user_created(user), key, challenge.nonce, challenge.expires
+            )
         except KeyExistsError as e:
             raise web.HTTPError(409, "%s", str(e)) from None
-        except KeyLimitError as e:
+        except (KeyLimitError, ChallengeUsedError) as e:
             raise web.HTTPError(400, "%s", str(e)) from None
+        if taken_over is not None and taken_over.user != user.name:
+            self.log.warning(
+                "SSH key %s: %s proved possession for %s; %s, who had registered it without proof, loses it",
+                row.fingerprint,
+                self.current_user.name,
+                user.name,
+                taken_over.user,
+            )
         self.log.info(
-            "%s added SSH key %s (%s) for %s", self.current_user.name, row.fingerprint, row.type, user.name
+            "%s added SSH key %s (%s) for %s, possession proven",
+            self.current_user.name,
+            row.fingerprint,
+            row.type,
+            user.name,
         )
         self.set_status(201)
         self.finish(json.dumps(key_model(row)))
+
+
+class SSHKeyChallengeHandler(_SSHKeysBaseHandler):
+    """``/users/{user}/ssh-keys/challenge``: a challenge to sign, proving possession of a private key."""
+
+    @needs_custom_scope(WRITE, "admin:users")
+    async def get(self, user_name):
+        user = self._user(user_name)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(self.new_challenge(user)))
 
 
 class SSHKeyHandler(_SSHKeysBaseHandler):
@@ -186,16 +306,16 @@ class AuthorizedKeysLookupHandler(_SSHKeysBaseHandler):
         row = self.store.owner_of(base64.b64encode(blob).decode("ascii"))
         user = self._owner(row) if row is not None else None
         if user is None:
-            self.log.info("SSH front: key %s is not registered", sshkeys.fingerprint(blob))
+            self.log.debug("SSH front: key %s is not registered", sshkeys.fingerprint(blob))
             return self.write_text([])
         if key_type and key_type != row.type:
-            self.log.info(
+            self.log.debug(
                 "SSH front: key %s is registered as %s, not %s", row.fingerprint, row.type, key_type
             )
             return self.write_text([])
         targets = running_ssh_targets(user)
         if not targets:
-            self.log.info("SSH front: key %s of %s: no running workspace", row.fingerprint, user.name)
+            self.log.debug("SSH front: key %s of %s: no running workspace", row.fingerprint, user.name)
             return self.write_text([])
         self.log.info(
             "SSH front: key %s of %s may forward to %s",
@@ -238,11 +358,19 @@ class SSHConfigHandler(_SSHKeysBaseHandler):
         )
 
 
-def make_handlers(store, public_host=None):
-    """``extra_handlers`` entries; ``public_host`` is ``(host, port)`` of the SSH front, else the Host header."""
-    kwargs = {"store": store, "public_host": public_host}
+def make_handlers(store, public_host=None, ssh_keygen=None):
+    """``extra_handlers`` entries; ``public_host`` is ``(host, port)`` of the SSH front, else the Host header.
+
+    ``ssh_keygen``: OpenSSH's ``ssh-keygen`` (default: from PATH), which checks signatures; without
+    one the hub cannot start.
+    """
+    ssh_keygen = ssh_keygen or shutil.which("ssh-keygen")
+    if not ssh_keygen:
+        raise RuntimeError("the SSH keys API needs OpenSSH's ssh-keygen on PATH to check signatures")
+    kwargs = {"store": store, "public_host": public_host, "ssh_keygen": ssh_keygen}
     return [
         (r"/api/mlhub/users/([^/]+)/ssh-keys", SSHKeysHandler, kwargs),
+        (r"/api/mlhub/users/([^/]+)/ssh-keys/challenge", SSHKeyChallengeHandler, kwargs),
         (r"/api/mlhub/users/([^/]+)/ssh-keys/([^/]+)", SSHKeyHandler, kwargs),
         (r"/api/mlhub/ssh/authorized-keys", AuthorizedKeysLookupHandler, kwargs),
         (r"/api/mlhub/users/([^/]+)/ssh-config", SSHConfigHandler, kwargs),
