@@ -16,7 +16,17 @@ from cryptography import x509
 
 from mlhubspawner import __version__
 
-from support import PASSWORD, HubContainer, exists, log_in, sign_up, wait_for
+from support import (
+    PASSWORD,
+    HubContainer,
+    browser,
+    exists,
+    generated_admin_password,
+    log_in,
+    post_form,
+    sign_up,
+    wait_for,
+)
 
 # the fronts' certificates are self-signed: requests to them do not verify
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -36,9 +46,14 @@ def plain_front(docker, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_front(docker, tmp_path_factory):
-    hub = HubContainer(docker, tmp_path_factory.mktemp("tls-front"), ssl=True)
+    """Without MLHUB_ADMIN_PASSWORD: the hub generates the admin's password at its first start."""
+    hub = HubContainer(
+        docker, tmp_path_factory.mktemp("tls-front"), ssl=True, env={"MLHUB_ADMIN_PASSWORD": None}
+    )
     try:
-        yield hub.start()
+        hub.start()
+        hub.admin_password = generated_admin_password(hub.container.logs().decode(errors="replace"))
+        yield hub
     finally:
         hub.destroy()
 
@@ -109,6 +124,17 @@ def test_public_port_serves_the_hub_with_login(front):
     assert home.status_code == 200 and "admin" in home.text
     _, wrong = log_in(front, "admin", PASSWORD + "x")
     assert wrong.status_code != 302
+
+
+def test_first_start_logs_the_generated_admin_password_and_keeps_it_0600(tls_front):
+    assert tls_front.admin_password and len(tls_front.admin_password) >= 20, tls_front.log_tail()
+    code, out = tls_front.exec("stat", "-c", "%a", "/data/admin-password")
+    assert (code, out.strip()) == (0, "600"), out
+    assert tls_front.exec("cat", "/data/admin-password")[1].strip() == tls_front.admin_password
+    fields = {"username": "admin", "signup_password": PASSWORD, "signup_password_confirmation": PASSWORD}
+    sign_up_refused = post_form(browser(tls_front), tls_front, "signup", fields)
+    assert sign_up_refused.status_code == 403 and "cannot be signed up" in sign_up_refused.text
+    assert log_in(tls_front, "admin", PASSWORD)[1].status_code != 302
 
 
 def test_security_headers_and_no_reflected_cors(front):
@@ -245,6 +271,9 @@ def test_recreated_hub_container_finds_running_workspaces(tls_front, tmp_path):
 
     tls_front.remove()  # the container is gone; /data stays
     tls_front.run().start()
+    # the admin password generated at the first start is not logged again, and still works
+    assert tls_front.admin_password not in tls_front.container.logs().decode(errors="replace")
+    assert log_in(tls_front, "admin")[1].status_code == 302
     config, model = ssh_setup(tls_front, tmp_path, user, key, "keep")  # the public port changed
     assert tls_front.server_model(user, "keep")["ready"]
     assert wait_for(lambda: tls_front.get_through_proxy(user, "keep").status_code == 200, timeout=60)
@@ -290,7 +319,11 @@ def test_proxy_as_its_own_supervised_process(docker, tmp_path):
 
 def test_bad_settings_stop_the_container_with_a_clear_error(docker):
     image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
-    for env, variable in (({"HUB_NAME": "Bad_Name"}, "HUB_NAME"), ({"SSL_ENABLED": "maybe"}, "SSL_ENABLED")):
+    for env, variable in (
+        ({"HUB_NAME": "Bad_Name"}, "HUB_NAME"),
+        ({"SSL_ENABLED": "maybe"}, "SSL_ENABLED"),
+        ({"MLHUB_ADMIN_PASSWORD": "too-short"}, "MLHUB_ADMIN_PASSWORD"),
+    ):
         container = docker.containers.run(
             image, detach=True, environment=env, labels={"mlhub.test": "badenv"}
         )
