@@ -24,7 +24,12 @@ start() {
   for _ in $(seq 1 120); do
     if curl -fsS -o /dev/null "http://127.0.0.1:$port/hub/health" 2>/dev/null; then
       echo "ML Hub is up on http://localhost:$port (log: $log)"
-      echo "First login: open http://localhost:$port/hub/signup, sign up as 'admin' with a password of your choice, then log in."
+      generated=$(sed -n 's/.*generated admin password: \([^ ]*\).*/\1/p' "$log" | head -n 1)
+      if [[ -n "$generated" ]]; then
+        echo "First start: log in at http://localhost:$port/hub/login as 'admin' with the generated password: $generated"
+      else
+        echo "Log in at http://localhost:$port/hub/login as 'admin' (MLHUB_ADMIN_PASSWORD, or the password generated at the first start)"
+      fi
       return 0
     fi
     if ! running; then
