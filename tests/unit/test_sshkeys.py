@@ -1,17 +1,25 @@
 """SSH public keys: validation, fingerprints (checked against ssh-keygen), lines, config; the key store."""
 
 import base64
+import itertools
 import os
+import re
+import sqlite3
 import stat
+import statistics
 import struct
 import subprocess
 import threading
+import time
+from contextlib import closing
 
 import pytest
 
 from mlhubspawner import sshkeys
 from mlhubspawner.sshkeys import KeyFormatError, parse_public_key
+from mlhubspawner.sshkeys_api import SignatureError, verify_signature
 from mlhubspawner.sshkeys_store import (
+    ChallengeUsedError,
     KeyExistsError,
     KeyLimitError,
     SSHKeyStore,
@@ -306,19 +314,30 @@ def store(tmp_path):
     store.close()
 
 
+_nonces = (f"{n:022d}" for n in itertools.count())
+
+
+def add(store, user, created, key):
+    """Register ``key`` with a fresh challenge nonce; returns the new row."""
+    row, _ = store.add(user, created, key, next(_nonces), int(time.time()) + 600)
+    return row
+
+
 def test_store_add_list_delete(store, keys):
-    row = store.add("ada", "2026-01-01T00:00:00.000000Z", keys[0])
-    assert (row.user, row.type, row.blob, row.fingerprint) == (
+    row = add(store, "ada", "2026-01-01T00:00:00.000000Z", keys[0])
+    assert (row.user, row.type, row.blob, row.fingerprint, row.proven) == (
         "ada",
         "ssh-ed25519",
         keys[0].blob_b64,
         keys[0].fingerprint,
+        True,
     )
-    store.add("ada", "2026-01-01T00:00:00.000000Z", keys[1])
+    add(store, "ada", "2026-01-01T00:00:00.000000Z", keys[1])
     assert [r.fingerprint for r in store.list("ada")] == [keys[0].fingerprint, keys[1].fingerprint]
     assert store.list("bob") == []
     assert store.owner_of(keys[1].blob_b64).user == "ada"
     assert store.owner_of(keys[2].blob_b64) is None
+    assert store.owner_of("not base64!") is None
     assert store.delete("bob", keys[0].fingerprint) is False
     assert store.delete("ada", keys[0].fingerprint) is True
     assert store.delete("ada", keys[0].fingerprint) is False
@@ -327,22 +346,42 @@ def test_store_add_list_delete(store, keys):
 
 
 def test_store_key_is_unique_in_the_hub_and_limited_per_user(store, keys):
-    store.add("ada", "t1", keys[0])
+    add(store, "ada", "t1", keys[0])
     for user in ("ada", "bob"):
         with pytest.raises(KeyExistsError, match="already registered"):
-            store.add(user, "t1", keys[0])
-    store.add("ada", "t1", keys[1])
-    store.add("ada", "t1", keys[2])
+            add(store, user, "t1", keys[0])
+    add(store, "ada", "t1", keys[1])
+    add(store, "ada", "t1", keys[2])
     with pytest.raises(KeyLimitError, match="at most 3 SSH keys per user"):
-        store.add("ada", "t1", keys[3])
-    store.add("bob", "t1", keys[3])  # the limit is per user
+        add(store, "ada", "t1", keys[3])
+    add(store, "bob", "t1", keys[3])  # the limit is per user
     assert len(store.list("ada")) == 3
 
 
+def test_store_accepts_each_challenge_nonce_once(store, keys):
+    store.add("ada", "t1", keys[0], "n" * 22, int(time.time()) + 600)
+    assert store.delete("ada", keys[0].fingerprint)
+    with pytest.raises(ChallengeUsedError, match="used already"):
+        store.add("ada", "t1", keys[0], "n" * 22, int(time.time()) + 600)
+    # a refused registration does not use its nonce up
+    add(store, "ada", "t1", keys[1])
+    with pytest.raises(KeyExistsError):
+        store.add("bob", "t1", keys[1], "m" * 22, int(time.time()) + 600)
+    row, _ = store.add("bob", "t1", keys[2], "m" * 22, int(time.time()) + 600)
+    assert row.user == "bob"
+    # expired nonces are forgotten (their challenges are refused as expired anyway)
+    store.add("bob", "t1", keys[3], "e" * 22, 1)
+    add(store, "bob", "t1", keys[4])
+    with closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM used_challenges WHERE nonce = ?", ("e" * 22,)).fetchone() == (
+            0,
+        )
+
+
 def test_store_delete_user_keeps_only_the_current_incarnation(store, keys):
-    store.add("ada", "old", keys[0])
-    store.add("ada", "new", keys[1])
-    store.add("bob", "old", keys[2])
+    add(store, "ada", "old", keys[0])
+    add(store, "ada", "new", keys[1])
+    add(store, "bob", "old", keys[2])
     assert store.delete_user("ada", keep_created="new") == 1
     assert [r.fingerprint for r in store.list("ada")] == [keys[1].fingerprint]
     assert store.delete_user("ada") == 1
@@ -352,15 +391,16 @@ def test_store_delete_user_keeps_only_the_current_incarnation(store, keys):
 def test_store_survives_reopening_and_concurrent_adds(tmp_path, keys):
     path = tmp_path / "ssh-keys.sqlite"
     store = SSHKeyStore(path, max_keys_per_user=2)
+    secret = store.challenge_secret()
     errors = []
 
-    def add(key):
+    def add_one(key):
         try:
-            store.add("ada", "t", key)
+            add(store, "ada", "t", key)
         except KeyLimitError as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=add, args=(key,)) for key in keys]
+    threads = [threading.Thread(target=add_one, args=(key,)) for key in keys]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -369,7 +409,207 @@ def test_store_survives_reopening_and_concurrent_adds(tmp_path, keys):
     store.close()
     reopened = SSHKeyStore(path)
     assert len(reopened.list("ada")) == 2
+    assert len(secret) == 32 and reopened.challenge_secret() == secret  # challenges survive a restart
     reopened.close()
+
+
+SCHEMA_0 = """
+CREATE TABLE ssh_keys (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    user_created TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX ssh_keys_user ON ssh_keys (user);
+"""
+
+
+def legacy_store(path, rows):
+    """A key store as the release before proof of possession wrote it (schema version 0)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_0)
+        for user, key in rows:
+            db.execute(
+                "INSERT INTO ssh_keys (user, user_created, type, blob, fingerprint, comment, created_at) "
+                "VALUES (?, 't1', ?, ?, ?, 'old', '2025-01-01T00:00:00.000000Z')",
+                (user, key.type, key.blob_b64, key.fingerprint),
+            )
+        db.commit()
+
+
+def test_legacy_store_is_migrated_and_unproven_keys_go_to_whoever_proves_them(tmp_path, keys):
+    path = tmp_path / "ssh-keys.sqlite"
+    # mallory squatted ada's public key; bob's and mallory's own keys are theirs
+    legacy_store(path, [("mallory", keys[0]), ("bob", keys[1]), ("mallory", keys[2])])
+    store = SSHKeyStore(path)
+    assert [(r.fingerprint, r.proven) for r in store.list("mallory")] == [
+        (keys[0].fingerprint, False),
+        (keys[2].fingerprint, False),
+    ]
+    assert store.owner_of(keys[0].blob_b64).user == "mallory"  # legacy keys keep working...
+    row, taken_over = store.add("ada", "t9", keys[0], "a" * 22, int(time.time()) + 600)
+    assert (row.user, row.proven) == ("ada", True)
+    assert (taken_over.user, taken_over.proven) == ("mallory", False)  # ... until proven elsewhere
+    assert store.owner_of(keys[0].blob_b64).user == "ada"
+    assert [r.fingerprint for r in store.list("mallory")] == [keys[2].fingerprint]
+    # an owner proving their own legacy key keeps it, now proven
+    row, taken_over = store.add("bob", "t1", keys[1], "b" * 22, int(time.time()) + 600)
+    assert (row.user, row.proven, taken_over.user) == ("bob", True, "bob")
+    assert [(r.fingerprint, r.proven) for r in store.list("bob")] == [(keys[1].fingerprint, True)]
+    # a proven key is nobody else's to take
+    with pytest.raises(KeyExistsError):
+        store.add("mallory", "t1", keys[0], "c" * 22, int(time.time()) + 600)
+    store.close()
+    # migrating again is a no-op
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    store = SSHKeyStore(path)
+    assert store.owner_of(keys[0].blob_b64).user == "ada"
+    store.close()
+
+
+def test_lookups_use_indexes_and_are_trivially_fast(tmp_path):
+    """The front's and the workspace's lookups run on the hub's event loop: index searches, well under
+    a millisecond with 20 000 keys in the store."""
+    path = tmp_path / "ssh-keys.sqlite"
+    store = SSHKeyStore(path, max_keys_per_user=100)
+    store.challenge_secret()  # creates the tables
+    blobs = []
+    with closing(sqlite3.connect(path)) as db:
+        for i in range(20_000):
+            blob = ssh_string("ssh-ed25519") + ssh_string(i.to_bytes(32, "big"))
+            b64 = base64.b64encode(blob).decode()
+            blobs.append(b64)
+            db.execute(
+                "INSERT INTO ssh_keys (user, user_created, type, blob, fingerprint, comment, created_at, proven)"
+                " VALUES (?, 't', 'ssh-ed25519', ?, ?, '', 't', 1)",
+                (f"user{i // 20}", b64, sshkeys.fingerprint(blob)),
+            )
+        db.commit()
+        plans = {
+            "owner_of": "SELECT * FROM ssh_keys WHERE fingerprint = ? AND blob = ?",
+            "list": "SELECT * FROM ssh_keys WHERE user = ? ORDER BY id",
+        }
+        for name, sql in plans.items():
+            plan = " ".join(
+                row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ("x", "y")[: sql.count("?")])
+            )
+            assert "USING INDEX" in plan and "SCAN" not in plan, (name, plan)
+    durations = []
+    for b64 in blobs[::40]:
+        start = time.perf_counter()
+        assert store.owner_of(b64) is not None
+        durations.append(time.perf_counter() - start)
+    for i in range(0, 1000, 2):
+        start = time.perf_counter()
+        assert len(store.list(f"user{i}")) == 20
+        durations.append(time.perf_counter() - start)
+    assert (
+        store.owner_of(base64.b64encode(ssh_string("ssh-ed25519") + ssh_string(b"\xff" * 32)).decode())
+        is None
+    )
+    median = statistics.median(durations)
+    print(f"median lookup {median * 1e6:.0f} us, max {max(durations) * 1e6:.0f} us over {len(durations)}")
+    assert median < 0.001
+    store.close()
+
+
+# ---- proof of possession -------------------------------------------------------------------
+
+SECRET = b"s" * 32
+
+
+def test_challenge_is_bound_to_its_user_incarnation_hub_and_time():
+    now = 1_800_000_000
+    text = sshkeys.make_challenge(SECRET, "ada", "t1", now)
+    assert re.fullmatch(r"mlhub-ssh-key-v1\.[A-Za-z0-9_-]{22}\.1800000600\.[A-Za-z0-9_-]{43}", text), text
+    checked = sshkeys.check_challenge(SECRET, text, "ada", "t1", now + 600)
+    assert (checked.text, checked.expires) == (text, now + 600) and checked.nonce == text.split(".")[1]
+    assert sshkeys.make_challenge(SECRET, "ada", "t1", now) != text  # a fresh nonce each time
+    refusals = [
+        ((SECRET, text, "bob", "t1", now), "not issued to bob"),
+        ((SECRET, text, "ada", "t2", now), "not issued to ada"),  # a re-created namesake
+        ((b"o" * 32, text, "ada", "t1", now), "not issued to ada"),  # another hub
+        ((SECRET, text.replace(".1800000600.", ".1800009999."), "ada", "t1", now), "not issued"),
+        ((SECRET, text, "ada", "t1", now + 601), "expired"),
+        ((SECRET, text + "x", "ada", "t1", now), "malformed"),
+        ((SECRET, "", "ada", "t1", now), "malformed"),
+        ((SECRET, None, "ada", "t1", now), "malformed"),
+    ]
+    for args, message in refusals:
+        with pytest.raises(sshkeys.ChallengeError, match=message):
+            sshkeys.check_challenge(*args)
+
+
+def test_sign_command_names_the_default_key_file():
+    assert (
+        sshkeys.sign_command("C")
+        == "printf '%s' 'C' | ssh-keygen -Y sign -n mlhub-ssh-key -f ~/.ssh/id_ed25519"
+    )
+    for key_type, name in [
+        ("ssh-rsa", "id_rsa"),
+        ("ecdsa-sha2-nistp384", "id_ecdsa"),
+        (sshkeys.SK_ED25519, "id_ed25519_sk"),
+        (sshkeys.SK_ECDSA, "id_ecdsa_sk"),
+    ]:
+        assert sshkeys.sign_command("C", key_type).endswith(f"-f ~/.ssh/{name}")
+
+
+def sign(tmp_path, name, message, namespace="mlhub-ssh-key"):
+    out = subprocess.run(
+        ["ssh-keygen", "-q", "-Y", "sign", "-n", namespace, "-f", str(tmp_path / name)],
+        input=message,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.decode()
+
+
+@pytest.mark.parametrize("key_type, bits", [("ed25519", None), ("ecdsa", 256), ("ecdsa", 521), ("rsa", 3072)])
+def test_real_ssh_keygen_signatures_verify_for_their_key_only(tmp_path, key_type, bits):
+    line, _ = keygen(tmp_path, key_type, bits)
+    key = parse_public_key(line)
+    name = f"id_{key_type}_{bits or 0}"
+    signature = sshkeys.parse_signature(sign(tmp_path, name, b"challenge"), key)
+    verify_signature(key, b"challenge", signature)
+    # signed with a trailing newline (echo instead of printf): accepted too
+    verify_signature(key, b"challenge", sign(tmp_path, name, b"challenge\n"))
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_signature(key, b"challengf", signature)
+    # submitted with another public key: refused before anything runs
+    with pytest.raises(sshkeys.SignatureFormatError, match="another key"):
+        sshkeys.parse_signature(
+            signature,
+            parse_public_key(key_line("ssh-ed25519", ssh_string("ssh-ed25519") + ssh_string(bytes(32)))),
+        )
+
+
+def test_parse_signature_refuses_junk_other_namespaces_and_other_keys(tmp_path):
+    line, _ = keygen(tmp_path, "ed25519")
+    key = parse_public_key(line)
+    good = sign(tmp_path, "id_ed25519_0", b"x")
+    assert sshkeys.parse_signature("\r\n  " + good.replace("\n", "\r\n") + "  ", key) == good
+    cases = [
+        (
+            sign(tmp_path, "id_ed25519_0", b"x", namespace="git"),
+            "namespace 'git': sign with -n mlhub-ssh-key",
+        ),
+        (good.replace("-----END SSH SIGNATURE-----", ""), "the whole block"),
+        ("-----BEGIN SSH SIGNATURE-----\n!!!\n-----END SSH SIGNATURE-----", "not valid base64"),
+        ("-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----", "not an SSH signature"),
+        ("-----BEGIN SSH SIGNATURE-----\nU1NIU0lHAAAAAQAA\n-----END SSH SIGNATURE-----", "truncated"),
+        ("x" * 20_000, "longer than"),
+        (None, "must be a string"),
+    ]
+    for text, message in cases:
+        with pytest.raises(sshkeys.SignatureFormatError, match=re.escape(message)):
+            sshkeys.parse_signature(text, key)
 
 
 def test_token_file_is_created_once_with_mode_0600(tmp_path):
