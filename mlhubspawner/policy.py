@@ -61,6 +61,11 @@ def _positive_or_none(value):
     return value if value is not None and value > 0 else None
 
 
+def _at_most(value, limit):
+    """``value`` lowered to ``limit``; ``None`` (unset) stays ``None``."""
+    return value if value is None or limit is None else min(value, limit)
+
+
 def _cap(limit, host):
     if host is None:
         return limit
@@ -201,9 +206,12 @@ class WorkspacePolicy(Configurable):
             default_image=default_image,
             images=self.offered_images(default_image),
             allow_custom_image=self.allow_custom_image,
-            default_cpu=self.default_cpu_limit,
+            # a default above the largest allowed value (e.g. on a small host) becomes that value
+            default_cpu=_at_most(
+                self.default_cpu_limit, _cap(_positive_or_none(self.max_cpu_limit), host_cpus)
+            ),
             max_cpu=_cap(_positive_or_none(self.max_cpu_limit), host_cpus),
-            default_memory=self.default_mem_limit,
+            default_memory=_at_most(self.default_mem_limit, _cap(self.max_mem_limit, host_memory)),
             min_memory=self.min_mem_limit or 0,
             max_memory=_cap(self.max_mem_limit, host_memory),
             default_shm_size=self.default_shm_size,

@@ -23,10 +23,24 @@ def make_host_config(
     volume_path="/workspace",
     gpus=(),
     gpu_driver="nvidia",
+    pids_limit=None,
+    no_new_privileges=False,
+    cap_drop=(),
     extra=None,
 ):
-    """Keyword arguments for ``APIClient.create_host_config`` of one workspace."""
+    """Keyword arguments for ``APIClient.create_host_config`` of one workspace.
+
+    ``pids_limit`` caps its processes and threads (``None`` or 0: unlimited, the engine's default),
+    ``no_new_privileges`` stops setuid binaries from gaining privileges, ``cap_drop`` removes
+    capabilities from Docker's default set (e.g. ``NET_RAW``: no raw sockets).
+    """
     host_config = {"network_mode": network, "restart_policy": {"Name": "no"}}
+    if pids_limit:
+        host_config["pids_limit"] = int(pids_limit)
+    if no_new_privileges:
+        host_config["security_opt"] = ["no-new-privileges"]
+    if cap_drop:
+        host_config["cap_drop"] = list(cap_drop)
     if cpu_limit is not None:
         host_config["nano_cpus"] = int(round(cpu_limit * 1e9))
     if mem_limit is not None:

@@ -93,6 +93,44 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     def _default_hub_container(self):
         return os.environ.get("MLHUB_HUB_CONTAINER", "")
 
+    pids_limit = Int(
+        4096,
+        min=0,
+        help="""Most processes and threads one workspace may run at once (0 = unlimited).
+
+        Docker's default is unlimited: one workspace's fork bomb would exhaust the host's process
+        table for everyone. 4096 leaves room for data loaders and BLAS thread pools; raise it with
+        ``c.MLHubDockerSpawner.pids_limit = 16384``.
+        """,
+    ).tag(config=True)
+
+    no_new_privileges = Bool(
+        True,
+        help="""Start workspaces with ``no-new-privileges``: setuid binaries (``sudo``, ``su``) gain nothing.
+
+        Turn off only for images whose users must become root through ``sudo``.
+        """,
+    ).tag(config=True)
+
+    cap_drop = List(
+        Unicode(),
+        ["NET_RAW"],
+        help="""Capabilities removed from Docker's default set in every workspace.
+
+        ``NET_RAW`` (the default) refuses raw and packet sockets: no forged packets or ARP spoofing
+        on the user network (``ping`` needs it). ``[]`` keeps Docker's default set.
+        """,
+    ).tag(config=True)
+
+    @validate("cap_drop")
+    def _validate_cap_drop(self, proposal):
+        for name in proposal.value:
+            if not name.replace("_", "").isalnum() or not name.isupper():
+                raise ValueError(
+                    f"MLHubDockerSpawner.cap_drop: {name!r} is not a capability name such as NET_RAW"
+                )
+        return proposal.value
+
     ready_poll_interval = Float(
         0.05,
         help="""Seconds between checks that a started workspace accepts connections.
@@ -396,6 +434,9 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             volume_path=self.volume_path,
             gpus=gpu_ids,
             gpu_driver=self.gpu_driver,
+            pids_limit=self.pids_limit,
+            no_new_privileges=self.no_new_privileges,
+            cap_drop=self.cap_drop,
             extra=self._render_templates(extra_host or {}),
         )
         return create_kwargs, host_config

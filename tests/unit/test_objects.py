@@ -31,6 +31,18 @@ def test_host_config_limits_volume_and_gpus():
     ]
 
 
+def test_host_config_shared_host_limits():
+    host = objects.make_host_config(
+        network="n", pids_limit=4096, no_new_privileges=True, cap_drop=["NET_RAW"]
+    )
+    assert host["pids_limit"] == 4096
+    assert host["security_opt"] == ["no-new-privileges"]
+    assert host["cap_drop"] == ["NET_RAW"]
+    # 0 / off / empty: nothing asked of the engine (its defaults)
+    off = objects.make_host_config(network="n", pids_limit=0, no_new_privileges=False, cap_drop=[])
+    assert off == {"network_mode": "n", "restart_policy": {"Name": "no"}}
+
+
 def test_extra_config_is_merged_without_touching_the_input():
     extra = {"restart_policy": {"MaximumRetryCount": 0}, "privileged": False}
     host = objects.make_host_config(network="n", extra=extra)
