@@ -90,6 +90,13 @@ c.MLHubDockerSpawner.hub_name = settings.hub_name
 c.MLHubDockerSpawner.image = settings.workspace_image
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
+# shared-host defaults (raise them in the user config): a workspace without limits in its options
+# gets 2 CPUs and 4G (lowered to max_cpu_limit/max_mem_limit and the engine's size), and a user
+# keeps at most 5 named servers (JupyterHub refuses the 6th: "already has the maximum of 5 named
+# servers"). Docker workspaces also get pids_limit, no-new-privileges and cap_drop (the spawner's traits).
+c.WorkspacePolicy.default_cpu_limit = 2.0
+c.WorkspacePolicy.default_mem_limit = "4G"
+c.JupyterHub.named_server_limit_per_user = 5
 
 # the lifetime API (/hub/api/mlhub/...): only the hub can change a server's expiration;
 # the SSH keys API: users' public keys, the SSH front's key lookups, ssh config blocks
