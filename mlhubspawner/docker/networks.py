@@ -15,6 +15,8 @@ import ipaddress
 from docker.errors import APIError, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
+from .. import naming
+
 PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
@@ -166,13 +168,33 @@ class NetworkAllocator:
         except NotFound:
             return None
 
+    def _owned(self, network, labels):
+        """``network`` if its owner labels (hub, user) are those in ``labels``; else refuse it."""
+        found = naming.owner_of(network.get("Labels"))
+        try:
+            naming.check_owner(
+                "network",
+                network["Name"],
+                found,
+                labels.get(naming.LABEL_ORIGIN),
+                labels.get(naming.LABEL_USER),
+            )
+        except naming.ForeignResourceError:
+            self.log.error("Refused network %s: it is labelled %s", network["Name"], found)
+            raise
+        return network
+
     async def ensure(self, name, labels, max_attempts=16):
-        """Return the attributes of network ``name``, creating it on a free subnet if needed."""
+        """Return the attributes of network ``name``, creating it on a free subnet if needed.
+
+        An existing network is used only if its ``mlhub.origin`` and ``mlhub.user`` labels are
+        those in ``labels`` (:class:`~mlhubspawner.naming.ForeignResourceError` otherwise).
+        """
         lock = self._name_locks.setdefault(name, asyncio.Lock())
         async with lock:
             existing = await self._inspect(name)
             if existing is not None:
-                return existing
+                return self._owned(existing, labels)
             for _ in range(max_attempts):
                 subnet = await self._reserve()
                 gateway = str(next(subnet.hosts()))
@@ -194,7 +216,7 @@ class NetworkAllocator:
                     if _is_name_conflict(e):
                         existing = await self._inspect(name)
                         if existing is not None:
-                            return existing
+                            return self._owned(existing, labels)
                     raise
                 self.log.info("Created network %s on %s", name, subnet)
                 return await self.docker("inspect_network", name)

@@ -328,13 +328,19 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         self.emit_progress(
             25, f"Preparing network {self.network_name}" + (f" and volume {volume}" if volume else "")
         )
-        network, new_volume = await asyncio.gather(
+        network, new_volume = prepared = await asyncio.gather(
             self.allocator.ensure(
                 self.network_name,
                 naming.resource_labels(**owner_labels, component=naming.COMPONENT_NETWORK),
             ),
             self._ensure_volume(volume, owner_labels),
+            return_exceptions=True,
         )
+        failed = [result for result in prepared if isinstance(result, BaseException)]
+        if failed:  # e.g. a foreign network or volume under our name: nothing half-created
+            if new_volume is True:
+                await self.docker("remove_volume", volume, force=True)
+            raise failed[0]
 
         await self._attach_hub(network)
 
@@ -402,12 +408,28 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         if volume is None:
             return False
         try:
-            await self.docker("inspect_volume", volume)
-            return False
+            existing = await self.docker("inspect_volume", volume)
         except NotFound:
             labels = naming.resource_labels(**owner_labels, component=naming.COMPONENT_VOLUME)
-            await self.docker("create_volume", **objects.make_volume_kwargs(name=volume, labels=labels))
+            # the engine hands back an existing volume of that name as is: check whose it is
+            created = await self.docker(
+                "create_volume", **objects.make_volume_kwargs(name=volume, labels=labels)
+            )
+            self._check_owner("volume", volume, created.get("Labels"))
             return True
+        self._check_owner("volume", volume, existing.get("Labels"))
+        return False
+
+    def _check_owner(self, kind, name, labels, server=True):
+        """Refuse a resource whose owner labels are not this workspace's (or user's, ``server=False``)."""
+        found = naming.owner_of(labels)
+        try:
+            naming.check_owner(
+                kind, name, found, self.hub_name, self.user.name, self.name if server else None
+            )
+        except naming.ForeignResourceError:
+            self.log.error("Refused %s %s for %s: it is labelled %s", kind, name, self._log_name, found)
+            raise
 
     async def _container_spec(self, options, labels, volume, gateway, image, gpu_ids):
         extra_create = self._eval_if_callable(self.extra_create_kwargs)
@@ -474,8 +496,29 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         except NotFound:
             self.object_id = ""
             return None
+        self._check_owner("container", self.object_name, container["Config"].get("Labels"))
         self.object_id = container["Id"]
         return container
+
+    async def get_object(self):
+        """The workspace's container as DockerSpawner finds it by name, unless it is someone else's."""
+        container = await super().get_object()
+        if container is None:
+            return None
+        try:
+            self._check_owner("container", self.object_name, container["Config"].get("Labels"))
+        except naming.ForeignResourceError:
+            self.object_id = ""  # poll() sees no container; stop() and remove never reach it
+            return None
+        return container
+
+    async def stop_object(self):
+        if self.object_id:
+            await super().stop_object()
+
+    async def remove_object(self):
+        if self.object_id:
+            await super().remove_object()
 
     def _reusable(self, container, wanted_hash, options):
         """Reuse an existing container only if nothing about it would change."""
@@ -499,8 +542,10 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         try:
             obj = await self.docker("create_container", **kwargs)
         except APIError as e:
-            if e.status_code == 409:  # a container of that name appeared meanwhile: replace it
-                await self.docker("remove_container", self.object_name, force=True)
+            if e.status_code == 409:  # a container of that name appeared meanwhile: replace it if ours
+                existing = await self._inspect_container()
+                if existing is not None:
+                    await self.docker("remove_container", existing["Id"], v=True, force=True)
                 obj = await self.docker("create_container", **kwargs)
             else:
                 raise
@@ -555,8 +600,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     async def delete_forever(self):
         """A deleted server loses its container; its volume is left to the cleanup policy."""
+        container = await self.get_object()  # never a container of someone else's
+        if container is None:
+            return
         try:
-            await self.docker("remove_container", self.object_name, force=True)
+            await self.docker("remove_container", container["Id"], force=True)
         except NotFound:
             pass
 

@@ -1,0 +1,183 @@
+"""Issue 11, item 1 on the real engine, through a real JupyterHub: no user gets another's workspace.
+
+The attack: a victim with a long e-mail user name whose workspace name used to be shortened to a
+prefix + ``-`` + 10 hex digits; an attacker signs up as the un-escaped form of that shortened name
+(computed here with a copy of the old algorithm) and spawns. Defence in depth: a container, volume
+or network of another owner sitting under the exact name the spawner will use is refused, untouched.
+"""
+
+import hashlib
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from docker.models.networks import Network
+
+from mlhubspawner import naming
+
+from support import base_image
+
+ATTACKER_NAME = re.compile(r"^[a-z0-9.@_+-]+$")  # sign-up-able as is (no case folding, no quoting)
+
+
+def old_fit(name):
+    """The scheme before issue 11 (a copy): prefix + ``-`` + 10 hex digits, itself a valid escape."""
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:52].rstrip('-')}-{digest}"
+
+
+def old_workspace_name(hub, user, server=""):
+    return old_fit(f"{hub}-ws-{naming.escape(user)}" + (f"--{naming.escape(server)}" if server else ""))
+
+
+def unescape(text):
+    """What escaping turns into ``text`` (``-XX`` = one UTF-8 byte), or None."""
+    try:
+        data = re.sub(rb"-([0-9a-f]{2})", lambda m: bytes.fromhex(m.group(1).decode()), text.encode())
+        decoded = data.decode()
+    except UnicodeDecodeError:
+        return None
+    return decoded if naming.escape(decoded) == text else None
+
+
+def victim_and_attacker(hub_name, server):
+    """A victim (long e-mail name) and the attacker user whose old default-server name was the victim's."""
+    for i in range(2000):
+        victim = f"first.lastname{i or ''}@physics.example-university.edu"
+        shortened = old_workspace_name(hub_name, victim, server)
+        attacker = unescape(shortened.removeprefix(f"{hub_name}-ws-"))
+        if attacker and ATTACKER_NAME.match(attacker) and old_workspace_name(hub_name, attacker) == shortened:
+            return victim, attacker
+    raise AssertionError("no victim/attacker pair found")
+
+
+def by_owner(docker, hub, user, server):
+    labels = [f"{naming.LABEL_ORIGIN}={hub.hub_name}", f"{naming.LABEL_USER}={user}"]
+    labels.append(f"{naming.LABEL_SERVER_NAME}={server}")
+    return docker.containers.list(all=True, filters={"label": labels})
+
+
+def spawn_messages(hub, user, server):
+    """POST the spawn and follow its progress to the end: the response text and every message."""
+    with ThreadPoolExecutor(1) as pool:
+        request = pool.submit(hub.api, "POST", hub.server_path(user, server), json={})
+        messages = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not request.done():
+            r = hub.api("GET", f"users/{user}/servers/{server}/progress", stream=True, timeout=60)
+            if r.status_code == 200:
+                for line in r.iter_lines(decode_unicode=True):
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        messages.append(event.get("message", ""))
+                        if event.get("ready") or event.get("failed"):
+                            break
+                r.close()
+                break
+            time.sleep(0.05)
+        response = request.result()
+    return response, messages
+
+
+def forget(hub, user, *servers):
+    """Stop (and remove) the user's servers, then delete the user."""
+    for server in servers:
+        model = hub.server_model(user, server)
+        if model is not None:
+            hub.stop_server(user, server, remove=bool(server))
+    hub.api("DELETE", f"users/{user}")
+
+
+@pytest.fixture
+def foreign(docker):
+    """Resources of someone else, created by the test (labelled, removed afterwards)."""
+    made = []
+    yield made
+    for resource in reversed(made):
+        try:
+            resource.remove() if isinstance(resource, Network) else resource.remove(force=True)
+        except Exception as e:  # noqa: BLE001 (clean-up must go on)
+            print(f"could not remove {resource}: {e}")
+
+
+def test_an_attacker_named_after_a_victims_shortened_name_gets_resources_of_their_own(hub, docker):
+    victim, attacker = victim_and_attacker(hub.hub_name, "train")
+    hub.create_user(victim)
+    hub.create_user(attacker)
+    try:
+        assert hub.spawn(victim, "train").status_code in (201, 202)
+        (container,) = by_owner(docker, hub, victim, "train")
+        assert container.exec_run(["sh", "-c", "echo precious > /workspace/victim.txt"]).exit_code == 0
+        volume = {m["Destination"]: m for m in container.attrs["Mounts"]}["/workspace"]["Name"]
+
+        r = hub.spawn(attacker)  # the attacker's default server had the victim's name before
+        assert r.status_code in (201, 202), r.text
+
+        container.reload()  # still the victim's container (same id), still running
+        assert container.status == "running", container.status
+        assert container.labels[naming.LABEL_USER] == victim
+        out = container.exec_run(["cat", "/workspace/victim.txt"]).output.decode()
+        assert out.strip() == "precious"
+        (theirs,) = by_owner(docker, hub, attacker, "")
+        assert theirs.id != container.id and theirs.name != container.name
+        mounts = {m["Destination"]: m for m in theirs.attrs["Mounts"]}
+        assert mounts["/workspace"]["Name"] != volume
+        assert docker.volumes.get(volume).attrs["Labels"][naming.LABEL_USER] == victim
+        assert set(theirs.attrs["NetworkSettings"]["Networks"]).isdisjoint(
+            container.attrs["NetworkSettings"]["Networks"]
+        )
+    finally:
+        forget(hub, attacker, "")
+        forget(hub, victim, "train")
+
+
+@pytest.mark.parametrize("kind", ["container", "volume", "network"])
+def test_a_foreign_resource_under_the_spawners_name_is_refused_and_untouched(hub, docker, foreign, kind):
+    user, server, other = f"squat-{kind}", "w", "someone-else"
+    hub.create_user(user)
+    labels = naming.resource_labels(hub.hub_name, other, server, component=naming.COMPONENT_WORKSPACE)
+    labels["mlhub.test"] = "names"
+    name = (
+        naming.network_name(hub.hub_name, user)
+        if kind == "network"
+        else naming.workspace_name(hub.hub_name, user, server)
+    )
+    if kind == "container":
+        resource = docker.containers.run(
+            base_image(docker),
+            ["sleep", "infinity"],
+            name=name,
+            labels=labels,
+            network_mode="none",
+            detach=True,
+        )
+    elif kind == "volume":
+        resource = docker.volumes.create(name, labels=labels)
+    else:
+        resource = docker.networks.create(name, labels=labels)
+    foreign.append(resource)
+    before = resource.attrs
+    try:
+        response, messages = spawn_messages(hub, user, server)
+        said = response.text + "\n".join(messages)
+        assert f"Refusing to use {kind} {name!r}" in said, (response.status_code, said)
+        assert "does not belong to this workspace" in said
+        resource.reload()
+        assert resource.id == before.get("Id", before.get("Name"))
+        if kind == "container":
+            assert resource.status == "running"
+        if kind == "network":
+            assert not resource.attrs.get("Containers")  # nothing attached to it
+        labels = resource.labels if kind == "container" else resource.attrs["Labels"]
+        assert labels[naming.LABEL_USER] == other
+        # nothing of the refused spawn is left: no container, no volume
+        assert by_owner(docker, hub, user, server) == []
+        if kind != "volume":
+            mine = docker.volumes.list(filters={"label": f"{naming.LABEL_USER}={user}"})
+            assert [v.name for v in mine] == []
+    finally:
+        forget(hub, user, server)
