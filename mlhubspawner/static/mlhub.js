@@ -389,6 +389,15 @@
       fingerprint.textContent = key.fingerprint;
       text.appendChild(type);
       text.appendChild(comment);
+      if (key.proven === false) {
+        var unproven = document.createElement("span");
+        unproven.className = "mlhub-key-unproven badge text-bg-warning me-2";
+        unproven.title =
+          "Stored before keys needed a signature: add it again with a signature to keep it, " +
+          "or whoever proves they hold it takes it over.";
+        unproven.textContent = "unverified";
+        text.appendChild(unproven);
+      }
       text.appendChild(fingerprint);
       var button = document.createElement("button");
       button.type = "button";
@@ -410,11 +419,62 @@
     var textarea = document.getElementById("mlhub-key");
     var addButton = document.getElementById("mlhub-add-key");
     var errorBox = document.getElementById("mlhub-key-error");
+    var challengeApi = page.getAttribute("data-challenge-api");
+    var challengeInput = document.getElementById("mlhub-challenge");
+    var commandBox = document.getElementById("mlhub-sign-command");
+    var signatureBox = document.getElementById("mlhub-signature");
+    var newChallenge = document.getElementById("mlhub-new-challenge");
+    var signCommand = "";
 
     function setError(message) {
       errorBox.textContent = message || "";
       errorBox.hidden = !message;
     }
+
+    // the private key file ssh-keygen makes by default for the pasted key's type
+    function keyFile(line) {
+      var type = (line.trim().split(/\s+/)[0] || "").toLowerCase();
+      if (type === "ssh-rsa") {
+        return "~/.ssh/id_rsa";
+      }
+      if (type.indexOf("ecdsa-") === 0) {
+        return "~/.ssh/id_ecdsa";
+      }
+      if (type === "sk-ssh-ed25519@openssh.com") {
+        return "~/.ssh/id_ed25519_sk";
+      }
+      if (type === "sk-ecdsa-sha2-nistp256@openssh.com") {
+        return "~/.ssh/id_ecdsa_sk";
+      }
+      return "~/.ssh/id_ed25519";
+    }
+
+    function showCommand() {
+      commandBox.textContent = signCommand.replace("~/.ssh/id_ed25519", keyFile(textarea.value));
+    }
+
+    // a fresh challenge (single use, 10 minutes) and the command that signs it
+    function loadChallenge() {
+      return api("GET", challengeApi).then(
+        function (data) {
+          challengeInput.value = data.challenge;
+          signCommand = data.command;
+          signatureBox.value = "";
+          showCommand();
+        },
+        function (error) {
+          commandBox.textContent = "";
+          setError("Could not get a challenge: " + error.message);
+        },
+      );
+    }
+
+    textarea.addEventListener("input", showCommand);
+    newChallenge.addEventListener("click", function () {
+      setError("");
+      loadChallenge();
+    });
+    loadChallenge();
 
     function refresh() {
       return api("GET", keysApi).then(
@@ -429,20 +489,28 @@
 
     addButton.addEventListener("click", function () {
       var key = textarea.value.trim();
+      var signature = signatureBox.value.trim();
       if (!key) {
         setError("Paste one line of an OpenSSH public key (.pub file).");
         return;
       }
+      if (!signature) {
+        setError("Run the command of step 2 and paste the signature it prints.");
+        return;
+      }
       addButton.disabled = true;
-      api("POST", keysApi, { key: key })
+      api("POST", keysApi, { key: key, challenge: challengeInput.value, signature: signature })
         .then(
           function () {
             textarea.value = "";
             setError("");
-            return refresh();
+            return Promise.all([refresh(), loadChallenge()]);
           },
           function (error) {
             setError(error.message);
+            if (/expired|used already|not issued/.test(error.message)) {
+              return loadChallenge();
+            }
           },
         )
         .then(function () {

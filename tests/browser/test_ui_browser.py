@@ -6,19 +6,16 @@ is authorized on NativeAuthenticator's page.
 Screenshots of the main pages go to tests/artifacts/ (ignored by git).
 """
 
-import base64
-import hashlib
 import json
 import os
 import re
 import secrets
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mlhubspawner import __version__
 
@@ -353,38 +350,68 @@ def test_an_env_value_with_markup_is_shown_as_text_and_never_runs(page, hub):
     assert not page.dialogs, page.dialogs  # no alert/confirm was raised by the payload
 
 
-def public_key(comment="browser@test"):
-    key = ed25519.Ed25519PrivateKey.generate().public_key()
-    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    blob = base64.b64decode(line.split()[1])
-    fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"{line} {comment}", fingerprint
+def key_pair(directory, comment="browser@test"):
+    """A real ed25519 key pair from ssh-keygen: (private key path, public line, fingerprint)."""
+    path = directory / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        timeout=30,
+    )
+    listing = subprocess.run(
+        ["ssh-keygen", "-lf", f"{path}.pub"], check=True, capture_output=True, text=True, timeout=30
+    )
+    return path, Path(f"{path}.pub").read_text().strip(), listing.stdout.split()[1]
 
 
-def test_ssh_keys_are_added_refused_when_malformed_and_deleted(page):
+def test_ssh_keys_are_added_with_a_signed_challenge_refused_when_malformed_and_deleted(page, tmp_path):
     assert page.goto("/hub/mlhub/ssh-keys").status == 200
     keys = page.locator("#mlhub-keys li[data-fingerprint]")
     before = keys.count()
-    line, fingerprint = public_key()
+    private, line, fingerprint = key_pair(tmp_path)
+    command = page.locator("#mlhub-sign-command")
+    page.wait_for_function(
+        "document.getElementById('mlhub-sign-command').textContent.indexOf('ssh-keygen -Y sign') > 0",
+        timeout=10_000,
+    )
+    # without the signature: the page says what is missing, nothing is added
     page.fill("#mlhub-key", line)
-    page.click("#mlhub-add-key")
-    added = page.locator(f'#mlhub-keys li[data-fingerprint="{fingerprint}"]')
-    try:
-        added.wait_for(state="visible", timeout=10_000)
-    except PlaywrightTimeout:  # another fingerprint spelling: any new key counts
-        print(f"no li with data-fingerprint={fingerprint}; counting the keys instead")
-        page.wait_for_function(
-            f"document.querySelectorAll('#mlhub-keys li[data-fingerprint]').length > {before}",
-            timeout=10_000,
-        )
-        added = keys.last
-    shot(page, "ssh-keys")
-
-    page.fill("#mlhub-key", "ssh-ed25519 not-a-key")
     page.click("#mlhub-add-key")
     error = page.locator("#mlhub-key-error")
     error.wait_for(state="visible")
-    assert error.inner_text().strip()
+    assert "signature" in error.inner_text()
+    # run the command the page shows (with this test's key file), paste what ssh-keygen printed
+    shown = command.inner_text().strip()
+    assert shown.startswith("printf '%s' 'mlhub-ssh-key-v1.") and shown.endswith(
+        " | ssh-keygen -Y sign -n mlhub-ssh-key -f ~/.ssh/id_ed25519"
+    ), shown
+    signed = subprocess.run(
+        ["bash", "-c", shown.replace("~/.ssh/id_ed25519", str(private))],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    page.fill("#mlhub-signature", signed.stdout)
+    page.click("#mlhub-add-key")
+    added = page.locator(f'#mlhub-keys li[data-fingerprint="{fingerprint}"]')
+    added.wait_for(state="visible", timeout=10_000)
+    assert "unverified" not in added.inner_text()
+    # the challenge was used: the page shows a fresh one
+    page.wait_for_function(
+        f"document.getElementById('mlhub-sign-command').textContent !== {json.dumps(shown)}"
+        " && document.getElementById('mlhub-sign-command').textContent.indexOf('ssh-keygen') > 0",
+        timeout=10_000,
+    )
+    shot(page, "ssh-keys")
+
+    page.fill("#mlhub-key", "ssh-ed25519 not-a-key")
+    page.fill("#mlhub-signature", signed.stdout)
+    page.click("#mlhub-add-key")
+    page.wait_for_function(
+        "document.getElementById('mlhub-key-error').textContent.indexOf('Invalid SSH key') >= 0",
+        timeout=10_000,
+    )
     assert keys.count() == before + 1
 
     added.locator("button, a, input[type=submit]").filter(has_text=DELETE).first.click()
