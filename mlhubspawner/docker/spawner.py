@@ -21,7 +21,7 @@ from traitlets import Bool, Float, Int, List, Unicode, default, validate
 from .. import gpus, naming
 from ..options import OptionsError
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error, workspace_env
-from . import objects
+from . import egress, objects
 from .networks import (
     NetworkAllocator,
     hub_is_attached,
@@ -92,6 +92,52 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     @default("hub_container")
     def _default_hub_container(self):
         return os.environ.get("MLHUB_HUB_CONTAINER", "")
+
+    egress_firewall = Bool(
+        True,
+        help="""Close workspaces' egress on the Docker host (nftables table ``inet mlhub-<hub>``).
+
+        Workspaces then reach the internet, the hub API and DNS, but not the host's other
+        services, link-local addresses (cloud metadata: 169.254.0.0/16) nor, unless
+        ``egress_allow_private``, private ranges. Loaded by a short-lived helper container
+        (host network, NET_ADMIN) before the first workspace starts; if it cannot be loaded,
+        workspaces do not start. Turn off only on engines where it cannot work (a rootless or
+        remote engine, a host without nftables), and firewall the workspaces otherwise.
+        """,
+    ).tag(config=True)
+
+    egress_allow_private = Bool(
+        False,
+        help="""Let workspaces reach private addresses (10/8, 172.16/12, 192.168/16, 100.64/10): the LAN.
+
+        The host's own addresses and link-local addresses stay closed; Docker still isolates
+        users' networks from each other.
+        """,
+    ).tag(config=True)
+
+    egress_dns_servers = List(
+        Unicode(),
+        help="""Nameservers (IPv4) workspaces' DNS may reach on port 53, besides the host's own.
+
+        The host's nameservers (``/etc/resolv.conf`` and systemd-resolved's upstream list) are
+        added automatically; list here the engine's ``--dns`` servers if the daemon sets any.
+        """,
+    ).tag(config=True)
+
+    egress_helper_image = Unicode(
+        "",
+        help="""Image of the helper container that loads the egress rules (it needs ``nft``; never pulled).
+
+        Empty: ``$MLHUB_HUB_IMAGE``, else the hub container's own image, else ``mlhub:<version>``.
+        """,
+    ).tag(config=True)
+
+    @validate("egress_dns_servers")
+    def _validate_egress_dns_servers(self, proposal):
+        try:
+            return egress.validate_dns_servers(proposal.value)
+        except ValueError as e:
+            raise ValueError(f"MLHubDockerSpawner.egress_dns_servers: {e}") from None
 
     pids_limit = Int(
         4096,
@@ -343,6 +389,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             raise failed[0]
 
         await self._attach_hub(network)
+        await egress.ensure_egress(self, network)
 
         expiration = self.plan_lifetime(options)
         self.emit_progress(55, "Creating the workspace container")
