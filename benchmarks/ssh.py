@@ -33,6 +33,8 @@ from mlhubspawner import __version__, naming
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "tests"))
+import ssh_signing  # noqa: E402
+
 import support  # noqa: E402 (tests/ is not a package; shared with the tests)
 
 USER = "bench"
@@ -138,7 +140,8 @@ def api_ok(response, *codes):
 def prepare_hub(hub, client, workdir, key, public_line):
     """User + key + running workspace on ``hub``; returns its ssh configs and the workspace container."""
     api_ok(hub.api("POST", f"users/{USER}", json={}), 201, 409)
-    api_ok(hub.api("POST", f"mlhub/users/{USER}/ssh-keys", json={"key": public_line}), 201)
+    # as users do: the hub's challenge signed with ssh-keygen -Y sign (proof of possession)
+    api_ok(ssh_signing.register_ssh_key(hub, USER, key, public_line=public_line), 201)
     api_ok(hub.spawn(USER, SERVER, timeout=180), 201, 202)
     model = api_ok(hub.api("GET", f"mlhub/users/{USER}/servers/{SERVER}/ssh-config"), 200).json()
     options = client_options(workdir, key)

@@ -8,6 +8,7 @@ import time
 import urllib.parse
 
 import pytest
+from ssh_signing import register_ssh_key
 
 from mlhubspawner import naming
 
@@ -37,7 +38,8 @@ class Key:
 
 
 def register(hub, user, key):
-    r = hub.api("POST", f"mlhub/users/{user}/ssh-keys", json={"key": key.public})
+    """Register ``key`` for ``user`` with the hub's challenge signed by the real ssh-keygen."""
+    r = register_ssh_key(hub, user, key.path, public_line=key.public)
     assert r.status_code in (200, 201), r.text
 
 

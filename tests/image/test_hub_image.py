@@ -13,6 +13,7 @@ import urllib.parse
 import pytest
 import requests
 from cryptography import x509
+from ssh_signing import register_ssh_key
 
 from mlhubspawner import __version__
 
@@ -72,8 +73,9 @@ def new_key(tmp_path, name):
     return path, path.with_suffix(".pub").read_text().strip()
 
 
-def register_key(hub, user, public_line):
-    r = hub.api("POST", f"mlhub/users/{user}/ssh-keys", json={"key": public_line})
+def register_key(hub, user, private_key):
+    """Register the key pair ``private_key`` for ``user``: the hub's challenge, signed with ssh-keygen."""
+    r = register_ssh_key(hub, user, private_key)
     assert r.status_code == 201, r.text
     return r.json()["fingerprint"]
 
@@ -186,8 +188,8 @@ def test_ssh_reaches_only_the_key_owners_workspaces(front, tmp_path):
     alice, bob = front.create_user("alice"), front.create_user("bob")
     alice_key, alice_pub = new_key(tmp_path, "alice")
     bob_key, bob_pub = new_key(tmp_path, "bob")
-    alice_fp = register_key(front, alice, alice_pub)
-    register_key(front, bob, bob_pub)
+    alice_fp = register_key(front, alice, alice_key)
+    register_key(front, bob, bob_key)
     for user in (alice, bob):
         r = front.spawn(user, "work")
         assert r.status_code in (201, 202), r.text
@@ -264,7 +266,7 @@ def test_supervisor_restarts_a_killed_process(plain_front):
 def test_recreated_hub_container_finds_running_workspaces(tls_front, tmp_path):
     user = tls_front.create_user("carol")
     key, public = new_key(tmp_path, "carol")
-    register_key(tls_front, user, public)
+    register_key(tls_front, user, key)
     assert tls_front.spawn(user, "keep").status_code in (201, 202)
     config, model = ssh_setup(tls_front, tmp_path, user, key, "keep")
     assert ssh(config, model["host_alias"]).returncode == 0
