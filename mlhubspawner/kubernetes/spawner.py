@@ -234,12 +234,89 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         options = await self.validated_options()
         count = self._gpu_count(options, await self.current_policy())
         volume = self.persistent_volumes and options.mount_volume
+        # KubeSpawner reuses a PVC, deletes a pod (409) and a Service of our names: ours only
+        await self._check_existing_owners(volume)
         self._start_plan = WorkspaceStart(options, count, self.plan_lifetime(options), volume)
         # KubeSpawner creates the PVC when this is on: this start decides
         self.storage_pvc_ensure = volume
         if self.network_policy_enabled:
             await self._ensure_network_policy()
-        return await super().start()
+        self._starting = True
+        try:
+            return await super().start()
+        finally:
+            self._starting = False
+
+    # ---- owners: never reuse, replace or delete what is not this workspace's ---------------
+
+    _starting = False
+
+    async def _read_metadata(self, kind, name):
+        """The metadata of ``kind``/``name`` in our namespace, or None if there is none."""
+        if kind == "network_policy":
+            read = NetworkingV1Api(self.api.api_client).read_namespaced_network_policy
+        else:
+            read = getattr(self.api, f"read_namespaced_{kind}")
+        try:
+            obj = await asyncio.wait_for(read(name, self.namespace), self.k8s_api_request_timeout)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj.metadata
+
+    def _check_owner(self, kind, name, metadata, server=True):
+        """Refuse an object whose ``mlhub.origin`` label and owner annotations are not ours."""
+        found = naming.owner_of(metadata.labels or {}, metadata.annotations or {})
+        try:
+            naming.check_owner(
+                kind, name, found, self.hub_name, self.user.name, self.name if server else None
+            )
+        except naming.ForeignResourceError:
+            self.log.error(
+                "Refused %s %s/%s for %s: it belongs to %s", kind, self.namespace, name, self._log_name, found
+            )
+            raise
+
+    async def _check_existing_owners(self, volume):
+        """Before anything is created: every existing object under our names must be ours."""
+        wanted = [("pod", self.pod_name, True)]
+        if self.services_enabled:
+            wanted.append(("service", self.pod_name, True))
+        if volume:
+            wanted.append(("persistent_volume_claim", self.pvc_name, True))
+        if self.network_policy_enabled:
+            wanted.append(("network_policy", self.network_policy_name, False))
+        found = await asyncio.gather(*(self._read_metadata(kind, name) for kind, name, _ in wanted))
+        for (kind, name, server), metadata in zip(wanted, found, strict=True):
+            if metadata is not None:
+                self._check_owner(kind.replace("_", " "), name, metadata, server)
+
+    async def stop(self, now=False):
+        """Delete the pod, unless the pod under our name is someone else's.
+
+        KubeSpawner also calls this when creating the pod answers 409: then the start is refused.
+        """
+        metadata = await self._read_metadata("pod", self.pod_name)
+        if metadata is not None:
+            try:
+                self._check_owner("pod", self.pod_name, metadata)
+            except naming.ForeignResourceError:
+                if self._starting:
+                    raise
+                return  # our workspace is gone; the pod of that name is left alone
+        await super().stop(now)
+
+    async def delete_forever(self):
+        """KubeSpawner's (deletes the PVC only if ``delete_pvc``), never someone else's PVC."""
+        if self.delete_pvc:
+            metadata = await self._read_metadata("persistent_volume_claim", self.pvc_name)
+            if metadata is not None:
+                try:
+                    self._check_owner("persistent volume claim", self.pvc_name, metadata)
+                except naming.ForeignResourceError:
+                    return
+        await super().delete_forever()
 
     async def _ensure_network_policy(self):
         """Create the user's NetworkPolicy, or bring an existing one up to the current settings."""
@@ -269,6 +346,9 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                         e.reason,
                     )
                     raise
+                metadata = await self._read_metadata("network_policy", body["metadata"]["name"])
+                if metadata is not None:  # replaced only if it is this user's
+                    self._check_owner("network policy", body["metadata"]["name"], metadata, server=False)
                 try:
                     await asyncio.wait_for(
                         api.replace_namespaced_network_policy(body["metadata"]["name"], self.namespace, body),

@@ -1,0 +1,226 @@
+"""Issue 11, item 1 on Kubernetes, against the in-process fake kube-apiserver (``tests/fake_k8s.py``).
+
+A stand-in, not a cluster: it proves which API calls MLHubKubernetesSpawner (over the unmodified
+KubeSpawner) makes when a pod, PVC, Service or NetworkPolicy of another owner sits under the exact
+name it will use: refuse, and leave the object as it is. The takeover of the issue (an attacker
+named after a victim's old shortened name) is replayed with a copy of the old naming algorithm.
+"""
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.objects import Hub
+from traitlets.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa: E402
+
+from mlhubspawner import naming  # noqa: E402
+from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+HUB = "k8snames"
+NS = "default"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """One fake API server for the module; KUBECONFIG points at it meanwhile (restored after)."""
+    from kubernetes_asyncio.config import kube_config
+
+    previous = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    with running_fake() as fake:
+        use_kubeconfig(write_kubeconfig_file(tmp_path_factory.mktemp("kube") / "config", fake.url, NS))
+        try:
+            yield fake
+        finally:
+            if previous[0] is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous[0]
+            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous[1]
+    assert not fake.rejected, fake.rejected
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def stop_reflectors(fake):
+    yield
+    await MLHubKubernetesSpawner._stop_all_reflectors()
+
+
+class FakeUser:
+    """What a spawner reads from JupyterHub's User."""
+
+    def __init__(self, name):
+        self.name = name
+        self.id = abs(hash(name)) % 10000
+        self.escaped_name = name
+        self.url = f"/user/{name}/"
+        self.spawners = {}
+
+
+def make_spawner(fake, username, server):
+    user = FakeUser(username)
+    spawner = MLHubKubernetesSpawner(
+        user=user,
+        orm_spawner=SimpleNamespace(
+            name=server, display_name=server, server=None, user_options={}, state=None
+        ),
+        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
+        db=None,
+        config=Config(),
+        hub_name=HUB,
+        k8s_api_host=fake.url,
+        namespace=NS,
+        image="mlhub-workspace:test",
+        start_timeout=30,
+        k8s_api_request_retry_timeout=10,
+    )
+    spawner.user_options = {}
+    user.spawners[server] = spawner
+    return spawner
+
+
+def old_fit(name):
+    """The scheme before issue 11 (a copy): prefix + ``-`` + 10 hex digits, itself a valid escape."""
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:52].rstrip('-')}-{digest}"
+
+
+def unescape(text):
+    """What escaping turns into ``text`` (``-XX`` = one UTF-8 byte), or None."""
+    try:
+        decoded = re.sub(
+            rb"-([0-9a-f]{2})", lambda m: bytes.fromhex(m.group(1).decode()), text.encode()
+        ).decode()
+    except UnicodeDecodeError:
+        return None
+    return decoded if naming.escape(decoded) == text else None
+
+
+def victim_and_attacker(server):
+    for i in range(2000):
+        victim = f"first.lastname{i or ''}@physics.example-university.edu"
+        shortened = old_fit(f"{HUB}-ws-{naming.escape(victim)}--{naming.escape(server)}")
+        attacker = unescape(shortened.removeprefix(f"{HUB}-ws-"))
+        if (
+            attacker
+            and attacker.isprintable()
+            and old_fit(f"{HUB}-ws-{naming.escape(attacker)}") == shortened
+        ):
+            return victim, attacker
+    raise AssertionError("no victim/attacker pair found")
+
+
+def uid_and_version(fake, resource, name):
+    obj = fake.get(resource, NS, name)
+    return obj and (obj["metadata"]["uid"], obj["metadata"]["resourceVersion"])
+
+
+async def test_an_attacker_named_after_a_victims_shortened_name_gets_objects_of_their_own(fake):
+    victim_name, attacker_name = victim_and_attacker("train")
+    victim = make_spawner(fake, victim_name, "train")
+    await victim.start()
+    pod, pvc = victim.pod_name, victim.pvc_name
+    before = {r: uid_and_version(fake, r, pod) for r in ("pods", "services")}
+    pvc_before = uid_and_version(fake, "persistentvolumeclaims", pvc)
+
+    attacker = make_spawner(fake, attacker_name, "")
+    try:
+        await attacker.start()
+        # the victim's pod, Service and PVC are untouched; the attacker has objects of their own
+        assert {r: uid_and_version(fake, r, pod) for r in ("pods", "services")} == before
+        assert uid_and_version(fake, "persistentvolumeclaims", pvc) == pvc_before
+        assert fake.get("pods", NS, pod)["metadata"]["annotations"][naming.LABEL_USER] == victim_name
+        assert attacker.pod_name != pod and attacker.pvc_name != pvc
+        theirs = fake.get("pods", NS, attacker.pod_name)
+        claims = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in theirs["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        ]
+        assert claims == [attacker.pvc_name]
+        assert attacker.network_policy_name != victim.network_policy_name
+    finally:
+        await attacker.stop(now=True)
+        await victim.stop(now=True)
+
+
+def foreign_object(resource, name, other, server):
+    """An object of user ``other`` of the same hub, under ``name``."""
+    component = (
+        naming.COMPONENT_VOLUME if resource == "persistentvolumeclaims" else naming.COMPONENT_WORKSPACE
+    )
+    metadata = {
+        "name": name,
+        "labels": objects.owner_labels(HUB, other, server, component),
+        "annotations": objects.owner_annotations(other, server),
+    }
+    if resource == "pods":
+        spec = {"containers": [{"name": "notebook", "image": "someone-elses:1"}]}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    if resource == "persistentvolumeclaims":
+        spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+    if resource == "services":
+        spec = {"ports": [{"port": 8080}], "selector": {naming.LABEL_ORIGIN: HUB}}
+        return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+    return objects.make_network_policy(name=name, hub_name=HUB, username=other)
+
+
+KINDS = {
+    "pods": "pod",
+    "persistentvolumeclaims": "persistent volume claim",
+    "services": "service",
+    "networkpolicies": "network policy",
+}
+
+
+@pytest.mark.parametrize("resource", list(KINDS))
+async def test_a_foreign_object_under_the_spawners_name_is_refused_and_untouched(fake, resource):
+    user, server = f"squat-{resource}", "w"
+    spawner = make_spawner(fake, user, server)
+    name = spawner.network_policy_name if resource == "networkpolicies" else spawner.pod_name
+    if resource == "persistentvolumeclaims":
+        name = spawner.pvc_name
+    fake.create(resource, NS, foreign_object(resource, name, "someone-else", server))
+    before = uid_and_version(fake, resource, name)
+    try:
+        with pytest.raises(Exception, match=f"Refusing to use {KINDS[resource]} '{name}'") as refused:
+            await spawner.start()
+        assert "does not belong to this workspace" in str(refused.value)
+        assert uid_and_version(fake, resource, name) == before
+        # nothing of the refused start was created
+        for other in KINDS:
+            mine = fake.list(other, NS, label_selector=f"{naming.LABEL_USER}={objects.label_value(user)}")
+            assert mine == [], (other, mine)
+    finally:
+        fake.delete(resource, NS, name)
+
+
+async def test_a_pod_that_appears_after_the_checks_is_not_deleted_on_409(fake):
+    """KubeSpawner deletes an existing pod on 409 and retries: not when the pod is someone else's."""
+    spawner = make_spawner(fake, "racer", "w")
+
+    async def no_check(volume):  # the foreign pod appears right after the checks
+        fake.create("pods", NS, foreign_object("pods", spawner.pod_name, "someone-else", "w"))
+
+    spawner._check_existing_owners = no_check
+    try:
+        with pytest.raises(Exception, match=f"Refusing to use pod '{spawner.pod_name}'"):
+            await spawner.start()
+        pod = fake.get("pods", NS, spawner.pod_name)
+        assert pod["metadata"]["annotations"][naming.LABEL_USER] == "someone-else"
+        await spawner.stop(now=True)  # the hub stops the failed server: the pod stays
+        assert fake.get("pods", NS, spawner.pod_name) is not None
+    finally:
+        fake.delete("pods", NS, spawner.pod_name)
