@@ -370,6 +370,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         volume = self.volume_name if options.mount_volume else None
         self.emit_progress(10, f"Checking image {options.image}")
         image = await self._ensure_image(options.image, refresh=options.update)
+        await self._adopt_user_network()
         # network and volume are independent: prepare them side by side
         self.emit_progress(
             25, f"Preparing network {self.network_name}" + (f" and volume {volume}" if volume else "")
@@ -415,6 +416,24 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         self.emit_progress(85, "Waiting for the workspace to answer")
         await self._wait_until_listening(ip, port)
         return ip, port
+
+    async def _adopt_user_network(self):
+        """Keep a user's workspaces on one network when its name changed (an earlier naming scheme).
+
+        If no network has our name, the user's one labelled network of this hub is used instead.
+        """
+        try:
+            await self.docker("inspect_network", self.network_name)
+            return
+        except NotFound:
+            pass
+        owner = {naming.LABEL_USER: self.user.name, naming.LABEL_COMPONENT: naming.COMPONENT_NETWORK}
+        found = await self.docker("networks", filters=naming.origin_filter(self.hub_name, **owner))
+        if len(found) == 1:
+            self.log.info(
+                "Using %s's network %s (named by an earlier scheme)", self.user.name, found[0]["Name"]
+            )
+            self.network_name = found[0]["Name"]
 
     async def _attach_hub(self, network):
         """Put the hub container on the user's network (alias: the hub's name), once."""

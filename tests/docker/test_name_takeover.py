@@ -181,3 +181,47 @@ def test_a_foreign_resource_under_the_spawners_name_is_refused_and_untouched(hub
             assert [v.name for v in mine] == []
     finally:
         forget(hub, user, server)
+
+
+def test_a_users_network_from_an_earlier_scheme_is_kept(hub, docker, foreign):
+    user = "legacy.net"  # its readable network name is ambiguous now (hub "<hub>-legacy"): hashed
+    old_name = f"{hub.hub_name}-{naming.escape(user)}"
+    assert naming.network_name(hub.hub_name, user) != old_name
+    labels = naming.resource_labels(hub.hub_name, user, "", component=naming.COMPONENT_NETWORK)
+    foreign.append(docker.networks.create(old_name, labels=labels))  # made before the upgrade
+    hub.create_user(user)
+    try:
+        assert hub.spawn(user, "w").status_code in (201, 202)
+        (container,) = by_owner(docker, hub, user, "w")
+        assert set(container.attrs["NetworkSettings"]["Networks"]) == {old_name}
+        assert docker.networks.list(names=[naming.network_name(hub.hub_name, user)]) == []
+    finally:
+        forget(hub, user, "w")
+
+
+def test_names_persisted_in_state_are_kept():
+    """Workspaces created under the old scheme keep their container, volume and network names."""
+    from types import SimpleNamespace
+
+    from jupyterhub.objects import Hub as HubModel
+
+    from mlhubspawner.docker import MLHubDockerSpawner
+
+    user = SimpleNamespace(name="first.lastname@physics.example-university.edu", id=1, url="/user/x/")
+    user.escaped_name, user.spawners = "x", {}
+    spawner = MLHubDockerSpawner(
+        user=user,
+        orm_spawner=SimpleNamespace(
+            name="train", display_name="train", server=None, user_options={}, state=None
+        ),
+        hub=HubModel(ip="hub", port=8081, base_url="/hub/"),
+        db=None,
+        hub_name="mlhub",
+    )
+    old = old_workspace_name("mlhub", user.name, "train")
+    network = f"mlhub-{naming.escape(user.name)}"
+    assert (spawner.object_name, spawner.network_name) != (old, network)
+    spawner.load_state(
+        {"object_id": "1", "mlhub": {"names": {"container": old, "network": network, "volume": old}}}
+    )
+    assert (spawner.object_name, spawner.volume_name, spawner.network_name) == (old, old, network)
