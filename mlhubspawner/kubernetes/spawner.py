@@ -219,7 +219,30 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     @property
     def network_policy_name(self):
-        return naming.network_name(self.hub_name, self.user.name)
+        return self._adopted_policy or naming.network_name(self.hub_name, self.user.name)
+
+    _adopted_policy = None
+
+    async def _adopt_network_policy(self):
+        """Keep one NetworkPolicy per user when its name changed (an earlier naming scheme).
+
+        If the user has exactly one policy of this hub (by label, owner annotation checked) under
+        another name, it is the one kept up to date.
+        """
+        selector = objects.owner_labels(self.hub_name, self.user.name, component=naming.COMPONENT_NETWORK)
+        del selector[naming.LABEL_SERVER_NAME], selector[naming.LABEL_EXPIRATION]
+        api = NetworkingV1Api(self.api.api_client)
+        found = await asyncio.wait_for(
+            api.list_namespaced_network_policy(
+                self.namespace, label_selector=",".join(f"{k}={v}" for k, v in selector.items())
+            ),
+            self.k8s_api_request_timeout,
+        )
+        owned = [
+            p for p in found.items if (p.metadata.annotations or {}).get(naming.LABEL_USER) == self.user.name
+        ]
+        if len(owned) == 1 and owned[0].metadata.name != self.network_policy_name:
+            self._adopted_policy = owned[0].metadata.name
 
     def _gpu_count(self, options, policy):
         if options.gpus.startswith("device="):
@@ -235,6 +258,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         count = self._gpu_count(options, await self.current_policy())
         volume = self.persistent_volumes and options.mount_volume
         # KubeSpawner reuses a PVC, deletes a pod (409) and a Service of our names: ours only
+        if self.network_policy_enabled:
+            await self._adopt_network_policy()
         await self._check_existing_owners(volume)
         self._start_plan = WorkspaceStart(options, count, self.plan_lifetime(options), volume)
         # KubeSpawner creates the PVC when this is on: this start decides

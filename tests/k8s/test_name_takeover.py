@@ -224,3 +224,23 @@ async def test_a_pod_that_appears_after_the_checks_is_not_deleted_on_409(fake):
         assert fake.get("pods", NS, spawner.pod_name) is not None
     finally:
         fake.delete("pods", NS, spawner.pod_name)
+
+
+async def test_a_users_network_policy_from_an_earlier_scheme_is_kept_up_to_date(fake):
+    user = "legacy.np"  # its readable policy name is ambiguous now (hub "<hub>-legacy"): hashed
+    old_name = f"{HUB}-{naming.escape(user)}"
+    spawner = make_spawner(fake, user, "w")
+    assert spawner.network_policy_name != old_name
+    fake.create(
+        "networkpolicies", NS, objects.make_network_policy(name=old_name, hub_name=HUB, username=user)
+    )
+    spawner.network_policy_blocked_cidrs = ["169.254.169.254/32", "10.9.0.0/16"]
+    try:
+        await spawner.start()
+        selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(user)}"
+        (policy,) = fake.list("networkpolicies", NS, label_selector=selector)
+        assert policy["metadata"]["name"] == old_name  # one policy per user, brought up to date
+        assert "10.9.0.0/16" in str(policy["spec"]["egress"])
+    finally:
+        await spawner.stop(now=True)
+        fake.delete("networkpolicies", NS, old_name)
