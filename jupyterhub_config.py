@@ -153,13 +153,13 @@ c.JupyterHub.load_roles = [
     {
         "name": "cleanup-service",
         "description": "List users and servers, read expirations, stop and delete servers.",
+        # least privilege: no `servers` (it never starts a server nor reaches one)
         "scopes": [
             "list:users",
             "read:users:name",
             "read:servers",
             "admin:server_state",
             "delete:servers",
-            "servers",
         ],
         "services": ["cleanup-service"],
     }

@@ -11,9 +11,10 @@ Routes under ``$JUPYTERHUB_SERVICE_PREFIX`` (``/services/cleanup-service/``):
 ``GET  metrics``      Prometheus text
 ====================  ======================================================================
 
-Callers authenticate through the hub (token or cookie): admins, or tokens holding
-``custom:mlhub-cleanup:read`` (GET) / ``custom:mlhub-cleanup:write`` (GET and POST).
-Anonymous requests get 401, others 403.
+Callers authenticate through the hub with a token, and are authorized by its scopes (never by the
+owner's ``admin`` flag): ``custom:mlhub-cleanup:read`` (GET), ``custom:mlhub-cleanup:write`` (GET and
+POST), or unfiltered ``admin:servers`` (what an admin's full token holds: it may stop and delete every
+server anyway). Anonymous requests get 401, others 403.
 """
 
 import asyncio
@@ -38,6 +39,16 @@ from .hub import HubClient, HubError
 
 READ_SCOPE = "custom:mlhub-cleanup:read"
 WRITE_SCOPE = "custom:mlhub-cleanup:write"
+ADMIN_SCOPE = "admin:servers"  # unfiltered: stop and delete every server, which a sweep does
+
+
+def may_use(scopes, write):
+    """Whether a token with ``scopes`` (the hub's expanded list) may read, or also ``write``."""
+    scopes = set(scopes or ())
+    needed = {WRITE_SCOPE, ADMIN_SCOPE} if write else {READ_SCOPE, WRITE_SCOPE, ADMIN_SCOPE}
+    return bool(scopes & needed)
+
+
 SWEEPS = (planner.SWEEP_USERS, planner.SWEEP_EXPIRED)
 
 
@@ -192,9 +203,7 @@ class APIHandler(web.RequestHandler):
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
             raise web.HTTPError(401, "authenticate with a hub token or cookie")
-        scopes = set(model.get("scopes") or [])
-        needed = {WRITE_SCOPE} if self.request.method in self.write_methods else {READ_SCOPE, WRITE_SCOPE}
-        if not (model.get("admin") or scopes & needed):
+        if not may_use(model.get("scopes"), write=self.request.method in self.write_methods):
             raise web.HTTPError(
                 403, f"{model.get('kind', 'user')} {model.get('name')} may not use the cleanup service"
             )

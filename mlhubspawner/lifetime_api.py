@@ -3,12 +3,12 @@
 ``GET  /hub/api/mlhub/users/{user}/servers/{name}/lifetime``  (``.../users/{user}/lifetime`` for
 the default server): expiration and remaining seconds.
 ``POST`` the same URL with ``{"days_to_live": 14}`` sets the lifetime, counted from the workspace's
-creation: the owner within the policy's maximum, an admin (``admin:servers``) beyond it;
+creation: the owner within the policy's maximum, an admin of that server (``admin:servers`` for its
+user, filters honoured) beyond it, nobody beyond ``MAX_DAYS_TO_LIVE`` (3650 days);
 ``null`` means never expires (admins, or when the policy has no maximum).
 """
 
 import json
-import math
 import time
 from dataclasses import replace
 
@@ -16,6 +16,7 @@ from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from .api_base import WorkspaceAPIHandler
+from .options import OptionsError, parse_days_to_live
 
 
 def lifetime_model(spawner, now=None):
@@ -46,20 +47,22 @@ class LifetimeAPIHandler(WorkspaceAPIHandler):
         if not isinstance(body, dict) or set(body) != {"days_to_live"}:
             raise web.HTTPError(400, 'expected {"days_to_live": <days or null>}')
         days = body["days_to_live"]
-        if days is not None and (
-            isinstance(days, bool)
-            or not isinstance(days, (int, float))
-            or not math.isfinite(days)
-            or days <= 0
-        ):
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))):
             raise web.HTTPError(400, "days_to_live must be a positive number of days, or null")
         if spawner.workspace_options is None:
             raise web.HTTPError(409, "the workspace has not been started yet")
         policy = await spawner.current_policy()
-        is_admin = "admin:servers" in self.parsed_scopes
-        if not is_admin and policy.max_days_to_live is not None:
-            if days is None or days > policy.max_days_to_live:
-                raise web.HTTPError(400, f"days_to_live: at most {policy.max_days_to_live:g} days")
+        # admin of *this* server (a filtered admin:servers!user=<other> is not), so beyond the policy
+        is_admin = self.has_scope(f"admin:servers!server={spawner.user.name}/{spawner.name}")
+        limit = None if is_admin else policy.max_days_to_live
+        if days is None:
+            if limit is not None:
+                raise web.HTTPError(400, f"days_to_live: at most {limit:g} days")
+        else:
+            try:
+                days = parse_days_to_live(days, limit)
+            except OptionsError as e:
+                raise web.HTTPError(400, f"days_to_live: {e.message}") from None
         now = time.time()
         created_at = spawner.created_at or now
         expiration = created_at + days * 86400 if days else 0

@@ -34,6 +34,9 @@ REST_KEYS = (
 )
 MAX_ENV_VARS = 200
 MAX_ENV_VALUE_LENGTH = 32 * 1024
+# the hard ceiling of a workspace's lifetime, for everyone (admins included) and every policy: ten
+# years keep every expiration a valid date and a finite JSON number
+MAX_DAYS_TO_LIVE = 3650
 
 
 class OptionsError(ValueError):
@@ -107,6 +110,21 @@ def parse_number(value, field_name):
     if not math.isfinite(number):
         raise OptionsError(field_name, f"expected a finite number, got {value!r}")
     return number
+
+
+def parse_days_to_live(value, limit=None):
+    """A lifetime in days (``0 < days <= limit``, never above :data:`MAX_DAYS_TO_LIVE`).
+
+    ``limit`` is the policy's maximum (``None``: only the hard ceiling applies).
+    """
+    days = parse_number(value, "days_to_live")
+    if days <= 0:
+        raise OptionsError("days_to_live", f"must be a positive number of days, got {days:g}")
+    if days > MAX_DAYS_TO_LIVE:
+        raise OptionsError("days_to_live", f"at most {MAX_DAYS_TO_LIVE} days (the hub's ceiling)")
+    if limit is not None and days > limit:
+        raise OptionsError("days_to_live", f"at most {limit:g} days")
+    return days
 
 
 def parse_bool(value, field_name):
@@ -237,14 +255,11 @@ def parse_options(raw, policy):
 
     days = policy.default_days_to_live
     if _given(raw, "days_to_live"):
-        days = parse_number(raw["days_to_live"], "days_to_live")
-        if days <= 0:
-            raise OptionsError("days_to_live", f"must be a positive number of days, got {days:g}")
-    if policy.max_days_to_live is not None:
-        if days is None:
-            days = policy.max_days_to_live
-        if days > policy.max_days_to_live:
-            raise OptionsError("days_to_live", f"at most {policy.max_days_to_live:g} days")
+        days = raw["days_to_live"]
+    if days is None and policy.max_days_to_live is not None:
+        days = policy.max_days_to_live
+    if days is not None:
+        days = parse_days_to_live(days, policy.max_days_to_live)
 
     env = parse_env(raw["env"], policy.reserved_env_names) if _given(raw, "env") else {}
     mount = parse_bool(raw["is_mount_volume"], "is_mount_volume") if _given(raw, "is_mount_volume") else True

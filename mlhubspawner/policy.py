@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from traitlets import Bool, Float, Int, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
-from .options import OptionsError, parse_size
+from .options import MAX_DAYS_TO_LIVE, OptionsError, parse_size
+
+# the shipped lifetime maximum: every workspace expires at most 90 days after its creation unless the
+# admin sets another (``None``: users may also ask for "never"); admins may extend up to the ceiling
+DEFAULT_MAX_DAYS_TO_LIVE = 90.0
 
 DEFAULT_RESERVED_ENV = [
     "JUPYTERHUB_*",
@@ -139,13 +143,21 @@ class WorkspacePolicy(Configurable):
     default_days_to_live = Float(
         None,
         allow_none=True,
-        help="""Lifetime in days when the user gives none; ``None`` = never expires.""",
+        help=f"""Lifetime in days when the user gives none (at most {MAX_DAYS_TO_LIVE}).
+
+        ``None``: ``max_days_to_live`` when that is set, else never expires.
+        """,
     ).tag(config=True)
 
     max_days_to_live = Float(
-        None,
+        DEFAULT_MAX_DAYS_TO_LIVE,
         allow_none=True,
-        help="""Longest lifetime in days a user may request; when set, every workspace expires.""",
+        help=f"""Longest lifetime in days a user may request (default {DEFAULT_MAX_DAYS_TO_LIVE:g}).
+
+        When set, every workspace expires: a start without ``days_to_live`` gets this many days.
+        ``None`` lets users ask for "never expires". Admins may set a longer lifetime through the
+        lifetime API; nobody goes beyond the hard ceiling of {MAX_DAYS_TO_LIVE} days.
+        """,
     ).tag(config=True)
 
     reserved_env_names = List(
@@ -194,6 +206,14 @@ class WorkspacePolicy(Configurable):
         value = proposal.value
         if value is not None and not value > 0:
             raise ValueError(f"{type(self).__name__}.{proposal.trait.name} must be > 0, got {value}")
+        if (
+            proposal.trait.name.endswith("days_to_live")
+            and value is not None
+            and not value <= MAX_DAYS_TO_LIVE
+        ):
+            raise ValueError(
+                f"{type(self).__name__}.{proposal.trait.name} must be at most {MAX_DAYS_TO_LIVE} days, got {value}"
+            )
         return value
 
     def offered_images(self, default_image):

@@ -7,6 +7,7 @@ implements :meth:`host_resources`. The flow: form or REST body → :meth:`option
 """
 
 import asyncio
+import math
 import os
 import time
 
@@ -15,7 +16,15 @@ from traitlets import Any, Bool, Integer, Unicode, default, validate
 
 from . import naming
 from .form import form_values, render_options_form, submitted_values
-from .options import OptionsError, WorkspaceOptions, check_quota, form_to_options, parse_options
+from .options import (
+    MAX_DAYS_TO_LIVE,
+    OptionsError,
+    WorkspaceOptions,
+    check_quota,
+    form_to_options,
+    parse_days_to_live,
+    parse_options,
+)
 from .policy import WorkspacePolicy
 
 STATE_KEY = "mlhub"
@@ -31,6 +40,64 @@ def plan_expiration(now, days_to_live, created_at=None, previous_expiration=0):
         created_at = now
     expiration = created_at + days_to_live * 86400 if days_to_live else 0
     return created_at, expiration
+
+
+def _real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sane_lifetime(created_at, expiration, now):
+    """``(created_at, expiration)`` from stored state, whatever was stored (pure).
+
+    A creation time that is no number or lies in the future becomes 0 (unknown: the next start sets
+    it). An expiration that is no finite number, negative or beyond the ceiling (``MAX_DAYS_TO_LIVE``
+    after the creation) becomes that ceiling: stored lifetimes only ever shrink, and every
+    expiration is a valid date and a finite JSON number. 0 stays "never".
+    """
+    if not _real(created_at) or created_at < 0 or created_at > now + 86400:
+        created_at = 0.0
+    ceiling = (created_at or now) + MAX_DAYS_TO_LIVE * 86400
+    if expiration == 0 and _real(expiration):
+        return created_at, 0.0
+    if not _real(expiration) or not 0 < expiration <= ceiling:
+        return created_at, float(ceiling)
+    return created_at, expiration
+
+
+def sane_days_to_live(value):
+    """A stored ``days_to_live``: kept when valid, ``None`` when missing, else the ceiling."""
+    if value is None:
+        return None
+    try:
+        return parse_days_to_live(value)
+    except OptionsError:
+        return float(MAX_DAYS_TO_LIVE)
+
+
+def stored_options(data):
+    """:class:`WorkspaceOptions` from stored state, or None when they are unusable (pure)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        options = WorkspaceOptions.from_dict(data)
+    except TypeError:
+        return None
+    numbers_ok = all(
+        value is None or (_real(value) and value > 0)
+        for value in (options.cpu_limit, options.mem_limit, options.shm_size)
+    )
+    if not (
+        numbers_ok
+        and isinstance(options.image, str)
+        and isinstance(options.env, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in options.env.items())
+        and isinstance(options.gpus, str)
+        and isinstance(options.mount_volume, bool)
+    ):
+        return None
+    return WorkspaceOptions.from_dict(
+        {**options.to_dict(), "days_to_live": sane_days_to_live(options.days_to_live)}
+    )
 
 
 def workspace_env(base, options, ssh_host, visible_gpus):
@@ -161,7 +228,19 @@ class MLHubSpawnerMixin(WorkspacePolicy):
             return ""
         policy = await self.current_policy()
         gpus = await self.gpu_status() if policy.max_gpus else []
-        return render_options_form(policy, form_values(policy, self.workspace_options), gpus=gpus)
+        values = form_values(policy, self.workspace_options)
+        if not self._viewed_by_owner() and self.workspace_options is not None:
+            # an admin opening someone's form sees the names of their env variables, not the values
+            values["env"] = "".join(f"# {name}=(hidden)\n" for name in sorted(self.workspace_options.env))
+        return render_options_form(policy, values, gpus=gpus)
+
+    def _viewed_by_owner(self):
+        """Whether the request being served (JupyterHub's ``spawner.handler``) is the owner's."""
+        try:
+            viewer = self.handler.current_user if getattr(self, "handler", None) is not None else None
+        except RuntimeError:  # a handler that has not authenticated (yet)
+            viewer = None
+        return viewer is None or viewer.name == self.user.name
 
     @default("options_from_form")
     def _default_options_from_form(self):
@@ -264,19 +343,39 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         return state
 
     def load_state(self, state):
+        """Restore the lifetime and last options; a bad stored value is made safe, never trusted."""
         super().load_state(state)
         mlhub = state.get(STATE_KEY) or {}
-        self.created_at = mlhub.get("created_at") or 0.0
-        self.expiration = mlhub.get("expiration") or 0.0
+        if not isinstance(mlhub, dict):
+            mlhub = {}
+        stored = (mlhub.get("created_at", 0.0), mlhub.get("expiration", 0.0))
+        self.created_at, self.expiration = sane_lifetime(*stored, time.time())
+        if (self.created_at, self.expiration) != stored:
+            self.log.warning("%s: stored lifetime %r made safe", self._log_name, stored)
         if mlhub.get("options"):
-            self.workspace_options = WorkspaceOptions.from_dict(mlhub["options"])
-            self._last_raw_options = mlhub.get("user_options") or {}
+            self.workspace_options = stored_options(mlhub["options"])
+            if self.workspace_options is None:
+                self.log.warning("%s: unusable stored options ignored", self._log_name)
+            raw = mlhub.get("user_options")
+            self._last_raw_options = self._sane_raw_options(raw if isinstance(raw, dict) else {})
+        # JupyterHub starts a server without a body with its last user_options: keep them startable
+        orm_spawner = getattr(self, "orm_spawner", None)
+        if orm_spawner is not None and isinstance(orm_spawner.user_options, dict):
+            raw = self._sane_raw_options(orm_spawner.user_options)
+            if raw != orm_spawner.user_options:
+                orm_spawner.user_options = self.user_options = raw
+
+    @staticmethod
+    def _sane_raw_options(raw):
+        if raw.get("days_to_live") in (None, ""):
+            return raw
+        return {**raw, "days_to_live": sane_days_to_live(raw["days_to_live"])}
 
     def workspace_info(self, now=None):
         """Last options plus remaining lifetime, for the Info view and the admin."""
         now = time.time() if now is None else now
         info = self.workspace_options.to_dict() if self.workspace_options else {}
-        info["expiration_timestamp_seconds"] = int(self.expiration)
+        info["expiration_timestamp_seconds"] = int(self.expiration)  # finite: see load_state
         if self.expiration:
             info["remaining_lifetime_seconds"] = max(0, int(self.expiration - now))
         return info

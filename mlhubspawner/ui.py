@@ -9,6 +9,7 @@ Routes (under ``/hub/``): ``mlhub/ssh-keys`` (own keys; admins ``?user=<name>``)
 (every workspace of every user, admins only), ``mlhub/static/...`` (our CSS, JS and logo).
 """
 
+import math
 import os
 import time
 from datetime import UTC, datetime
@@ -30,16 +31,37 @@ def format_bytes(value):
     """``4294967296`` → ``4G``; ``None`` → ``""``."""
     if not value:
         return ""
+    if _timestamp(value) is None:  # not a number (e.g. a raw "4G" from the REST body)
+        return str(value)
     for unit, size in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
         if value >= size:
             return f"{value / size:.4g}{unit}"
     return f"{value}B"
 
 
+def _timestamp(value):
+    """A finite epoch number, else None (stored state may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def env_names(env):
+    """The variable names of an env option (a dict, or the form's ``NAME=VALUE`` lines), sorted."""
+    if isinstance(env, dict):
+        return sorted(str(name) for name in env)
+    if isinstance(env, str):
+        lines = (line.strip() for line in env.splitlines())
+        return sorted({line.partition("=")[0].strip() for line in lines if line and not line.startswith("#")})
+    return []
+
+
 def format_remaining(expiration, now):
     """Remaining lifetime as text: ``never``, ``expired``, ``6 days 23 h``, ``5 h 10 min``, ``12 min``."""
     if not expiration:
         return "never"
+    if _timestamp(expiration) is None:
+        return "unknown"
     left = int(expiration - now)
     if left <= 0:
         return "expired"
@@ -58,7 +80,8 @@ def format_resources(options):
     parts = []
     if options.get("cpu_limit"):
         cpus = options["cpu_limit"]
-        parts.append(f"{cpus:g} CPU{'s' if cpus != 1 else ''}")
+        text = f"{cpus:g}" if _timestamp(cpus) is not None else str(cpus)
+        parts.append(f"{text} CPU{'s' if cpus != 1 else ''}")
     if options.get("mem_limit"):
         parts.append(f"{format_bytes(options['mem_limit'])} memory")
     if options.get("shm_size"):
@@ -71,7 +94,10 @@ def format_time(timestamp):
     if not timestamp:
         return ""
     if isinstance(timestamp, (int, float)):
-        timestamp = datetime.fromtimestamp(timestamp, UTC)
+        try:
+            timestamp = datetime.fromtimestamp(timestamp, UTC)
+        except (ValueError, OverflowError, OSError):  # out of the calendar's range (or NaN)
+            return "unknown"
     elif timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
     return timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -99,19 +125,25 @@ def workspace_row(
     hub_url="/hub/",
     prefix="/",
     now=None,
+    show_env_values=True,
 ):
     """One workspace as the pages show it: plain, JSON-friendly values (no markup).
 
     ``options`` is the last start's options (``WorkspaceOptions.to_dict()`` or the raw
-    ``user_options``), or None when the workspace never started.
+    ``user_options``), or None when the workspace never started. ``show_env_values`` is for the
+    owner: anyone else (an admin) gets ``info.env_names``, the names without the values.
     """
     now = time.time() if now is None else now
     options = dict(options or {})
+    expiration = _timestamp(expiration) or 0
+    created_at = _timestamp(created_at) or 0
     u, s = quote(user, safe=""), quote(server, safe="")
     server_api = f"{hub_url}api/users/{u}/servers/{s}" if server else f"{hub_url}api/users/{u}/server"
     mlhub_api = f"{hub_url}api/mlhub/users/{u}/servers/{s}" if server else f"{hub_url}api/mlhub/users/{u}"
     gpus = options.get("gpus") or ""
     info = dict(options)
+    if not show_env_values and "env" in info:
+        info["env_names"] = env_names(info.pop("env"))
     info["expiration_timestamp_seconds"] = int(expiration or 0)
     if expiration:
         info["remaining_lifetime_seconds"] = max(0, int(expiration - now))
@@ -149,8 +181,11 @@ def _spawner_options(spawner):
     return dict(getattr(orm_spawner, "user_options", None) or {}) or None
 
 
-def spawner_row(user, spawner, hub_url, prefix, now=None):
-    """The row of one JupyterHub spawner (reads its state; no I/O)."""
+def spawner_row(user, spawner, hub_url, prefix, now=None, viewer=None):
+    """The row of one JupyterHub spawner (reads its state; no I/O).
+
+    ``viewer`` is the name of who looks at it: env values are shown to the owner only.
+    """
     orm_spawner = spawner.orm_spawner
     return workspace_row(
         user=user.name,
@@ -163,15 +198,19 @@ def spawner_row(user, spawner, hub_url, prefix, now=None):
         hub_url=hub_url,
         prefix=prefix,
         now=now,
+        show_env_values=viewer is None or viewer == user.name,
     )
 
 
-def user_rows(user, hub_url, prefix, now=None):
-    """Every workspace of ``user`` (a ``jupyterhub.user.User``): the default one first, then by name."""
+def user_rows(user, hub_url, prefix, now=None, viewer=None):
+    """Every workspace of ``user`` (a ``jupyterhub.user.User``): the default one first, then by name.
+
+    ``viewer``: who looks at them (None: the owner).
+    """
     default = user.spawner  # creates the default server's record when missing
     names = sorted(name for name in user.orm_user.orm_spawners if name)
     spawners = [default] + [user.spawners[name] for name in names]
-    rows = [spawner_row(user, spawner, hub_url, prefix, now) for spawner in spawners]
+    rows = [spawner_row(user, spawner, hub_url, prefix, now, viewer) for spawner in spawners]
     # JupyterHub records a named server as soon as its spawn page is opened: one that never started
     # (e.g. its form was refused) has nothing to show, and is not listed
     return [r for r in rows if not r["server"] or r["started"] or r["status"] != "stopped"]
@@ -181,9 +220,10 @@ class TemplateHelpers:
     """``mlhub_ui`` in every template (``JupyterHub.template_vars``; not callable, so passed as is)."""
 
     def rows(self, user, hub_url, prefix):
+        """The home page's rows: ``user`` is the one logged in, the owner (env values shown)."""
         if user is None:
             return []
-        return user_rows(user, hub_url, prefix)
+        return user_rows(user, hub_url, prefix, viewer=user.name)
 
 
 # --- handlers ----------------------------------------------------------------------------------------
@@ -199,7 +239,7 @@ class MLHubAdminHandler(BaseHandler):
         users = [self.users[orm_user] for orm_user in self.db.query(orm.User).order_by(orm.User.name)]
         rows = []
         for user in users:
-            rows.extend(user_rows(user, self.hub.base_url, self.base_url))
+            rows.extend(user_rows(user, self.hub.base_url, self.base_url, viewer=self.current_user.name))
         html = await self.render_template(
             "mlhub_admin.html",
             rows=rows,
