@@ -167,6 +167,9 @@ def spawner_settings(values):
         traits["network_policy_ingress_from"] = [hub, proxy]
         traits["network_policy_hub_peers"] = [hub]
     _set(traits, "network_policy_blocked_cidrs", chart.get("blockedCIDRs"))
+    # DNS only to the cluster's resolver (networkPolicy.dns), as in the chart's policies
+    _set(traits, "network_policy_dns_peers", chart.get("dnsPeers"))
+    _set(traits, "network_policy_dns_ports", chart.get("dnsPorts"))
     return traits
 
 

@@ -9,6 +9,7 @@ here on copies (``customize_*``), so KubeSpawner's own settings and hooks keep w
 
 import copy
 import hashlib
+import ipaddress
 import re
 
 from kubernetes_asyncio.client import V1ServicePort, V1Toleration, V1Volume, V1VolumeMount
@@ -24,6 +25,25 @@ GPU_RESOURCE = "nvidia.com/gpu"
 SHM_VOLUME = "mlhub-shm"
 WORKSPACE_VOLUME = "mlhub-workspace"
 METADATA_CIDR = "169.254.169.254/32"
+# link-local (the metadata services of AWS, GCP, Azure, Oracle, OpenStack, ECS tasks, Tencent), Alibaba's
+# metadata, Azure's WireServer, AWS's IPv6 metadata; then the private ranges (the nodes, the LAN): the chart's
+# defaults (privateIPs: false)
+ALWAYS_BLOCKED_CIDRS = (
+    "169.254.0.0/16",
+    "100.100.100.200/32",
+    "168.63.129.16/32",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+)
+PRIVATE_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+DEFAULT_BLOCKED_CIDRS = ALWAYS_BLOCKED_CIDRS + PRIVATE_CIDRS
+# the cluster's resolver: kube-dns / CoreDNS pods in kube-system (kubeadm, EKS, GKE, AKS, k3s)
+DEFAULT_DNS_PEERS = (
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    },
+)
 
 # the chart labels its hub and proxy pods so; the proxy pod also runs the SSH front
 DEFAULT_INGRESS_PEERS = (
@@ -211,6 +231,15 @@ def customize_pvc(pvc, *, labels, annotations):
     return pvc
 
 
+def is_cidr(text):
+    """Whether ``text`` is an IPv4 or IPv6 network in CIDR notation (host bits allowed)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except (TypeError, ValueError):
+        return False
+    return "/" in str(text)
+
+
 def make_network_policy(
     *,
     name,
@@ -219,28 +248,31 @@ def make_network_policy(
     ingress_from=DEFAULT_INGRESS_PEERS,
     hub_peers=DEFAULT_HUB_PEERS,
     hub_ports=(8081,),
-    blocked_cidrs=(METADATA_CIDR,),
-    dns_port=53,
+    blocked_cidrs=DEFAULT_BLOCKED_CIDRS,
+    dns_peers=DEFAULT_DNS_PEERS,
+    dns_ports=(53,),
 ):
     """The NetworkPolicy of one user's workspace pods (a dict of the API's JSON).
 
     Ingress: from the same user's workspaces and from ``ingress_from`` peers (hub, proxy and SSH
-    front). Egress: DNS, the same user's workspaces, the hub (``hub_peers`` on ``hub_ports``,
-    all ports if empty), and any address outside ``blocked_cidrs`` (the cloud metadata service).
+    front). Egress: DNS to ``dns_peers`` only (the cluster's resolver; never port 53 to any
+    address), the same user's workspaces, the hub (``hub_peers`` on ``hub_ports``, all ports if
+    empty), and any IPv4/IPv6 address outside ``blocked_cidrs`` (metadata, private ranges).
     Another user's pods stay unreachable through their own policy's ingress rules.
     """
     same_user = {"podSelector": {"matchLabels": user_selector(hub_name, username)}}
     hub_rule = {"to": copy.deepcopy(list(hub_peers))}
     if hub_ports:
         hub_rule["ports"] = [{"protocol": "TCP", "port": int(p)} for p in hub_ports]
-    internet = {"ipBlock": {"cidr": "0.0.0.0/0"}}
-    if blocked_cidrs:
-        internet["ipBlock"]["except"] = list(blocked_cidrs)
-    egress = [
-        {"ports": [{"protocol": "UDP", "port": dns_port}, {"protocol": "TCP", "port": dns_port}]},
-        {"to": [same_user]},
-        {"to": [internet]},
-    ]
+    internet = []
+    for everything in ("0.0.0.0/0", "::/0"):
+        family = ipaddress.ip_network(everything).version
+        excepted = [c for c in blocked_cidrs if ipaddress.ip_network(c, strict=False).version == family]
+        internet.append({"ipBlock": {"cidr": everything, **({"except": excepted} if excepted else {})}})
+    dns_rule = {"ports": [{"protocol": proto, "port": int(p)} for p in dns_ports for proto in ("UDP", "TCP")]}
+    if dns_peers:
+        dns_rule = {"to": copy.deepcopy(list(dns_peers)), **dns_rule}
+    egress = [dns_rule, {"to": [same_user]}, {"to": internet}]
     if hub_peers:
         egress.insert(2, hub_rule)
     return {

@@ -164,13 +164,42 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     network_policy_blocked_cidrs = List(
         Unicode(),
-        [objects.METADATA_CIDR],
-        help="""IPv4 ranges workspaces may not reach although the rest of the internet is allowed.
+        list(objects.DEFAULT_BLOCKED_CIDRS),
+        help="""IPv4/IPv6 ranges workspaces may not reach although the rest of the internet is allowed.
 
-        The default blocks the cloud metadata service. Add the cluster's node range to keep
-        workspaces from the nodes' own ports, e.g. ``["169.254.169.254/32", "10.0.0.0/16"]``.
+        The default (the chart's with ``privateIPs: false``) blocks link-local ranges and the other
+        cloud metadata addresses (169.254/16, fe80::/10, 100.100.100.200, 168.63.129.16,
+        fd00:ec2::254) and private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7: the
+        nodes, the LAN). ``list(objects.ALWAYS_BLOCKED_CIDRS)`` opens the private ranges.
         """,
     ).tag(config=True)
+
+    network_policy_dns_peers = List(
+        Dict(),
+        [dict(p) for p in objects.DEFAULT_DNS_PEERS],
+        help="""Peers (NetworkPolicyPeer) workspaces may send DNS to: the cluster's resolver.
+
+        Default: the ``k8s-app: kube-dns`` pods (kube-dns, CoreDNS) in ``kube-system``. Add
+        ``{"ipBlock": {"cidr": "169.254.20.10/32"}}`` for NodeLocal DNSCache. Empty: port 53 to
+        any address (a DNS server on the LAN or the nodes becomes reachable).
+        """,
+    ).tag(config=True)
+
+    network_policy_dns_ports = List(
+        Int(),
+        [53],
+        help="""The resolver's ports (UDP and TCP) in ``network_policy_dns_peers`` (OpenShift: 5353).""",
+    ).tag(config=True)
+
+    @validate("network_policy_blocked_cidrs")
+    def _validate_blocked_cidrs(self, proposal):
+        for cidr in proposal.value:
+            if not objects.is_cidr(cidr):
+                raise ValueError(
+                    f"MLHubKubernetesSpawner.network_policy_blocked_cidrs: {cidr!r} is not a CIDR "
+                    "such as 10.0.0.0/8 or fc00::/7"
+                )
+        return proposal.value
 
     # ---- KubeSpawner settings with ML Hub's defaults --------------------------------------
 
@@ -353,6 +382,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             hub_peers=self.network_policy_hub_peers,
             hub_ports=self.network_policy_hub_ports,
             blocked_cidrs=self.network_policy_blocked_cidrs,
+            dns_peers=self.network_policy_dns_peers,
+            dns_ports=self.network_policy_dns_ports,
         )
         api = NetworkingV1Api(self.api.api_client)
         timeout = self.k8s_api_request_timeout

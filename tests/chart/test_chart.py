@@ -875,3 +875,96 @@ def test_install_upgrade_uninstall(helm_bin, fake, tmp_path):
     assert not fake.list("networkpolicies", NAMESPACE)
     # the hub database outlives the release (helm.sh/resource-policy: keep)
     assert fake.get("persistentvolumeclaims", NAMESPACE, "mlhub-hub-db")
+
+
+# ---- closed egress (issue 11, item 5) ---------------------------------------------------------------------------------
+
+# addresses of cloud metadata and host services: AWS/GCP/Azure/Oracle/OpenStack IMDS, AWS ECS task metadata,
+# Tencent, Alibaba, Azure WireServer, AWS IMDS over IPv6, and the IPv6 link-local range
+METADATA_ADDRESSES = [
+    "169.254.169.254",
+    "169.254.170.2",
+    "169.254.0.23",
+    "100.100.100.200",
+    "168.63.129.16",
+    "fd00:ec2::254",
+    "fe80::1",
+]
+PRIVATE_ADDRESSES = ["10.1.2.3", "172.16.5.4", "192.168.1.10", "100.64.0.1", "fd12:3456::1"]
+KUBE_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
+
+def workspace_policy(docs):
+    return next(
+        p
+        for p in find(docs, "NetworkPolicy")
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] == "singleuser"
+    )
+
+
+def dns_rules(policy):
+    """The egress rules that open port 53."""
+    return [r for r in policy["spec"]["egress"] if any(p.get("port") == 53 for p in r.get("ports", []))]
+
+
+def test_workspace_egress_is_closed_by_default(default_docs):
+    """privateIPs defaults to closed; every metadata address is blocked; the internet (v4 and v6) stays open."""
+    policy = workspace_policy(default_docs)
+    for address in PRIVATE_ADDRESSES + METADATA_ADDRESSES:
+        for port in (80, 443, 10250):
+            assert not egress_reaches(policy, address, port), (address, port)
+    assert egress_reaches(policy, "93.184.216.34", 443)
+    assert egress_reaches(policy, "2606:2800:220:1:248:1893:25c8:1946", 443)
+    assert hub_values(default_docs)["singleuser"]["networkPolicy"]["privateIPs"] is False
+
+
+def test_private_ips_switch_keeps_metadata_blocked(render):
+    policy = workspace_policy(render("--set", "singleuser.networkPolicy.privateIPs=true"))
+    for address in ("10.1.2.3", "172.16.5.4", "192.168.1.10", "fd12:3456::1"):
+        assert egress_reaches(policy, address, 443), address
+    for address in METADATA_ADDRESSES:
+        assert not egress_reaches(policy, address, 80), address
+
+
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_dns_goes_to_the_cluster_resolver_only(request, which):
+    """Port 53 is open to kube-dns/CoreDNS (kube-system) only: never to any address (no DNS tunnel to the LAN)."""
+    docs = request.getfixturevalue(which + "_docs")
+    for policy in find(docs, "NetworkPolicy"):
+        component = policy["metadata"]["labels"]["app.kubernetes.io/component"]
+        # the hub (trusted) reaches every address but metadata: only its DNS rule is checked; workspaces reach
+        # the internet on every port (public resolvers too), the proxy only the hub, workspaces and DNS
+        addresses = {"hub": (), "singleuser": ("10.0.0.10", "169.254.169.254", "192.168.1.1")}
+        for address in addresses.get(component, ("8.8.8.8", "10.0.0.10", "169.254.169.254", "192.168.1.1")):
+            assert not egress_reaches(policy, address, 53), (component, address)
+        (rule,) = dns_rules(policy)
+        assert rule["to"][0] == KUBE_DNS
+        assert rule["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    # the spawner's per-user policies get the same DNS peers
+    assert hub_values(docs)["_chart"]["dnsPeers"][0] == KUBE_DNS
+
+
+def test_dns_peers_are_configurable(render):
+    """E.g. NodeLocal DNSCache (169.254.20.10) and OpenShift's resolver (openshift-dns, port 5353)."""
+    docs = render(
+        "--set-json",
+        'networkPolicy.dns={"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},'
+        ' "podSelector": {"matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default", "k8s-app": null}},'
+        ' "cidrs": ["169.254.20.10/32"], "ports": [53, 5353]}',
+    )
+    policy = workspace_policy(docs)
+    (rule,) = [r for r in policy["spec"]["egress"] if any(p.get("port") == 5353 for p in r.get("ports", []))]
+    assert rule["to"][0] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+        "podSelector": {"matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default"}},
+    }
+    assert egress_reaches(policy, "169.254.20.10", 53) and egress_reaches(policy, "169.254.20.10", 5353)
+    assert not egress_reaches(policy, "169.254.20.10", 80)
+    chart = hub_values(docs)["_chart"]
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in chart["dnsPeers"]
+    assert chart["dnsPorts"] == [53, 5353]
+    sp = chart_values.apply_chart_values(Config(), hub_values(docs)).MLHubKubernetesSpawner
+    assert sp.network_policy_dns_peers == chart["dnsPeers"] and sp.network_policy_dns_ports == [53, 5353]

@@ -206,7 +206,11 @@ async def test_start_creates_pod_pvc_service_and_network_policy(fake):
     assert policy["metadata"]["annotations"][naming.LABEL_USER] == "alice"
     selected = policy["spec"]["podSelector"]["matchLabels"]
     assert all(pod["metadata"]["labels"].get(k) == v for k, v in selected.items())
-    assert policy["spec"]["egress"][-1]["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
+    # closed by default: metadata and private ranges (IPv4 and IPv6), DNS only to kube-dns
+    internet_v4, internet_v6 = policy["spec"]["egress"][-1]["to"]
+    assert {"169.254.0.0/16", "10.0.0.0/8", "100.64.0.0/10"} <= set(internet_v4["ipBlock"]["except"])
+    assert {"fd00:ec2::254/128", "fc00::/7"} <= set(internet_v6["ipBlock"]["except"])
+    assert policy["spec"]["egress"][0]["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
 
     state = spawner.get_state()
     assert state["pod_name"] == name and state["pvc_name"] == spawner.pvc_name

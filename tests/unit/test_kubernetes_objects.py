@@ -306,13 +306,17 @@ def test_network_policy_is_valid_and_isolates_users(username):
         }
     ]
     dns, same_user, hub, internet = spec["egress"]
-    assert dns == {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    assert dns == {
+        "to": [dict(p) for p in objects.DEFAULT_DNS_PEERS],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
     assert same_user == {"to": [{"podSelector": {"matchLabels": user_pods}}]}
     assert hub == {
         "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "hub"}}}],
         "ports": [{"protocol": "TCP", "port": 8081}],
     }
-    assert internet == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]}
+    # the internet, IPv4 and IPv6, without metadata and private ranges (tests/unit/test_egress.py)
+    assert [peer["ipBlock"]["cidr"] for peer in internet["to"]] == ["0.0.0.0/0", "::/0"]
     meta = policy["metadata"]
     assert all(objects.is_valid_label_value(v) for v in meta["labels"].values())
     assert meta["labels"][naming.LABEL_COMPONENT] == "network"

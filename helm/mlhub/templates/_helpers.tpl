@@ -146,6 +146,8 @@ without the secrets the hub gets elsewhere (TLS material, tokens), plus the name
       "hub" (include "mlhub.componentSelector" (list . "hub") | fromYaml)
       "proxy" (include "mlhub.componentSelector" (list . "proxy") | fromYaml))
     "blockedCIDRs" (include "mlhub.blockedCIDRList" . | fromJsonArray)
+    "dnsPeers" (include "mlhub.dnsPeerList" . | fromJsonArray)
+    "dnsPorts" .Values.networkPolicy.dns.ports
 -}}
 {{- $_ := set $values "_chart" $chart -}}
 {{- toYaml $values -}}
@@ -179,27 +181,61 @@ podSelector:
     {{- include "mlhub.workspaceSelector" . | nindent 4 }}
 {{- end -}}
 
-{{/* DNS to any resolver (kube-dns, node-local caches): port 53 only */}}
+{{/*
+DNS only to the cluster's resolver (networkPolicy.dns): its pods (kube-dns/CoreDNS in kube-system by default) and
+optional CIDRs (NodeLocal DNSCache), on its ports over UDP and TCP. Never port 53 to any address: a DNS server on
+the LAN or the nodes would be reachable through it. The spawner's per-user policies get the same peers.
+*/}}
+{{- define "mlhub.dnsPeerList" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
+{{- $peers := list -}}
+{{- $selected := dict -}}
+{{- with $dns.namespaceSelector }}{{ $_ := set $selected "namespaceSelector" . }}{{ end -}}
+{{- with $dns.podSelector }}{{ $_ := set $selected "podSelector" . }}{{ end -}}
+{{- if $selected }}{{ $peers = append $peers $selected }}{{ end -}}
+{{- range $dns.cidrs }}{{ $peers = append $peers (dict "ipBlock" (dict "cidr" .)) }}{{ end -}}
+{{- toJson $peers -}}
+{{- end -}}
+
 {{- define "mlhub.egress.dns" -}}
-- ports:
-    - port: 53
+- to:
+    {{- include "mlhub.dnsPeerList" . | fromJsonArray | toYaml | nindent 4 }}
+  ports:
+    {{- range .Values.networkPolicy.dns.ports }}
+    - port: {{ . }}
       protocol: UDP
-    - port: 53
+    - port: {{ . }}
       protocol: TCP
+    {{- end }}
 {{- end -}}
 
 {{- define "mlhub.cloudMetadata" -}}169.254.169.254/32{{- end -}}
 
-{{/* The IPv4 ranges workspaces may not reach (YAML list); the spawner's per-user policies get the same. */}}
+{{/*
+The ranges workspaces may not reach (JSON list, IPv4 first, then IPv6); the spawner's per-user policies get the
+same. Always: link-local (169.254/16, fe80::/10: the metadata services of AWS, GCP, Azure, Oracle, OpenStack, ECS
+tasks, Tencent), Alibaba's 100.100.100.200, Azure's WireServer 168.63.129.16, AWS's IPv6 metadata fd00:ec2::254.
+Unless privateIPs: 10/8, 172.16/12, 192.168/16, 100.64/10 (shared/CGNAT) and fc00::/7 (the nodes, the LAN).
+*/}}
 {{- define "mlhub.blockedCIDRList" -}}
 {{- $np := .Values.singleuser.networkPolicy -}}
-{{- $blocked := list (include "mlhub.cloudMetadata" .) -}}
+{{- $blocked := list "169.254.0.0/16" "100.100.100.200/32" "168.63.129.16/32" "fe80::/10" "fd00:ec2::254/128" -}}
 {{- if not $np.privateIPs -}}
-{{- $blocked = concat $blocked (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16") -}}
+{{- $blocked = concat $blocked (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "fc00::/7") -}}
 {{- end -}}
-{{- concat $blocked $np.blockedCIDRs | uniq | toJson -}}
+{{- $all := concat $blocked $np.blockedCIDRs | uniq -}}
+{{- $v4 := list -}}
+{{- $v6 := list -}}
+{{- range $all }}{{ if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end }}{{ end -}}
+{{- concat $v4 $v6 | toJson -}}
 {{- end -}}
 
-{{- define "mlhub.blockedCIDRs" -}}
-{{- include "mlhub.blockedCIDRList" . | fromJsonArray | toYaml -}}
+{{/* The workspaces' internet: every IPv4 and IPv6 address but the blocked ranges (NetworkPolicyPeer list). */}}
+{{- define "mlhub.internetPeers" -}}
+{{- $v4 := list -}}
+{{- $v6 := list -}}
+{{- range (include "mlhub.blockedCIDRList" . | fromJsonArray) }}{{ if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end }}{{ end -}}
+{{- $peers := list (dict "ipBlock" (dict "cidr" "0.0.0.0/0" "except" $v4)) -}}
+{{- $peers = append $peers (dict "ipBlock" (dict "cidr" "::/0" "except" $v6)) -}}
+{{- toYaml $peers -}}
 {{- end -}}
