@@ -227,6 +227,55 @@ def test_ssh_reaches_only_the_key_owners_workspaces(front, tmp_path):
     assert ssh(bob_config, bob_model["host_alias"]).returncode != 0
 
 
+# a registration as the release before proof of possession stored it: the squatter's, unproven
+LEGACY_SQUAT = """
+import sqlite3, sys
+user, key_type, blob, fingerprint = sys.argv[1:5]
+db = sqlite3.connect("/data/ssh-keys.sqlite")
+(created,) = db.execute("SELECT user_created FROM ssh_keys WHERE user = ?", (user,)).fetchone()
+db.execute(
+    "INSERT INTO ssh_keys (user, user_created, type, blob, fingerprint, comment, created_at, proven) "
+    "VALUES (?, ?, ?, ?, ?, '', '2025-01-01T00:00:00.000000Z', 0)",
+    (user, created, key_type, blob, fingerprint),
+)
+db.commit()
+"""
+
+
+def test_a_squatted_legacy_key_goes_to_its_proven_owner_over_ssh(plain_front, tmp_path):
+    front = plain_front
+    owner, squatter = front.create_user("erin"), front.create_user("mallory")
+    owner_key, owner_public = new_key(tmp_path, "erin")
+    squatter_key, _ = new_key(tmp_path, "mallory")
+    register_key(front, squatter, squatter_key)
+    listing = subprocess.run(
+        ["ssh-keygen", "-lf", f"{owner_key}.pub"], check=True, capture_output=True, text=True, timeout=30
+    )
+    key_type, blob = owner_public.split()[:2]
+    code, output = front.exec(
+        "python3", "-c", LEGACY_SQUAT, squatter, key_type, blob, listing.stdout.split()[1]
+    )
+    assert code == 0, output
+    for user in (owner, squatter):
+        r = front.spawn(user, "work")
+        assert r.status_code in (201, 202), r.text
+    # the squat: erin's key reaches mallory's workspace through the front
+    squat_config, squat_model = ssh_setup(front, tmp_path, squatter, owner_key, "work")
+    done = ssh(squat_config, squat_model["host_alias"], "echo $JUPYTERHUB_USER")
+    assert done.returncode == 0 and done.stdout.split() == [squatter], done.stderr
+
+    # erin proves possession: the key is hers, on the front and in the workspaces, at once
+    register_key(front, owner, owner_key)
+    config, model = ssh_setup(front, tmp_path, owner, owner_key, "work")
+    done = ssh(config, model["host_alias"], "echo $JUPYTERHUB_USER")
+    assert done.returncode == 0 and done.stdout.split() == [owner], done.stderr
+    refused = ssh(squat_config, squat_model["host_alias"])
+    assert refused.returncode != 0
+    assert "forwarding failed" in refused.stderr or "prohibited" in refused.stderr, refused.stderr
+    for user in (owner, squatter):
+        front.stop_server(user, "work")
+
+
 # ---- the container ---------------------------------------------------------------------------
 
 
