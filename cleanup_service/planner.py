@@ -34,6 +34,7 @@ class Resource:
     running: bool = False
     attached: int = 0  # networks: containers still attached
     orphaned_since: float | None = None  # volumes: when their owner was first seen gone
+    id: str = ""  # the engine's/cluster's id of what was listed: removal goes by it, never by name
 
     @property
     def user(self):

@@ -16,7 +16,11 @@ class Backend(ABC):
 
     @abstractmethod
     async def remove(self, resource):
-        """Remove one resource; a resource that is already gone is not an error."""
+        """Remove the resource that was listed; a resource that is already gone is not an error.
+
+        Removal goes by the listed id (``resource.id``), so that another resource created under the
+        same name since the listing survives.
+        """
 
     @abstractmethod
     async def mark_orphaned(self, resource, since):

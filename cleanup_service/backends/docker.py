@@ -2,6 +2,12 @@
 
 Docker cannot relabel a volume, so the time a volume was first seen orphaned is kept in a small
 JSON file (``state_path``) next to the hub's data; it is the grace period's clock.
+
+Containers and networks are removed by the id they were listed with: one re-created under the same
+name since the listing (a user deleted and signed up again, a workspace restarted) is another object
+and survives. Volumes have no id: right before removal the volume is inspected again and removed
+only if its labels and creation time are still the listed ones (a re-created volume has a later
+``CreatedAt``), and never by force, so Docker refuses to remove one a container uses.
 """
 
 import asyncio
@@ -82,6 +88,7 @@ class DockerBackend(Backend):
                 c.get("Labels") or {},
                 c["Created"],
                 c["State"] == "running",
+                id=c["Id"],
             )
             for c in containers
         ]
@@ -92,6 +99,7 @@ class DockerBackend(Backend):
                 n.get("Labels") or {},
                 _epoch(n["Created"]),
                 attached=attached.get(n["Id"], 0),
+                id=n["Id"],
             )
             for n in networks
         ]
@@ -112,12 +120,14 @@ class DockerBackend(Backend):
     async def remove(self, resource):
         try:
             if resource.kind == CONTAINER:
-                await self._call("remove_container", resource.name, v=True, force=True)
+                await self._call("remove_container", self._listed_id(resource), v=True, force=True)
             elif resource.kind == NETWORK:
                 if self.hub_container:
-                    await self._detach_hub(resource.name)
-                await self._call("remove_network", resource.name)
+                    await self._detach_hub(self._listed_id(resource))
+                await self._call("remove_network", self._listed_id(resource))
             elif resource.kind == VOLUME:
+                if not await self._volume_unchanged(resource):
+                    return
                 await self._call("remove_volume", resource.name)
                 self._orphans.pop(resource.name, None)
                 self._save_orphans()
@@ -127,6 +137,21 @@ class DockerBackend(Backend):
             if e.status_code == 409 and "removal" in str(e.explanation or "").lower():
                 return  # already being removed
             raise
+
+    @staticmethod
+    def _listed_id(resource):
+        if not resource.id:
+            raise ValueError(f"{resource.kind} {resource.name} was listed without an id: not removed by name")
+        return resource.id
+
+    async def _volume_unchanged(self, resource):
+        """Whether the volume of that name is still the one listed (same labels, same creation time)."""
+        current = await self._call("inspect_volume", resource.name)
+        created = _epoch(current["CreatedAt"]) if current.get("CreatedAt") else 0.0
+        if (current.get("Labels") or {}) == resource.labels and created == resource.created:
+            return True
+        self.log.info("Volume %s was re-created since it was listed: left alone", resource.name)
+        return False
 
     async def _detach_hub(self, network):
         try:

@@ -41,3 +41,15 @@ def test_sizes_accept_strings_and_bytes():
 def test_bad_config_values_name_the_setting(trait, value, message):
     with pytest.raises((TraitError, ValueError), match=message):
         setattr(WorkspacePolicy(), trait, value)
+
+
+def test_lifetime_has_a_shipped_maximum_and_a_hard_ceiling():
+    assert WorkspacePolicy().policy("a").max_days_to_live == 90
+    for trait in ("max_days_to_live", "default_days_to_live"):
+        with pytest.raises((TraitError, ValueError), match=f"{trait} must be at most 3650"):
+            setattr(WorkspacePolicy(), trait, 3651.0)
+        with pytest.raises((TraitError, ValueError), match=trait):
+            setattr(WorkspacePolicy(), trait, float("inf"))
+    policy = WorkspacePolicy()
+    policy.max_days_to_live = None  # users may ask for "never"
+    assert policy.policy("a").max_days_to_live is None

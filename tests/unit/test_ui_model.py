@@ -157,3 +157,29 @@ def test_ssh_keys_page_and_native_pages_render():
     for name in ("signup.html", "native-login.html"):
         html = _render(name, user=None)
         assert 'id="mlhub-footer"' in html and "mlhub/static/logo.svg" in html
+
+
+@pytest.mark.parametrize("env", [{"TOKEN": "s3cret", "A": "b"}, "TOKEN=s3cret\n# note\nA=b\n"])
+def test_others_see_env_names_not_values(env):
+    row = ui.workspace_row(
+        user="ann", server="", status="stopped", options={"image": "i:1", "env": env}, show_env_values=False
+    )
+    assert row["info"]["env_names"] == ["A", "TOKEN"]
+    assert "s3cret" not in json.dumps(row)
+    owner = ui.workspace_row(user="ann", server="", status="stopped", options={"image": "i:1", "env": env})
+    assert owner["info"]["env"] == env
+
+
+@pytest.mark.parametrize("expiration", [float("inf"), float("nan"), 1e300, NOW + 1e7 * 86400, "soon", [1]])
+def test_rows_survive_any_stored_expiration(expiration):
+    row = ui.workspace_row(
+        user="ann",
+        server="w",
+        status="stopped",
+        options={"image": "i:1", "cpu_limit": "lots", "mem_limit": "4G"},
+        expiration=expiration,
+        created_at=expiration,
+        now=NOW,
+    )
+    json.loads(json.dumps(row, allow_nan=False))
+    assert row["expires"] in ("never", "unknown") or row["expires"].endswith("UTC")
