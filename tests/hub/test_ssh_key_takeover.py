@@ -11,10 +11,10 @@ import subprocess
 from contextlib import closing
 
 import pytest
-from ssh_signing import register_ssh_key
 
 from mlhubspawner import naming, sshkeys
 
+from ssh_signing import register_ssh_key
 from support import REPO, Hub
 
 SMALL = {"mem_limit": "512M"}

@@ -10,10 +10,10 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from ssh_signing import register_ssh_key, sign_ssh_challenge, ssh_key_challenge
 
 from mlhubspawner import naming, sshkeys
 
+from ssh_signing import register_ssh_key, sign_ssh_challenge, ssh_key_challenge
 from support import PASSWORD, log_in, sign_up
 
 API = "mlhub"

@@ -8,9 +8,10 @@ import time
 import urllib.parse
 
 import pytest
-from ssh_signing import register_ssh_key
 
 from mlhubspawner import naming
+
+from ssh_signing import register_ssh_key
 
 KEYS_COMMAND = "/usr/local/bin/mlhub-authorized-keys"
 

@@ -13,10 +13,10 @@ import urllib.parse
 import pytest
 import requests
 from cryptography import x509
-from ssh_signing import register_ssh_key
 
 from mlhubspawner import __version__
 
+from ssh_signing import register_ssh_key
 from support import (
     PASSWORD,
     HubContainer,
