@@ -90,6 +90,9 @@ c.MLHubDockerSpawner.hub_name = settings.hub_name
 c.MLHubDockerSpawner.image = settings.workspace_image
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
+# closed egress: no host services but the hub API, no link-local/metadata, private ranges only if allowed
+c.MLHubDockerSpawner.egress_firewall = settings.egress_firewall
+c.MLHubDockerSpawner.egress_allow_private = settings.egress_allow_private
 # shared-host defaults (raise them in the user config): a workspace without limits in its options
 # gets 2 CPUs and 4G (lowered to max_cpu_limit/max_mem_limit and the engine's size), and a user
 # keeps at most 5 named servers (JupyterHub refuses the 6th: "already has the maximum of 5 named

@@ -55,6 +55,9 @@ class Settings:
     hub_service_url: str = ""
     proxy_api_listen: str = "127.0.0.1"
     ssh_front_token: str = ""
+    # closed workspace egress on the Docker host (mlhubspawner/docker/egress.py)
+    egress_firewall: bool = True
+    egress_allow_private: bool = False
     # MLHUB_ADMIN_PASSWORD: the admin accounts' password (set at every start while set); unset, a password is
     # generated at the first start, kept in $MLHUB_DATA_DIR/admin-password (0600) and logged once (auth.py)
     admin_password: str = field(default="", repr=False)
@@ -186,5 +189,7 @@ def load_settings(env=None):
         hub_service_url=_http_url(env, "MLHUB_HUB_SERVICE_URL"),
         proxy_api_listen=_ip(env, "MLHUB_PROXY_API_LISTEN", "127.0.0.1"),
         ssh_front_token=_token(env, "MLHUB_SSH_FRONT_TOKEN"),
+        egress_firewall=_bool(env, "MLHUB_EGRESS_FIREWALL", True),
+        egress_allow_private=_bool(env, "MLHUB_EGRESS_ALLOW_PRIVATE", False),
         admin_password=_admin_password(env, "MLHUB_ADMIN_PASSWORD"),
     )

@@ -130,8 +130,8 @@ def targets():
         sh("ip", "netns", "del", ns, check=False)
 
 
-def start_hub(tmp_path_factory, docker, config):
-    hub = Hub(tmp_path_factory.mktemp("egress"), user_config=config)
+def start_hub(tmp_path_factory, docker, config="", env=None):
+    hub = Hub(tmp_path_factory.mktemp("egress"), user_config=config, env=env)
     try:
         hub.start()
     except Exception:
@@ -157,8 +157,8 @@ def closed_hub(docker, targets, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def open_hub(docker, targets, tmp_path_factory):
-    """A hub whose admin opened private ranges."""
-    hub = start_hub(tmp_path_factory, docker, "c.MLHubDockerSpawner.egress_allow_private = True\n")
+    """A hub whose admin opened private ranges (``docker run -e MLHUB_EGRESS_ALLOW_PRIVATE=true`` for the image)."""
+    hub = start_hub(tmp_path_factory, docker, env={"MLHUB_EGRESS_ALLOW_PRIVATE": "true"})
     yield hub
     destroy_hub(hub, docker)
 

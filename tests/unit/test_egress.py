@@ -181,3 +181,13 @@ def test_kubernetes_spawner_refuses_a_bad_cidr():
 
     with pytest.raises(ValueError, match="'example.org' is not a CIDR"):
         MLHubKubernetesSpawner(network_policy_blocked_cidrs=["example.org"])
+
+
+def test_switches_as_environment_variables():
+    from mlhubspawner.settings import SettingsError, load_settings
+
+    assert (load_settings({}).egress_firewall, load_settings({}).egress_allow_private) == (True, False)
+    settings = load_settings({"MLHUB_EGRESS_ALLOW_PRIVATE": "true", "MLHUB_EGRESS_FIREWALL": "false"})
+    assert (settings.egress_firewall, settings.egress_allow_private) == (False, True)
+    with pytest.raises(SettingsError, match="MLHUB_EGRESS_ALLOW_PRIVATE='lan'"):
+        load_settings({"MLHUB_EGRESS_ALLOW_PRIVATE": "lan"})
