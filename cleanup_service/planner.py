@@ -81,6 +81,8 @@ class Action:
 
 
 def _ours(resource, rules):
+    if resource.labels.get(naming.LABEL_COMPONENT) == naming.COMPONENT_FRONT:
+        return False  # the hub's own front network belongs to no user: never planned
     return resource.labels.get(naming.LABEL_ORIGIN) == rules.hub_name
 
 

@@ -23,6 +23,7 @@ LABEL_CONFIG_HASH = "mlhub.config_hash"
 COMPONENT_WORKSPACE = "workspace"
 COMPONENT_NETWORK = "network"
 COMPONENT_VOLUME = "volume"
+COMPONENT_FRONT = "front"  # the hub container's front network (Docker): never a user's leftover
 
 HUB_NAME_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,18}[a-z0-9])?$")
 MAX_NAME_LENGTH = 63  # one DNS label: workspace names are used as host names (SSH, routes)

@@ -336,7 +336,11 @@ class HubContainer(Hub):
             detach=True,
             labels=labels,
             environment=self.env,
-            ports={"8080/tcp": ("127.0.0.1", None)},
+            # a fixed host port, as operators publish it: Docker hands out a new ephemeral port
+            # when the container's gateway network changes (the hub joining its front network)
+            ports={"8080/tcp": ("127.0.0.1", free_port())},
+            # as run-hub.sh and the README run it: no routing between the networks it joins
+            sysctls={"net.ipv4.ip_forward": "0"},
             volumes={
                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
                 self.volume: {"bind": "/data", "mode": "rw"},

@@ -8,6 +8,7 @@ certificate, SSH key registry) lives in ``$MLHUB_DATA_DIR`` (``/data``).
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -62,11 +63,50 @@ def mounted_host_keys(source, target):
     return paths
 
 
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+def check_ip_forward(path=IP_FORWARD):
+    """Refuse to start when the container forwards IP packets between its networks.
+
+    The hub container sits on every user network: with forwarding on, a workspace that sends
+    packets to the hub's address could reach other users' networks through it.
+    """
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as e:
+        log(f"WARNING: cannot read {path} ({e}); make sure IP forwarding is off in this container")
+        return
+    if value != "0":
+        raise SystemExit(
+            f"ML Hub cannot start: IP forwarding is on in the hub container ({path} = {value}), so "
+            "workspaces could route through it into other users' networks. Start the container with "
+            "--sysctl net.ipv4.ip_forward=0"
+        )
+
+
+def private_data_dir(data_dir):
+    """The data directory and the files in it readable by their owner only (the hub: root).
+
+    The front's other accounts (nginx's workers, sslh, the SSH tunnel account, the key lookup)
+    never read the database, tokens or keys. Left as is where this process does not own them.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    uid = os.geteuid()
+    for path in (data_dir, *data_dir.iterdir()):
+        info = path.lstat()
+        if info.st_uid != uid or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            continue
+        if info.st_mode & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+
+
 def docker_front(settings):
     """Join the user networks; return (container id, public listen addresses)."""
     import docker  # only the Docker mode needs the engine
 
-    from .container import front_addresses, join_user_networks, own_container_id
+    from .container import front_addresses, join_front_network, join_user_networks, own_container_id
 
     try:
         client = docker.from_env(timeout=60)
@@ -78,6 +118,9 @@ def docker_front(settings):
         ) from None
     container_id = own_container_id()
     try:
+        # the front network first: it stays the gateway network (where -p publishes) whatever
+        # the user networks are called; then the addresses, once every network is joined
+        join_front_network(client, container_id, settings.hub_name, log=log)
         joined = join_user_networks(client, container_id, settings.hub_name, log=log)
         listen = front_addresses(client, container_id, joined)
     except docker.errors.NotFound:
@@ -86,6 +129,8 @@ def docker_front(settings):
         ) from None
     except ValueError as e:
         raise SystemExit(f"ML Hub cannot start: {e}") from None
+    except docker.errors.APIError as e:
+        raise SystemExit(f"ML Hub cannot start: the Docker engine refused: {e.explanation or e}") from None
     finally:
         client.close()
     return container_id, listen
@@ -93,12 +138,13 @@ def docker_front(settings):
 
 def prepare(settings, env):
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data_dir)
     run_dir = L.RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
 
     listen = ["0.0.0.0"]
     if settings.start_jhub and settings.execution_mode == "docker":
+        check_ip_forward()
         container_id, addresses = docker_front(settings)
         listen = addresses or listen
         env["MLHUB_HUB_CONTAINER"] = container_id

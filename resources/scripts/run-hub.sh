@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start or stop ML Hub as operators run it: the hub image in a container, in the background.
 #   run-hub.sh start|stop        (make run / make stop)
-# start: docker run -d --name $HUB_NAME -p ${MLHUB_PUBLIC_PORT:-8080}:8080 -v /var/run/docker.sock:... \
+# start: docker run -d --name $HUB_NAME -p ${MLHUB_PUBLIC_PORT:-8080}:8080 --sysctl net.ipv4.ip_forward=0 \
+#        -v /var/run/docker.sock:... \
 #        -v $HUB_NAME-data:/data [-v $MLHUB_USER_CONFIG:/resources/jupyterhub_user_config.py:ro]
 #        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] + every ML Hub variable that is set (HUB_NAME, SSL_ENABLED, ...,
 #        MLHUB_ADMIN_PASSWORD), then waits until /hub/health answers and says how the admin logs in (the
@@ -46,7 +47,8 @@ start() {
     echo "Replacing container $name (image changed to $image; data and workspaces stay)"
   fi
   [[ -n "$(state)" ]] && docker rm -f "$name" >/dev/null
-  args=(-d --name "$name" --restart unless-stopped -p "$port:8080"
+  # ip_forward=0: the hub container joins every user network and must not route between them
+  args=(-d --name "$name" --restart unless-stopped -p "$port:8080" --sysctl net.ipv4.ip_forward=0
         -v /var/run/docker.sock:/var/run/docker.sock -v "$name-data:/data")
   [[ -s "${MLHUB_USER_CONFIG:-}" ]] && args+=(-v "$(realpath "$MLHUB_USER_CONFIG"):/resources/jupyterhub_user_config.py:ro")
   [[ -n "${MLHUB_SSL_DIR:-}" ]] && args+=(-v "$(realpath "$MLHUB_SSL_DIR"):/resources/ssl:ro")

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from mlhubspawner.front.entrypoint import mounted_host_keys
+from mlhubspawner.front.entrypoint import check_ip_forward, mounted_host_keys, private_data_dir
 
 
 def test_mounted_host_keys_become_private_copies(tmp_path):
@@ -24,3 +24,30 @@ def test_mounted_host_keys_become_private_copies(tmp_path):
 def test_no_mounted_host_key_stops_the_start_naming_the_variable(tmp_path):
     with pytest.raises(SystemExit, match="MLHUB_SSH_HOST_KEYS_DIR"):
         mounted_host_keys(tmp_path, tmp_path / "run")
+
+
+def test_ip_forwarding_on_stops_the_start_naming_the_flag(tmp_path):
+    on, off = tmp_path / "on", tmp_path / "off"
+    on.write_text("1\n")
+    off.write_text("0\n")
+    with pytest.raises(SystemExit, match=r"--sysctl net\.ipv4\.ip_forward=0"):
+        check_ip_forward(on)
+    assert check_ip_forward(off) is None
+    assert check_ip_forward(tmp_path / "missing") is None  # unknown: a warning, not a refusal
+
+
+def test_data_dir_becomes_owner_only(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    db = data / "jupyterhub.sqlite"
+    db.write_text("x")
+    os.chmod(db, 0o644)
+    (data / "ssl").mkdir()
+    os.chmod(data / "ssl", 0o755)
+    private_data_dir(data)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "ssl").stat().st_mode) == 0o700
+    private_data_dir(tmp_path / "new")  # made owner-only
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
