@@ -102,6 +102,8 @@ def foreign(docker):
             resource.remove() if isinstance(resource, Network) else resource.remove(force=True)
         except Exception as e:  # noqa: BLE001 (clean-up must go on)
             print(f"could not remove {resource}: {e}")
+    for container in docker.containers.list(all=True, filters={"label": "mlhub.test=names"}):
+        container.remove(force=True)  # what a failed test's spawner created (labelled by the test)
 
 
 def test_an_attacker_named_after_a_victims_shortened_name_gets_resources_of_their_own(hub, docker):
@@ -225,3 +227,53 @@ def test_names_persisted_in_state_are_kept():
         {"object_id": "1", "mlhub": {"names": {"container": old, "network": network, "volume": old}}}
     )
     assert (spawner.object_name, spawner.volume_name, spawner.network_name) == (old, old, network)
+
+
+def bare_spawner(username, server, hub_name):
+    """The Docker spawner outside a hub (enough for its Docker calls)."""
+    from types import SimpleNamespace
+
+    from jupyterhub.objects import Hub as HubModel
+
+    from mlhubspawner.docker import MLHubDockerSpawner
+
+    user = SimpleNamespace(name=username, id=1, url=f"/user/{username}/", escaped_name=username, spawners={})
+    return MLHubDockerSpawner(
+        user=user,
+        orm_spawner=SimpleNamespace(
+            name=server, display_name=server, server=None, user_options={}, state=None
+        ),
+        hub=HubModel(ip="hub", port=8081, base_url="/hub/"),
+        db=None,
+        hub_name=hub_name,
+    )
+
+
+async def test_a_container_that_appears_before_create_is_not_replaced_on_409(docker, foreign):
+    """The 409 "name already in use" path: once force-removed whatever had the name."""
+    hub_name = "tnames"
+    spawner = bare_spawner("racer", "w", hub_name)
+    labels = naming.resource_labels(hub_name, "someone-else", "w", component=naming.COMPONENT_WORKSPACE)
+    labels["mlhub.test"] = "names"
+    theirs = docker.containers.run(
+        base_image(docker),
+        ["sleep", "infinity"],
+        name=spawner.object_name,
+        labels=labels,
+        network_mode="none",
+        detach=True,
+    )
+    foreign.append(theirs)
+    mine = dict(
+        name=spawner.object_name, image=base_image(docker), command=["true"], labels={"mlhub.test": "names"}
+    )
+    with pytest.raises(Exception, match=f"Refusing to use container '{spawner.object_name}'"):
+        await spawner._create(mine, {"network_mode": "none"})
+    theirs.reload()
+    assert theirs.status == "running" and theirs.labels[naming.LABEL_USER] == "someone-else"
+    # stop and delete of the server never reach it either
+    assert await spawner.poll() == 0
+    await spawner.stop(now=True)
+    await spawner.delete_forever()
+    theirs.reload()
+    assert theirs.status == "running"
