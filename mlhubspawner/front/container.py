@@ -73,8 +73,10 @@ def ensure_front_network(client, hub_name, log=print):
 
 def join_front_network(client, container_id, hub_name, log=print):
     """Attach the hub container to its front network (before any user network); return its id."""
-    network = ensure_front_network(client, hub_name, log=log)
     attrs = client.api.inspect_container(container_id)
+    if attrs["HostConfig"].get("NetworkMode") == "host":
+        raise ValueError("the hub container cannot use --network host: it must join the user networks")
+    network = ensure_front_network(client, hub_name, log=log)
     attached = {n.get("NetworkID") for n in (attrs["NetworkSettings"].get("Networks") or {}).values()}
     if network["Id"] not in attached:
         try:
