@@ -361,6 +361,20 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                 return  # our workspace is gone; the pod of that name is left alone
         await super().stop(now)
 
+    async def poll(self):
+        """KubeSpawner's, but a running pod of our name that is someone else's is not our workspace."""
+        status = await super().poll()
+        pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if status is None else None
+        if pod is not None:
+            metadata = pod.get("metadata") or {}
+            found = naming.owner_of(metadata.get("labels"), metadata.get("annotations"))
+            if found != (self.hub_name, self.user.name, self.name or ""):
+                self.log.error(
+                    "Pod %s is not %s's workspace: it belongs to %s", self.pod_name, self._log_name, found
+                )
+                return 1
+        return status
+
     async def delete_forever(self):
         """KubeSpawner's (deletes the PVC only if ``delete_pvc``), never someone else's PVC."""
         if self.delete_pvc:

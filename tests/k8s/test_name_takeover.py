@@ -126,6 +126,14 @@ def uid_and_version(fake, resource, name):
     return obj and (obj["metadata"]["uid"], obj["metadata"]["resourceVersion"])
 
 
+def fingerprint(fake, resource, name):
+    """What an owner cares about (the fake scheduler and kubelet update a new pod meanwhile)."""
+    obj = fake.get(resource, NS, name)
+    meta, spec = obj["metadata"], dict(obj.get("spec") or {})
+    spec.pop("nodeName", None)
+    return meta["uid"], meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"), spec
+
+
 async def test_an_attacker_named_after_a_victims_shortened_name_gets_objects_of_their_own(fake):
     victim_name, attacker_name = victim_and_attacker("train")
     victim = make_spawner(fake, victim_name, "train")
@@ -193,12 +201,12 @@ async def test_a_foreign_object_under_the_spawners_name_is_refused_and_untouched
     if resource == "persistentvolumeclaims":
         name = spawner.pvc_name
     fake.create(resource, NS, foreign_object(resource, name, "someone-else", server))
-    before = uid_and_version(fake, resource, name)
+    before = fingerprint(fake, resource, name)
     try:
         with pytest.raises(Exception, match=f"Refusing to use {KINDS[resource]} '{name}'") as refused:
             await spawner.start()
         assert "does not belong to this workspace" in str(refused.value)
-        assert uid_and_version(fake, resource, name) == before
+        assert fingerprint(fake, resource, name) == before
         # nothing of the refused start was created
         for other in KINDS:
             mine = fake.list(other, NS, label_selector=f"{naming.LABEL_USER}={objects.label_value(user)}")
@@ -220,6 +228,7 @@ async def test_a_pod_that_appears_after_the_checks_is_not_deleted_on_409(fake):
             await spawner.start()
         pod = fake.get("pods", NS, spawner.pod_name)
         assert pod["metadata"]["annotations"][naming.LABEL_USER] == "someone-else"
+        assert await spawner.poll() == 1  # running, but not our workspace
         await spawner.stop(now=True)  # the hub stops the failed server: the pod stays
         assert fake.get("pods", NS, spawner.pod_name) is not None
     finally:
