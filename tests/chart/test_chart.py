@@ -684,6 +684,12 @@ def test_ingress_is_http_only(default_docs, max_docs):
     ]
 
 
+def test_default_values_bound_every_lifetime(default_docs):
+    """A default install caps workspace lifetimes at 90 days, like a hub without the chart."""
+    c = chart_values.apply_chart_values(Config(), hub_values(default_docs))
+    assert c.MLHubKubernetesSpawner.max_days_to_live == 90
+
+
 def test_hub_reads_the_rendered_values(max_docs):
     """The values the chart mounts are what mlhubspawner.chart_values maps onto the spawner (GPUs included)."""
     values = hub_values(max_docs)
@@ -738,6 +744,7 @@ def test_hub_reads_the_rendered_values(max_docs):
         (["--set", "cleanup.intervalSeconds=5"], "cleanup.intervalSeconds"),
         (["--set", "singleuser.requestRatio=0"], "singleuser.requestRatio"),
         (["--set", "singleuser.memory.max=lots"], "singleuser.memory.max"),
+        (["--set", "singleuser.lifetime.maxDays=1e7"], "singleuser.lifetime.maxDays"),
         (["--set", "hub.cookieSecret=not-hex"], "hub.cookieSecret"),
         (["--set", "hub.ssl.cert=-----BEGIN CERTIFICATE-----x"], "hub.ssl.key"),
         (
