@@ -18,7 +18,7 @@ import socket
 import pytest
 import requests
 
-from mlhubspawner import __version__
+from mlhubspawner import __version__, naming
 
 from support import HubContainer, wait_for
 
@@ -123,3 +123,62 @@ def test_no_ip_forwarding_in_the_hub_container(early_hub, docker):
         container.remove(force=True, v=True)
     assert status["StatusCode"] != 0
     assert "--sysctl net.ipv4.ip_forward=0" in output, output
+
+
+UDP_LISTENER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9999))
+while True:
+    data, peer = s.recvfrom(100)
+    with open("/tmp/received", "a") as f:
+        f.write(f"{data.decode()} from {peer[0]}\\n")
+"""
+
+
+def test_the_hub_does_not_route_between_user_networks(early_hub, docker):
+    """A tenant with a route through the hub's address on their network reaches no other tenant's network."""
+    attacker, victim = early_hub.create_user("mallory"), early_hub.create_user("victor")
+    for user in (attacker, victim):
+        assert early_hub.spawn(user).status_code in (201, 202)
+    net_a, net_b = (
+        docker.networks.get(naming.network_name(early_hub.hub_name, u)) for u in (attacker, victim)
+    )
+    early_hub.container.reload()
+    hub_on_a = early_hub.container.attrs["NetworkSettings"]["Networks"][net_a.name]["IPAddress"]
+    target = docker.containers.get(naming.workspace_name(early_hub.hub_name, victim))
+    target_ip = target.attrs["NetworkSettings"]["Networks"][net_b.name]["IPAddress"]
+    subnet_b = net_b.attrs["IPAM"]["Config"][0]["Subnet"]
+    target.exec_run(["python3", "-c", UDP_LISTENER], detach=True)
+    send = "import socket,sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[2].encode(), (sys.argv[1], 9999))"
+    # control: the listener works (a datagram from the victim's own workspace arrives)
+    assert wait_for(
+        lambda: (
+            target.exec_run(["python3", "-c", send, target_ip, "self"]).exit_code == 0
+            and "self from" in target.exec_run(["cat", "/tmp/received"]).output.decode()
+        ),
+        timeout=20,
+        interval=0.5,
+    )
+    # the attacker: a container on their own network, allowed to set routes (NET_ADMIN)
+    image = docker.containers.get(naming.workspace_name(early_hub.hub_name, attacker)).image
+    helper = docker.containers.run(
+        image,
+        ["sleep", "120"],
+        entrypoint=[],
+        user="root",
+        detach=True,
+        network=net_a.name,
+        cap_add=["NET_ADMIN"],
+        labels={"mlhub.test": early_hub.hub_name},
+    )
+    try:
+        route = helper.exec_run(["ip", "route", "add", subnet_b, "via", hub_on_a])
+        assert route.exit_code == 0, route.output
+        for _ in range(5):
+            helper.exec_run(["python3", "-c", send, target_ip, "forwarded"])
+        wait_for(lambda: False, timeout=3)  # time for a forwarded datagram to arrive
+        received = target.exec_run(["cat", "/tmp/received"]).output.decode()
+        assert "forwarded" not in received, received
+    finally:
+        helper.remove(force=True)
