@@ -1,5 +1,6 @@
 # ML Hub: JupyterHub + configurable-http-proxy + nginx + sslh + sshd under supervisord, one public port (8080).
-#   docker run -p 8080:8080 -v /var/run/docker.sock:/var/run/docker.sock -v mlhub-data:/data mlhub:<version>
+#   docker run -p 8080:8080 --sysctl net.ipv4.ip_forward=0 -v /var/run/docker.sock:/var/run/docker.sock \
+#       -v mlhub-data:/data mlhub:<version>
 # Built by resources/scripts/build-hub-image.sh (offline: BASE_IMAGE is a Debian base made with mmdebstrap
 # that already holds resources/hub/packages.txt; with a registry, BASE_IMAGE=debian:bookworm works too).
 # The build context holds this file, packages.txt, requirements.txt, wheels/ (all Python packages, ours
