@@ -10,6 +10,7 @@ an address not bound here. Interfaces, namespaces, tables and containers are rem
 
 import ipaddress
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import textwrap
 
 import pytest
 
-from mlhubspawner import naming
+from mlhubspawner import __version__, naming
 
 from support import Hub, base_image, free_port, stop_process_group, wait_for
 
@@ -68,6 +69,16 @@ PROBE = textwrap.dedent(
 
 def sh(*args, check=True):
     return subprocess.run(args, capture_output=True, text=True, timeout=30, check=check)
+
+
+def host_nft(*args, check=True):
+    """``nft`` on the host's tables, from the hub image (the machine itself may have no nft)."""
+    image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
+    return sh(
+        *("docker", "run", "--rm", "--network", "host", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN"),
+        *("--label", "mlhub.test=egress", "--entrypoint", "nft", image, *args),
+        check=check,
+    )
 
 
 def free_slash24(prefix):
@@ -142,7 +153,7 @@ def start_hub(tmp_path_factory, docker, config="", env=None):
 
 def destroy_hub(hub, docker):
     hub.destroy(docker)
-    sh("nft", "delete", "table", "inet", f"mlhub-{hub.hub_name}", check=False)
+    host_nft("delete", "table", "inet", f"mlhub-{hub.hub_name}", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +250,7 @@ def test_default_closes_host_link_local_and_lan_but_not_hub_api_or_names(closed_
             for line in open("/etc/resolv.conf").read().splitlines()
             if line.startswith("nameserver") and ipaddress.ip_address(line.split()[1]).version == 4
         ]
-        listed = sh("nft", "list", "set", "inet", f"mlhub-{hub.hub_name}", "dns").stdout
+        listed = host_nft("list", "set", "inet", f"mlhub-{hub.hub_name}", "dns").stdout
         for server in host_servers:
             if not server.startswith("127."):
                 assert server in listed
@@ -280,15 +291,15 @@ def test_rules_cover_every_network_of_the_hub_and_reload_idempotently(closed_hub
     bridges = [
         f"br-{docker.networks.get(naming.network_name(hub.hub_name, u)).id[:12]}" for u in ("gus", "hal")
     ]
-    listed = sh("nft", "list", "set", "inet", f"mlhub-{hub.hub_name}", "bridges").stdout
+    listed = host_nft("list", "set", "inet", f"mlhub-{hub.hub_name}", "bridges").stdout
     assert all(bridge in listed for bridge in bridges)
     # a restarted hub loads its table again, with the networks of workspaces still running (hal's)
     hub.restart()
     hub.stop_server("gus")
     assert hub.spawn("gus").status_code in (201, 202)
-    listed = sh("nft", "list", "set", "inet", f"mlhub-{hub.hub_name}", "bridges").stdout
+    listed = host_nft("list", "set", "inet", f"mlhub-{hub.hub_name}", "bridges").stdout
     assert all(bridge in listed for bridge in bridges)
-    assert sh("nft", "list", "tables").stdout.count(f"mlhub-{hub.hub_name}\n") == 1
+    assert host_nft("list", "tables").stdout.count(f"mlhub-{hub.hub_name}\n") == 1
     # no helper container is left behind
     assert not docker.containers.list(
         all=True,
