@@ -66,6 +66,27 @@ def remove_by_label(client, label):
         network.remove()
 
 
+def remove_egress_table(client, hub_name):
+    """Remove the hub's nftables table (``inet mlhub-<hub>``, mlhubspawner/docker/egress.py) from the host.
+
+    Through the hub image, as the hub loads it; a hub that never started a workspace has none.
+    """
+    image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
+    try:
+        client.containers.run(
+            image,
+            ["delete", "table", "inet", f"mlhub-{hub_name}"],
+            entrypoint="nft",
+            network_mode="host",
+            cap_drop=["ALL"],
+            cap_add=["NET_ADMIN"],
+            labels={"mlhub.test": "egress-cleanup"},
+            remove=True,
+        )
+    except docker.errors.ContainerError:
+        pass  # no such table
+
+
 def stop_process_group(process, timeout=30):
     """SIGTERM a process started with ``start_new_session`` and its group; SIGKILL after ``timeout``."""
     if process is None or process.poll() is not None:
@@ -190,6 +211,7 @@ class Hub:
         """Stop the hub and remove every container, network and volume of its name."""
         self.stop()
         remove_by_label(client, f"{LABEL_ORIGIN}={self.hub_name}")
+        remove_egress_table(client, self.hub_name)
 
     def log_tail(self, lines=60):
         if not self.log_path.exists():
@@ -391,6 +413,7 @@ class HubContainer(Hub):
         self.remove()
         remove_by_label(self.client, self.test_label)
         remove_by_label(self.client, f"{LABEL_ORIGIN}={self.hub_name}")
+        remove_egress_table(self.client, self.hub_name)
 
 
 # ---- a browser-like session (NativeAuthenticator sign-up and login) --------------------
