@@ -1,10 +1,12 @@
 """The entrypoint's file handling: host keys handed in by the chart."""
 
+import configparser
 import os
 import stat
 
 import pytest
 
+from mlhubspawner.front import layout as L
 from mlhubspawner.front.entrypoint import check_ip_forward, mounted_host_keys, private_data_dir
 
 
@@ -51,3 +53,14 @@ def test_data_dir_becomes_owner_only(tmp_path):
     assert stat.S_IMODE((data / "ssl").stat().st_mode) == 0o700
     private_data_dir(tmp_path / "new")  # made owner-only
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_only_root_programs_run_in_the_data_dir_and_the_hub_writes_owner_only():
+    layout = L.Layout(ssl=False, nginx=True, ssh=True, jhub=True, chp=True, data_dir="/data")
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string(L.render_supervisord(layout, ["jupyterhub"]))
+    programs = {s.split(":", 1)[1]: config[s] for s in config.sections() if s.startswith("program:")}
+    for name, section in programs.items():
+        assert section["directory"] == ("/data" if section["user"] == "root" else "/"), name
+    assert programs["jupyterhub"]["umask"] == "077"
+    assert {programs[n]["user"] for n in ("sslh", "configurable-http-proxy")} == {"sslh", "nobody"}
