@@ -1,4 +1,4 @@
-"""The entrypoint's file handling: host keys handed in by the chart."""
+"""The entrypoint (pure parts): host keys handed in by the chart, IP forwarding, the data dir, supervisord."""
 
 import configparser
 import os
