@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,6 +37,8 @@ LINK_LOCAL = ("169.254.0.0/16",)
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 COMPONENT_HELPER = "egress-firewall"
 HELPER_TIMEOUT_SECONDS = 60
+# a start reloads the table when the last load is older (e.g. a host's `nft flush ruleset` removed it)
+RELOAD_SECONDS = 600
 # where the helper sees the host's /run (systemd-resolved's upstream servers live there)
 HOST_RUN = "/mlhub-host-run"
 
@@ -228,6 +231,11 @@ class _HubFirewall:
     def __init__(self):
         self.lock = asyncio.Lock()
         self.plan = None
+        self.loaded_at = 0.0
+
+    def covers(self, wanted):
+        """Whether the last load holds ``wanted`` and is recent."""
+        return time.monotonic() - self.loaded_at < RELOAD_SECONDS and _covers(self.plan, wanted)
 
 
 _firewalls = {}
@@ -267,16 +275,17 @@ async def helper_image(spawner):
 async def ensure_egress(spawner, network):
     """Make sure the hub's table covers ``network`` (inspected) before a workspace starts on it.
 
-    Loads the table once per process and again for each new network (all of this hub's networks at
-    once, so concurrent spawns share one load). A failure is a spawn error: never silently open.
+    Loads the table once per process, again for each new network (all of this hub's networks at
+    once, so concurrent spawns share one load) and at a start when the last load is older than
+    ``RELOAD_SECONDS``. A failure is a spawn error: never silently open.
     """
     if not spawner.egress_firewall:
         return
     firewall = _firewalls.setdefault(spawner.hub_name, _HubFirewall())
-    if _covers(firewall.plan, _wanted(spawner, [bridge_name(network)])):
+    if firewall.covers(_wanted(spawner, [bridge_name(network)])):
         return
     async with firewall.lock:
-        if _covers(firewall.plan, _wanted(spawner, [bridge_name(network)])):
+        if firewall.covers(_wanted(spawner, [bridge_name(network)])):
             return
         networks = await spawner.docker(
             "networks",
@@ -300,7 +309,7 @@ async def ensure_egress(spawner, network):
             error = web.HTTPError(500, "%s", message)
             error.jupyterhub_message = message
             raise error from None
-        firewall.plan = plan
+        firewall.plan, firewall.loaded_at = plan, time.monotonic()
         spawner.log.info(
             "%s (%d networks)", output.splitlines()[-1] if output else "egress", len(plan.bridges)
         )

@@ -5,6 +5,7 @@ in tests/chart/test_chart.py.
 """
 
 import ipaddress
+import secrets
 
 import kubernetes_validate
 import pytest
@@ -191,3 +192,81 @@ def test_switches_as_environment_variables():
     assert (settings.egress_firewall, settings.egress_allow_private) == (False, True)
     with pytest.raises(SettingsError, match="MLHUB_EGRESS_ALLOW_PRIVATE='lan'"):
         load_settings({"MLHUB_EGRESS_ALLOW_PRIVATE": "lan"})
+
+
+# ---- Docker: when the table is (re)loaded ---------------------------------------------------------------------------
+
+
+class FakeEngine:
+    """The spawner's ``docker(method, ...)`` caller: records helper runs, answers like the engine."""
+
+    def __init__(self, networks, exit_code=0):
+        self.networks, self.exit_code, self.loads = networks, exit_code, []
+
+    async def __call__(self, method, *args, **kwargs):
+        if method == "networks":
+            return list(self.networks)
+        if method == "create_container":
+            self.loads.append(kwargs["environment"]["MLHUB_EGRESS_RULES"])
+            return {"Id": "helper"}
+        if method == "wait":
+            return {"StatusCode": self.exit_code}
+        if method == "logs":
+            return b"nft: command not found" if self.exit_code else b"mlhub egress: loaded"
+        return None
+
+
+def fake_spawner(engine, hub_name, **settings):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        hub_name=hub_name,
+        docker=engine,
+        client=SimpleNamespace(create_host_config=lambda **kw: kw),
+        hub=SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api"),
+        log=SimpleNamespace(info=lambda *a: None, error=lambda *a: None),
+        **{
+            "egress_firewall": True,
+            "egress_allow_private": False,
+            "egress_dns_servers": [],
+            "egress_helper_image": "mlhub:test",
+            "connect_hub_via_gateway": True,
+            "hub_container": "",
+            **settings,
+        },
+    )
+
+
+async def test_table_is_loaded_once_per_network_and_covers_all_of_the_hubs_networks(monkeypatch):
+    a, b = {"Id": "a" * 64}, {"Id": "b" * 64}
+    engine = FakeEngine([a])
+    spawner = fake_spawner(engine, f"tload{secrets.token_hex(3)}")
+    await egress.ensure_egress(spawner, a)
+    await egress.ensure_egress(spawner, a)  # nothing new: no helper
+    assert len(engine.loads) == 1 and '"br-aaaaaaaaaaaa"' in engine.loads[0]
+    engine.networks.append(b)
+    await egress.ensure_egress(spawner, b)  # a new network: the whole table again, with both bridges
+    assert len(engine.loads) == 2 and '"br-aaaaaaaaaaaa", "br-bbbbbbbbbbbb"' in engine.loads[1]
+    # an old load is refreshed at the next start (the host's ruleset may have been flushed)
+    monkeypatch.setattr(egress.time, "monotonic", lambda: 10**9)
+    await egress.ensure_egress(spawner, a)
+    assert len(engine.loads) == 3
+
+
+async def test_a_failed_load_is_a_spawn_error_and_the_off_switch_loads_nothing():
+    from tornado import web
+
+    engine = FakeEngine([], exit_code=127)
+    spawner = fake_spawner(engine, f"tfail{secrets.token_hex(3)}")
+    with pytest.raises(web.HTTPError) as error:
+        await egress.ensure_egress(spawner, {"Id": "c" * 64})
+    assert error.value.status_code == 500
+    assert "nft: command not found" in error.value.jupyterhub_message
+    assert "egress_firewall = False" in error.value.jupyterhub_message
+    # not marked loaded: the next start tries again
+    with pytest.raises(web.HTTPError):
+        await egress.ensure_egress(spawner, {"Id": "c" * 64})
+    assert len(engine.loads) == 2
+    off = FakeEngine([])
+    await egress.ensure_egress(fake_spawner(off, "toff", egress_firewall=False), {"Id": "d" * 64})
+    assert off.loads == []
