@@ -32,7 +32,9 @@ from tornado import web
 from .. import naming
 from .._version import __version__
 
-LINK_LOCAL = ("169.254.0.0/16",)
+# always closed: link-local (the metadata services of AWS, GCP, Azure, Oracle, OpenStack, ECS tasks),
+# Alibaba's metadata and Azure's WireServer (the host's nameservers keep port 53, e.g. Azure's DNS)
+METADATA_RANGES = ("169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32")
 # RFC 1918 and the shared (carrier-grade NAT) range: Tailscale-style overlays, Alibaba's metadata
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 COMPONENT_HELPER = "egress-firewall"
@@ -113,7 +115,7 @@ def build_ruleset(plan):
             raise ValueError(f"{bridge!r} is not a network interface name")
     pairs = [f'"{b}" . "{b}"' for b in plan.bridges]
     dns = validate_dns_servers(plan.dns_servers)
-    blocked = list(LINK_LOCAL) + ([] if plan.allow_private else list(PRIVATE_RANGES))
+    blocked = list(METADATA_RANGES) + ([] if plan.allow_private else list(PRIVATE_RANGES))
     hub_rule = f"        tcp dport {int(plan.hub_port)} accept\n" if plan.hub_port else ""
     return (
         f"table inet {table} {{}}\n"

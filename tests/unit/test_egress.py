@@ -70,6 +70,7 @@ def test_private_switch_keeps_link_local_and_the_host_closed():
     text = egress.build_ruleset(egress.EgressPlan("mlhub", allow_private=True))
     out = chain(text, "workspace_out")
     assert "169.254.0.0/16" in out and "10.0.0.0/8" not in out and "192.168.0.0/16" not in out
+    assert "100.100.100.200/32" in out and "168.63.129.16/32" in out  # Alibaba metadata, Azure WireServer
     to_host = chain(text, "workspace_to_host")
     # a hub in a container: no port of the host at all (replies and DNS aside)
     accepted = [line.strip() for line in to_host.splitlines() if line.strip().endswith("accept")]
