@@ -315,7 +315,7 @@ def test_network_policy_is_valid_and_isolates_users(username):
         "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "hub"}}}],
         "ports": [{"protocol": "TCP", "port": 8081}],
     }
-    # the internet, IPv4 and IPv6, without metadata and private ranges (tests/unit/test_egress.py)
+    # the internet, IPv4 and IPv6, without metadata and private ranges (tests/unit/test_egress_rules.py)
     assert [peer["ipBlock"]["cidr"] for peer in internet["to"]] == ["0.0.0.0/0", "::/0"]
     meta = policy["metadata"]
     assert all(objects.is_valid_label_value(v) for v in meta["labels"].values())
