@@ -25,12 +25,17 @@ c.MLHubDockerSpawner.max_gpus = 2
 
 def engine_takes_gpu_requests(docker):
     request = DeviceRequest(device_ids=["0"], capabilities=[["gpu"]])
+    probe = docker.containers.create(
+        base_image(docker), ["true"], device_requests=[request], labels={"mlhub.test": "gpu-probe"}
+    )
     try:
-        docker.containers.run(base_image(docker), ["true"], device_requests=[request], remove=True)
+        probe.start()
     except APIError as e:
         if "device driver" in str(e):
             return False
         raise
+    finally:  # a refused start leaves the created container behind
+        probe.remove(force=True)
     return True
 
 
