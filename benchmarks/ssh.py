@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "tests"))
 import ssh_signing  # noqa: E402
-
 import support  # noqa: E402 (tests/ is not a package; shared with the tests)
 
 USER = "bench"
