@@ -252,6 +252,26 @@ def test_hub_db_types(render):
     assert "password" not in hub_values(mysql)["hub"]["db"]
 
 
+def test_admin_password_from_a_secret(render):
+    """The admin's password reaches the hub from a Secret, never as plain env or in the mounted values."""
+    assert "MLHUB_ADMIN_PASSWORD" not in env_of(
+        one(render(), "Deployment", "-hub")
+    )  # generated at first start
+    docs = render("--set", "hub.adminPassword=correct-horse-battery")
+    env = env_of(one(docs, "Deployment", "-hub"))
+    assert env["MLHUB_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlhub-secret",
+        "key": "admin-password",
+    }
+    assert secret_data(one(docs, "Secret", "-secret"))["admin-password"] == "correct-horse-battery"
+    assert "adminPassword" not in hub_values(docs)["hub"]
+    own = env_of(one(render("--set", "hub.existingAdminPasswordSecret=gitops-admin"), "Deployment", "-hub"))
+    assert own["MLHUB_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "gitops-admin",
+        "key": "admin-password",
+    }
+
+
 def test_hub_deployment(default_docs):
     hub = one(default_docs, "Deployment", "-hub")
     assert hub["spec"]["replicas"] == 1
@@ -746,6 +766,8 @@ def test_hub_reads_the_rendered_values(max_docs):
         (["--set", "singleuser.memory.max=lots"], "singleuser.memory.max"),
         (["--set", "singleuser.lifetime.maxDays=1e7"], "singleuser.lifetime.maxDays"),
         (["--set", "hub.cookieSecret=not-hex"], "hub.cookieSecret"),
+        (["--set", "hub.adminPassword=short"], "hub.adminPassword"),
+        (["--set", "hub.extraEnv.MLHUB_ADMIN_PASSWORD=in-plain-text-here"], "hub.extraEnv"),
         (["--set", "hub.ssl.cert=-----BEGIN CERTIFICATE-----x"], "hub.ssl.key"),
         (
             ["--set", "singleuser.networkPolicy.blockedCIDRs={example.org}"],

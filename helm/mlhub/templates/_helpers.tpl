@@ -127,6 +127,7 @@ without the secrets the hub gets elsewhere (TLS material, tokens), plus the name
 {{- $_ := unset $values.hub.ssl "cert" -}}
 {{- $_ := unset $values.hub.ssl "key" -}}
 {{- $_ := unset $values.hub "cookieSecret" -}}
+{{- $_ := unset $values.hub "adminPassword" -}}
 {{- $_ := unset $values.proxy "secretToken" -}}
 {{- $_ := unset $values.hub.db "password" -}}
 {{- $chart := dict
