@@ -219,7 +219,7 @@ async def run_helper(docker, client, image, hub_name, ruleset, add_dns=True):
         raise EgressError(f"the helper container failed: {e.explanation or e}") from None
     finally:
         try:
-            await docker("remove_container", container["Id"], force=True)
+            await docker("remove_container", container["Id"], v=True, force=True)
         except APIError:
             pass
     if result.get("StatusCode") != 0:

@@ -670,7 +670,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         if container is None:
             return
         try:
-            await self.docker("remove_container", container["Id"], force=True)
+            await self.docker("remove_container", container["Id"], v=True, force=True)
         except NotFound:
             pass
 

@@ -286,6 +286,7 @@ def test_admin_switch_opens_the_lan_but_not_the_host_or_link_local(open_hub, doc
 def test_rules_cover_every_network_of_the_hub_and_reload_idempotently(closed_hub, docker):
     """A second user's new network joins the table; a hub restart loads the same table again."""
     hub = closed_hub
+    unlabelled_before = {v.name for v in docker.volumes.list() if not v.attrs.get("Labels")}
     for user in ("gus", "hal"):
         spawn(hub, docker, user)
     bridges = [
@@ -305,6 +306,8 @@ def test_rules_cover_every_network_of_the_hub_and_reload_idempotently(closed_hub
         all=True,
         filters={"label": [f"{naming.LABEL_ORIGIN}={hub.hub_name}", "mlhub.component=egress-firewall"]},
     )
+    # nor the anonymous /data volume the hub image declares (one per load, forever, before the fix)
+    assert {v.name for v in docker.volumes.list() if not v.attrs.get("Labels")} <= unlabelled_before
     for user in ("gus", "hal"):
         hub.stop_server(user)
 
