@@ -72,19 +72,20 @@ def remove_egress_table(client, hub_name):
     Through the hub image, as the hub loads it; a hub that never started a workspace has none.
     """
     image = os.environ.get("MLHUB_HUB_IMAGE", f"mlhub:{__version__}")
+    helper = client.containers.create(
+        image,
+        ["delete", "table", "inet", f"mlhub-{hub_name}"],
+        entrypoint="nft",
+        network_mode="host",
+        cap_drop=["ALL"],
+        cap_add=["NET_ADMIN"],
+        labels={"mlhub.test": "egress-cleanup"},
+    )
     try:
-        client.containers.run(
-            image,
-            ["delete", "table", "inet", f"mlhub-{hub_name}"],
-            entrypoint="nft",
-            network_mode="host",
-            cap_drop=["ALL"],
-            cap_add=["NET_ADMIN"],
-            labels={"mlhub.test": "egress-cleanup"},
-            remove=True,
-        )
-    except docker.errors.ContainerError:
-        pass  # no such table
+        helper.start()
+        helper.wait(timeout=60)  # a non-zero exit: no such table
+    finally:  # with the hub image's anonymous /data volume (docker-py's remove=True keeps it)
+        helper.remove(v=True, force=True)
 
 
 def stop_process_group(process, timeout=30):
