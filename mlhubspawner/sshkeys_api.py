@@ -127,10 +127,11 @@ class _SSHKeysBaseHandler(WorkspaceAPIHandler):
         self.public_host = public_host
         self.ssh_keygen = ssh_keygen
 
-    def new_challenge(self, user):
+    async def new_challenge(self, user):
         """A fresh challenge for ``user`` and how to sign it, as the challenge endpoint answers."""
         now = time.time()
-        challenge = sshkeys.make_challenge(self.store.challenge_secret(), user.name, user_created(user), now)
+        secret = await self.store.call("challenge_secret")
+        challenge = sshkeys.make_challenge(secret, user.name, user_created(user), now)
         return {
             "challenge": challenge,
             "namespace": sshkeys.SIGNATURE_NAMESPACE,
@@ -138,25 +139,25 @@ class _SSHKeysBaseHandler(WorkspaceAPIHandler):
             "command": sshkeys.sign_command(challenge),
         }
 
-    def _user(self, user_name):
+    async def _user(self, user_name):
         """The hub user ``user_name`` (404 if none), with its stale keys dropped."""
         user = self.find_user(user_name)
         if user is None:
             raise web.HTTPError(404, f"no such user {user_name}")
-        dropped = self.store.delete_user(user.name, keep_created=user_created(user))
+        dropped = await self.store.call("delete_user", user.name, keep_created=user_created(user))
         if dropped:
             self.log.info("Dropped %d SSH keys of an earlier user named %s", dropped, user.name)
         return user
 
-    def _owner(self, row):
+    async def _owner(self, row):
         """The live hub user owning ``row``, or ``None`` (then the stale keys are deleted)."""
         user = self.find_user(row.user)
         if user is None:
-            dropped = self.store.delete_user(row.user)
+            dropped = await self.store.call("delete_user", row.user)
             self.log.info("Dropped %d SSH keys of deleted user %s", dropped, row.user)
             return None
         if row.user_created != user_created(user):
-            self._user(row.user)
+            await self._user(row.user)
             return None
         return user
 
@@ -170,8 +171,8 @@ class SSHKeysHandler(_SSHKeysBaseHandler):
 
     @needs_custom_scope(READ, "admin:users")
     async def get(self, user_name):
-        user = self._user(user_name)
-        rows = self.store.list(user.name)
+        user = await self._user(user_name)
+        rows = await self.store.call("list", user.name)
         output = self.get_argument("format", "json")
         if output == "authorized_keys":
             self.write_text(sshkeys.authorized_keys_line(row.type, row.blob) for row in rows)
@@ -182,7 +183,7 @@ class SSHKeysHandler(_SSHKeysBaseHandler):
 
     @needs_custom_scope(WRITE, "admin:users")
     async def post(self, user_name):
-        user = self._user(user_name)
+        user = await self._user(user_name)
         body = self.get_json_body()
         if (
             not isinstance(body, dict)
@@ -199,7 +200,7 @@ class SSHKeysHandler(_SSHKeysBaseHandler):
         except sshkeys.KeyFormatError as e:
             raise web.HTTPError(400, "%s", f"Invalid SSH key: {e}") from None
         if not body.get("challenge") or not body.get("signature"):
-            fresh = self.new_challenge(user)
+            fresh = await self.new_challenge(user)
             raise web.HTTPError(
                 400,
                 "%s",
@@ -212,7 +213,11 @@ class SSHKeysHandler(_SSHKeysBaseHandler):
             )
         try:
             challenge = sshkeys.check_challenge(
-                self.store.challenge_secret(), body["challenge"], user.name, user_created(user), time.time()
+                await self.store.call("challenge_secret"),
+                body["challenge"],
+                user.name,
+                user_created(user),
+                time.time(),
             )
             signature = sshkeys.parse_signature(body["signature"], key)
         except (sshkeys.ChallengeError, sshkeys.SignatureFormatError) as e:
@@ -228,12 +233,12 @@ class SSHKeysHandler(_SSHKeysBaseHandler):
             )
         except SignatureError as e:
             raise web.HTTPError(400, "%s", f"Invalid proof of possession: {e}") from None
-        existing = self.store.get(key.fingerprint)
+        existing = await self.store.call("get", key.fingerprint)
         if existing is not None:
-            self._owner(existing)  # a stale registration does not block the key
+            await self._owner(existing)  # a stale registration does not block the key
         try:
-            row, taken_over = self.store.add(
-                user.name, user_created(user), key, challenge.nonce, challenge.expires
+            row, taken_over = await self.store.call(
+                "add", user.name, user_created(user), key, challenge.nonce, challenge.expires
             )
         except KeyExistsError as e:
             raise web.HTTPError(409, "%s", str(e)) from None
@@ -263,9 +268,9 @@ class SSHKeyChallengeHandler(_SSHKeysBaseHandler):
 
     @needs_custom_scope(WRITE, "admin:users")
     async def get(self, user_name):
-        user = self._user(user_name)
+        user = await self._user(user_name)
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(self.new_challenge(user)))
+        self.finish(json.dumps(await self.new_challenge(user)))
 
 
 class SSHKeyHandler(_SSHKeysBaseHandler):
@@ -273,10 +278,10 @@ class SSHKeyHandler(_SSHKeysBaseHandler):
 
     @needs_custom_scope(WRITE, "admin:users")
     async def delete(self, user_name, fingerprint):
-        user = self._user(user_name)
+        user = await self._user(user_name)
         if not fingerprint.startswith("SHA256:"):
             fingerprint = f"SHA256:{fingerprint}"
-        if not self.store.delete(user.name, fingerprint):
+        if not await self.store.call("delete", user.name, fingerprint):
             raise web.HTTPError(404, f"no SSH key {fingerprint} for {user.name}")
         self.log.info("%s deleted SSH key %s of %s", self.current_user.name, fingerprint, user.name)
         self.set_status(204)
@@ -303,8 +308,8 @@ class AuthorizedKeysLookupHandler(_SSHKeysBaseHandler):
         key_type = self.get_argument("type", "")
         if key_type in RSA_SIGNATURE_TYPES:
             key_type = "ssh-rsa"  # an RSA key is 'ssh-rsa' whatever signature algorithm it uses
-        row = self.store.owner_of(base64.b64encode(blob).decode("ascii"))
-        user = self._owner(row) if row is not None else None
+        row = await self.store.call("owner_of", base64.b64encode(blob).decode("ascii"))
+        user = await self._owner(row) if row is not None else None
         if user is None:
             self.log.debug("SSH front: key %s is not registered", sshkeys.fingerprint(blob))
             return self.write_text([])

@@ -13,12 +13,15 @@ The hub is a single process with one event loop; every query is a primary-key or
 connection guarded by a lock.
 """
 
+import asyncio
 import base64
 import binascii
+import functools
 import secrets
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +105,15 @@ class SSHKeyStore:
         self._lock = threading.Lock()
         self._db = None
         self._secret = None
+        self._executor = None
+
+    async def call(self, method, *args, **kwargs):
+        """Run one of this store's methods on its own thread, so that a slow disk or a busy SQLite
+        lock never holds up the hub's event loop (``await store.call("owner_of", blob)``)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlhub-ssh-keys")
+        work = functools.partial(getattr(self, method), *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def __deepcopy__(self, memo):
         # traitlets deep-copies config values (extra_handlers holds the store): share, don't copy
@@ -245,6 +257,9 @@ class SSHKeyStore:
             return cursor.rowcount
 
     def close(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         with self._lock:
             if self._db is not None:
                 self._db.close()

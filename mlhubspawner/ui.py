@@ -268,8 +268,8 @@ class MLHubSSHKeysHandler(BaseHandler):
             target = current
         keys = []
         if self.store is not None:
-            self.store.delete_user(target.name, keep_created=user_created(target))
-            keys = [key_model(row) for row in self.store.list(target.name)]
+            await self.store.call("delete_user", target.name, keep_created=user_created(target))
+            keys = [key_model(row) for row in await self.store.call("list", target.name)]
         html = await self.render_template(
             "mlhub_ssh_keys.html",
             target_user=target.name,

@@ -1,5 +1,6 @@
 """SSH public keys: validation, fingerprints (checked against ssh-keygen), lines, config; the key store."""
 
+import asyncio
 import base64
 import itertools
 import os
@@ -621,3 +622,27 @@ def test_token_file_is_created_once_with_mode_0600(tmp_path):
     path.write_text("short\n")
     with pytest.raises(ValueError, match="no usable token"):
         read_or_create_token(path)
+
+
+async def test_lookups_never_hold_up_the_event_loop(store, keys):
+    """A lookup waiting on the store (a slow disk, a busy lock) runs on the store's thread: the hub's
+    event loop keeps serving meanwhile, and the lookup still answers once the store is free."""
+    row = add(store, "ada", "2026-01-01T00:00:00.000000Z", keys[0])
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        with store._lock:  # the store is busy for 0.5 s
+            lookup = asyncio.create_task(store.call("owner_of", row.blob))
+            await asyncio.sleep(0.5)
+            assert not lookup.done() and ticks >= 20
+        assert (await asyncio.wait_for(lookup, 10)) == row
+        assert await store.call("list", "ada") == [row]
+    finally:
+        ticking.cancel()
