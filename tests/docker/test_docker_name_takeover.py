@@ -6,9 +6,7 @@ prefix + ``-`` + 10 hex digits; an attacker signs up as the un-escaped form of t
 or network of another owner sitting under the exact name the spawner will use is refused, untouched.
 """
 
-import hashlib
 import json
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,42 +15,8 @@ from docker.models.networks import Network
 
 from mlhubspawner import naming
 
+from old_naming import old_workspace_name, victim_and_attacker
 from support import base_image
-
-ATTACKER_NAME = re.compile(r"^[a-z0-9.@_+-]+$")  # sign-up-able as is (no case folding, no quoting)
-
-
-def old_fit(name):
-    """The scheme before issue 11 (a copy): prefix + ``-`` + 10 hex digits, itself a valid escape."""
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:52].rstrip('-')}-{digest}"
-
-
-def old_workspace_name(hub, user, server=""):
-    return old_fit(f"{hub}-ws-{naming.escape(user)}" + (f"--{naming.escape(server)}" if server else ""))
-
-
-def unescape(text):
-    """What escaping turns into ``text`` (``-XX`` = one UTF-8 byte), or None."""
-    try:
-        data = re.sub(rb"-([0-9a-f]{2})", lambda m: bytes.fromhex(m.group(1).decode()), text.encode())
-        decoded = data.decode()
-    except UnicodeDecodeError:
-        return None
-    return decoded if naming.escape(decoded) == text else None
-
-
-def victim_and_attacker(hub_name, server):
-    """A victim (long e-mail name) and the attacker user whose old default-server name was the victim's."""
-    for i in range(2000):
-        victim = f"first.lastname{i or ''}@physics.example-university.edu"
-        shortened = old_workspace_name(hub_name, victim, server)
-        attacker = unescape(shortened.removeprefix(f"{hub_name}-ws-"))
-        if attacker and ATTACKER_NAME.match(attacker) and old_workspace_name(hub_name, attacker) == shortened:
-            return victim, attacker
-    raise AssertionError("no victim/attacker pair found")
 
 
 def by_owner(docker, hub, user, server):

@@ -6,9 +6,7 @@ name it will use: refuse, and leave the object as it is. The takeover of the iss
 named after a victim's old shortened name) is replayed with a copy of the old naming algorithm.
 """
 
-import hashlib
 import os
-import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +21,8 @@ from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa
 
 from mlhubspawner import naming  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
+
+from old_naming import victim_and_attacker  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -88,39 +88,6 @@ def make_spawner(fake, username, server):
     return spawner
 
 
-def old_fit(name):
-    """The scheme before issue 11 (a copy): prefix + ``-`` + 10 hex digits, itself a valid escape."""
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:52].rstrip('-')}-{digest}"
-
-
-def unescape(text):
-    """What escaping turns into ``text`` (``-XX`` = one UTF-8 byte), or None."""
-    try:
-        decoded = re.sub(
-            rb"-([0-9a-f]{2})", lambda m: bytes.fromhex(m.group(1).decode()), text.encode()
-        ).decode()
-    except UnicodeDecodeError:
-        return None
-    return decoded if naming.escape(decoded) == text else None
-
-
-def victim_and_attacker(server):
-    for i in range(2000):
-        victim = f"first.lastname{i or ''}@physics.example-university.edu"
-        shortened = old_fit(f"{HUB}-ws-{naming.escape(victim)}--{naming.escape(server)}")
-        attacker = unescape(shortened.removeprefix(f"{HUB}-ws-"))
-        if (
-            attacker
-            and attacker.isprintable()
-            and old_fit(f"{HUB}-ws-{naming.escape(attacker)}") == shortened
-        ):
-            return victim, attacker
-    raise AssertionError("no victim/attacker pair found")
-
-
 def uid_and_version(fake, resource, name):
     obj = fake.get(resource, NS, name)
     return obj and (obj["metadata"]["uid"], obj["metadata"]["resourceVersion"])
@@ -135,7 +102,7 @@ def fingerprint(fake, resource, name):
 
 
 async def test_an_attacker_named_after_a_victims_shortened_name_gets_objects_of_their_own(fake):
-    victim_name, attacker_name = victim_and_attacker("train")
+    victim_name, attacker_name = victim_and_attacker(HUB, "train")
     victim = make_spawner(fake, victim_name, "train")
     await victim.start()
     pod, pvc = victim.pod_name, victim.pvc_name

@@ -1,6 +1,5 @@
 """Names and labels: DNS-safe, injective (across users, servers and hubs), stable."""
 
-import hashlib
 import itertools
 import re
 
@@ -9,6 +8,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mlhubspawner import naming
+
+from old_naming import old_workspace_name, victim_and_attacker
 
 DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -72,33 +73,14 @@ def test_labels_schema():
 # ---- the takeover of issue 11: shortened names that escaping can produce -------------------
 
 
-def old_fit(name):
-    """The scheme before issue 11 (a copy): prefix + ``-`` + 10 hex digits, itself a valid escape."""
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:52].rstrip('-')}-{digest}"
-
-
-def old_workspace_name(hub, user, server=""):
-    return old_fit(f"{hub}-ws-{naming.escape(user)}" + (f"--{naming.escape(server)}" if server else ""))
-
-
-def victim_and_attacker(hub, server):
-    """A victim with a long e-mail user name whose old shortened name an attacker can sign up for."""
-    for i in range(500):
-        victim = (hub, f"first.lastname{i or ''}@physics.example-university.edu", server)
-        shortened = old_workspace_name(*victim)
-        # the attacker: the un-escaped form of the victim's shortened name (printable here)
-        attackers = [a for a in naming.decode_workspace_name(shortened) if a[1].isprintable()]
-        if attackers:
-            return victim, attackers[0]
-    raise AssertionError("no victim found")
+def victim_and_attacker_owners(hub, server):
+    victim, attacker = victim_and_attacker(hub, server)
+    return (hub, victim, server), (hub, attacker, "")
 
 
 @pytest.mark.parametrize("server", ["train", ""])
 def test_the_issues_attacker_no_longer_gets_the_victims_name(server):
-    victim, attacker = victim_and_attacker("mlhub", server)
+    victim, attacker = victim_and_attacker_owners("mlhub", server)
     assert attacker != victim and old_workspace_name(*attacker) == old_workspace_name(*victim)  # today
     assert naming.workspace_name(*attacker) != naming.workspace_name(*victim)
 
