@@ -4,6 +4,8 @@
   ``admin_password`` (``MLHUB_ADMIN_PASSWORD``), else with a password generated once, kept in
   ``admin_password_file`` (mode 0600) and logged once. Signing up an admin name is refused.
 - Lockout after failed logins, a minimum password length and the common-password check are on by default.
+  Failures count per (username, client address), so nobody can lock another person out; the client address
+  comes from the connection, or from the proxy's own X-Forwarded-For entry (``login_source``).
 - ``username_pattern`` refuses whitespace, control and invisible formatting characters, commas and slashes.
 
 jupyterhub-nativeauthenticator 1.3.0 (its latest release) times logins with ``self.statsd``,
@@ -11,15 +13,18 @@ which JupyterHub 6 removed from its handlers: every login POST ends in a 500. Ou
 in a login handler that has a no-op ``statsd``; everything else is NativeAuthenticator's own.
 """
 
+import ipaddress
 import re
 import secrets
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import bcrypt
 from nativeauthenticator import NativeAuthenticator as _NativeAuthenticator
 from nativeauthenticator import handlers as _native_handlers
 from nativeauthenticator.orm import UserInfo
-from traitlets import Bool, Integer, Unicode, default
+from traitlets import Bool, Integer, List, TraitError, Unicode, default, validate
 
 from .files import write_atomic
 from .settings import MIN_ADMIN_PASSWORD_LENGTH
@@ -34,6 +39,7 @@ USERNAME_RULES = (
     "commas or slashes."
 )
 GENERATED_MARKER = "generated admin password:"
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
 
 class AdminPasswordError(ValueError):
@@ -48,6 +54,33 @@ def generate_password():
 def hash_password(password):
     """NativeAuthenticator's stored form of a password (bcrypt, salt included)."""
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+
+
+def _ip(text):
+    """``text`` as an IP address (IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    return (address.ipv4_mapped or address) if address.version == 6 else address
+
+
+def login_source(peer, forwarded_for, trusted_proxies):
+    """The client address a login is counted against, as text.
+
+    ``peer`` is the connection's address. When it is in one of ``trusted_proxies`` (networks), the client
+    is the last ``X-Forwarded-For`` entry: the one that proxy added (CHP appends it, nginx sets it); earlier
+    entries and ``X-Real-IP`` come from the client and are ignored. Otherwise the peer is the client.
+    IPv6 clients count per /64, the block one host usually holds.
+    """
+    address = _ip(peer)
+    if address is None:
+        return peer or "unknown"
+    if any(address in network for network in trusted_proxies):
+        address = _ip(forwarded_for.rsplit(",", 1)[-1]) or address
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class _NoStatsd:
@@ -67,7 +100,8 @@ class LoginHandler(_native_handlers.LoginHandler):
     statsd = _NoStatsd()
 
     def _render(self, login_error=None, username=None):
-        if login_error and username and self.authenticator.is_locked_out(username):
+        auth = self.authenticator
+        if login_error and username and auth.is_locked_out(username, auth.request_source(self.request)):
             minutes = max(1, round(self.authenticator.seconds_before_next_try / 60))
             login_error = f"Too many failed logins for {username}: try again in {minutes} minutes."
         return super()._render(login_error=login_error, username=username)
@@ -133,14 +167,55 @@ class NativeAuthenticator(_NativeAuthenticator):
     allowed_failed_logins = Integer(
         5,
         config=True,
-        help="""Failed logins in a row after which an account is locked for ``seconds_before_next_try``.
+        help="""Failed logins in a row after which a username is locked for ``seconds_before_next_try``.
 
-        0 disables the lockout. Counted per username, in the hub's memory (a hub restart clears it).
+        0 disables the lockout. Counted per (username, client address), so a lock holds only the address
+        that failed: nobody can lock another person out. A failure older than ``seconds_before_next_try``
+        is forgotten. Kept in the hub's memory (a hub restart clears it).
         """,
     )
     seconds_before_next_try = Integer(
-        600, config=True, help="How long an account stays locked after too many failed logins."
+        600, config=True, help="How long a username stays locked for an address after too many failed logins."
     )
+    failed_login_memory = Integer(
+        10000,
+        config=True,
+        help="""Most (username, client address) pairs whose failed logins are remembered.
+
+        Bounds the hub's memory against many usernames or addresses. When full, failures older than
+        ``seconds_before_next_try`` go first, then the oldest.
+        """,
+    )
+    trusted_proxies = List(
+        Unicode(),
+        LOOPBACK,
+        config=True,
+        help="""Networks (e.g. ``10.0.0.0/8``) of the proxies in front of the hub.
+
+        A login arriving from one of them counts against the last ``X-Forwarded-For`` entry (the client as
+        that proxy saw it); from anywhere else, against the connection's own address, headers ignored.
+        Default: loopback, where configurable-http-proxy runs beside the hub.
+        """,
+    )
+
+    @validate("trusted_proxies")
+    def _validate_trusted_proxies(self, proposal):
+        for value in proposal.value:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as e:
+                raise TraitError(
+                    f"NativeAuthenticator.trusted_proxies: {value!r} is not a network ({e})"
+                ) from e
+        return proposal.value
+
+    @validate("failed_login_memory")
+    def _validate_failed_login_memory(self, proposal):
+        if proposal.value < 1:
+            raise TraitError(
+                f"NativeAuthenticator.failed_login_memory must be at least 1, not {proposal.value}"
+            )
+        return proposal.value
 
     @default("username_pattern")
     def _default_username_pattern(self):
@@ -153,6 +228,8 @@ class NativeAuthenticator(_NativeAuthenticator):
 
     def __init__(self, add_new_table=True, *args, **kwargs):
         super().__init__(add_new_table, *args, **kwargs)
+        # (username, client address) -> {"count", "time" (monotonic)}, least recently failed first
+        self.login_attempts = OrderedDict()
         if add_new_table:
             self.ensure_admin_accounts()
 
@@ -224,7 +301,8 @@ class NativeAuthenticator(_NativeAuthenticator):
             info.password = hash_password(password)
             info.is_authorized = True
         self.db.commit()
-        self.login_attempts.pop(name, None)
+        for key in [key for key in self.login_attempts if key[0] == name]:
+            del self.login_attempts[key]
 
     # ---- sign-up and login ----------------------------------------------------------------
 
@@ -246,9 +324,71 @@ class NativeAuthenticator(_NativeAuthenticator):
             return None
         return super().create_user(username, password, **kwargs)
 
-    def is_locked_out(self, username):
-        """Whether logins of ``username`` are refused for now after too many failures."""
-        return bool(self.allowed_failed_logins) and self.is_blocked(self.normalize_username(username))
+    # ---- lockout, per (username, client address) -------------------------------------------
+
+    def request_source(self, request):
+        """The client address of a tornado request, as ``login_source`` reads it."""
+        context = getattr(request.connection, "context", None)
+        address = getattr(context, "address", None)
+        peer = address[0] if isinstance(address, tuple) and address else ""
+        networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
+        return login_source(peer, request.headers.get("X-Forwarded-For", ""), networks)
+
+    def _expired(self, entry, now):
+        return now - entry["time"] > self.seconds_before_next_try
+
+    def add_login_attempt(self, username, source):
+        """Remember a failed login; forget expired failures, and the oldest when memory is full."""
+        now = time.monotonic()
+        attempts = self.login_attempts
+        while attempts and self._expired(next(iter(attempts.values())), now):
+            attempts.popitem(last=False)
+        key = (username, source)
+        count = attempts.pop(key, {"count": 0})["count"] + 1
+        while len(attempts) >= self.failed_login_memory:
+            attempts.popitem(last=False)
+        attempts[key] = {"count": count, "time": now}
+        if count == self.allowed_failed_logins:
+            self.log.warning(
+                "Logins as %r from %s locked for %ss after %s failures",
+                username,
+                source,
+                self.seconds_before_next_try,
+                count,
+            )
+
+    def is_blocked(self, username, source):
+        """Whether ``username`` has failed too often from ``source`` lately."""
+        entry = self.login_attempts.get((username, source))
+        if not entry or self._expired(entry, time.monotonic()):
+            return False
+        return entry["count"] >= self.allowed_failed_logins
+
+    def successful_login(self, username, source):
+        self.login_attempts.pop((username, source), None)
+
+    def is_locked_out(self, username, source):
+        """Whether logins of ``username`` from ``source`` are refused for now after too many failures."""
+        return bool(self.allowed_failed_logins) and self.is_blocked(self.normalize_username(username), source)
+
+    async def authenticate(self, handler, data):
+        """NativeAuthenticator's check (authorized, password, 2FA), locked per (username, client address)."""
+        username = self.normalize_username(data.get("username", ""))
+        user = self.get_user(username)
+        if user is None:
+            return None
+        source = self.request_source(handler.request) if handler is not None else "unknown"
+        if self.is_locked_out(username, source):
+            return None
+        valid = user.is_authorized and user.is_valid_password(data.get("password", ""))
+        if valid and user.has_2fa:
+            valid = user.is_valid_token(data.get("2fa"))
+        if valid:
+            self.successful_login(username, source)
+            return username
+        if self.allowed_failed_logins:
+            self.add_login_attempt(username, source)
+        return None
 
     def get_handlers(self, app):
         replace = {_native_handlers.LoginHandler: LoginHandler, _native_handlers.SignUpHandler: SignUpHandler}

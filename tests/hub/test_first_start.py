@@ -9,6 +9,7 @@ import stat
 import urllib.parse
 
 import pytest
+import requests
 
 from support import PASSWORD, Hub, browser, generated_admin_password, log_in, post_form
 
@@ -99,6 +100,55 @@ def test_repeated_bad_passwords_lock_the_account_for_a_while(fresh):
     # others are not locked out
     _, r = log_in(fresh, "admin", OPERATOR_PASSWORD)
     assert r.status_code == 302
+
+
+class _FromAddress(requests.adapters.HTTPAdapter):
+    """Connections that leave from one loopback address (the client a test plays)."""
+
+    def __init__(self, address):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def log_in_from(hub, address, username, password, headers=None):
+    """A browser at ``address`` (127.0.0.x) logs in; the login POST's response."""
+    session = browser_at(hub, address, headers)
+    fields = {"username": username, "password": password}
+    return post_form(session, hub, "login", fields, allow_redirects=False)
+
+
+def browser_at(hub, address, headers=None):
+    session = requests.Session()
+    session.mount("http://", _FromAddress(address))
+    session.headers.update(headers or {})
+    session.get(f"{hub.url}/hub/login", timeout=30)
+    return session
+
+
+def test_an_attacker_cannot_lock_the_admin_out(fresh):
+    """Failed logins count per (username, client address): the attacker locks only their own address."""
+    for _ in range(7):
+        r = log_in_from(fresh, "127.0.0.2", "admin", "guessed-wrong-password")
+        assert r.status_code == 200, r.status_code
+    r = log_in_from(fresh, "127.0.0.2", "admin", OPERATOR_PASSWORD)  # right password, locked address
+    assert r.status_code == 200 and "Too many failed logins" in alert(r), alert(r)
+    # forged client addresses do not escape the lock
+    for forged in ({"X-Forwarded-For": "10.1.2.3"}, {"X-Real-IP": "10.1.2.4"},
+                   {"X-Forwarded-For": "10.1.2.5", "X-Real-IP": "10.1.2.5"}):  # fmt: skip
+        r = log_in_from(fresh, "127.0.0.2", "admin", OPERATOR_PASSWORD, headers=forged)
+        assert r.status_code == 200 and "Too many failed logins" in alert(r), (forged, alert(r))
+    # the admin, from their own address, logs in with the right password
+    r = log_in_from(fresh, "127.0.0.1", "admin", OPERATOR_PASSWORD)
+    assert r.status_code == 302, alert(r)
+    # and that does not unlock the attacker's address
+    r = log_in_from(fresh, "127.0.0.2", "admin", OPERATOR_PASSWORD)
+    assert r.status_code == 200 and "Too many failed logins" in alert(r), alert(r)
+    # the operator sees who was locked, from where
+    assert "Logins as 'admin' from 127.0.0.2 locked for 600s" in fresh.log_path.read_text()
 
 
 def test_without_the_variable_a_password_is_generated_kept_0600_and_logged_once(docker, tmp_path):
