@@ -11,7 +11,16 @@ import urllib.parse
 import pytest
 import requests
 
-from support import PASSWORD, Hub, browser, generated_admin_password, log_in, post_form
+from support import (
+    PASSWORD,
+    Hub,
+    HubContainer,
+    base_image,
+    browser,
+    generated_admin_password,
+    log_in,
+    post_form,
+)
 
 OPERATOR_PASSWORD = "operator-Chosen-pass-42"
 ATTACKER_PASSWORD = "attacker-Chosen-pass-99"
@@ -188,3 +197,58 @@ def test_a_too_short_admin_password_stops_the_hub_naming_the_variable(tmp_path):
         hub.start(timeout=30)
     assert "tooshort" not in str(failed.value)  # the value is never echoed
     assert not (hub.workdir / "data/jupyterhub.sqlite").exists()
+
+
+ATTACKER_SCRIPT = """
+import http.cookiejar, socket, ssl, sys, urllib.error, urllib.parse, urllib.request
+url, passwords = sys.argv[1], sys.argv[2:]
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+jar = http.cookiejar.CookieJar()
+opener = urllib.request.build_opener(
+    urllib.request.HTTPSHandler(context=ssl._create_unverified_context()),
+    urllib.request.HTTPCookieProcessor(jar), Stay)
+opener.open(url + "/hub/login", timeout=30).read()
+host, port = urllib.parse.urlsplit(url).netloc.split(":")
+print(socket.create_connection((host, int(port)), timeout=30).getsockname()[0])  # this client's address
+xsrf = next(c.value for c in jar if c.name == "_xsrf")
+for password in passwords:
+    body = urllib.parse.urlencode({"username": "admin", "password": password, "_xsrf": xsrf}).encode()
+    try:
+        r = opener.open(url + "/hub/login", body, timeout=60)
+        print(r.status, "Too many failed logins" in r.read().decode())
+    except urllib.error.HTTPError as e:
+        print(e.code, False)
+"""
+
+
+def test_behind_the_tls_front_the_attackers_own_address_is_locked(docker, tmp_path):
+    """Hub image with TLS: nginx hands the hub the real client address; an attacker host locks only itself."""
+    hub = HubContainer(docker, tmp_path / "tls", ssl=True, env={"MLHUB_ADMIN_PASSWORD": OPERATOR_PASSWORD})
+    try:
+        hub.start()
+        hub.container.reload()
+        network, settings = next(iter(hub.container.attrs["NetworkSettings"]["Networks"].items()))
+        attacker = docker.containers.run(
+            base_image(docker),
+            ["python3", "-c", ATTACKER_SCRIPT, f"https://{settings['IPAddress']}:8080"]
+            + ["not-the-password-1"] * 6
+            + [OPERATOR_PASSWORD],
+            detach=True,
+            network=network,
+            labels=dict([hub.test_label.split("=", 1)]),
+        )
+        try:
+            attacker.wait(timeout=120)
+            address, *lines = attacker.logs().decode().split("\n")
+        finally:
+            attacker.remove(force=True)
+        # the attacker's 6th try and the right password from its host are refused with the lockout message
+        assert lines[5:7] == ["200 True", "200 True"], lines
+        # the admin, from another address (this host, through the published port), logs in
+        _, r = log_in(hub, "admin", OPERATOR_PASSWORD)
+        assert r.status_code == 302, alert(r)
+        assert f"Logins as 'admin' from {address} locked" in hub.container.logs().decode()
+    finally:
+        hub.destroy()
