@@ -22,6 +22,13 @@ Label values must be valid label values, so the spawner escapes user and server 
 keeps the raw names in the annotations ``mlhub.user`` and ``mlhub.server_name``; the resources
 given to the planner carry the raw names. An object whose raw owner cannot be known (no
 annotation, and a label value that may be escaped) is never listed, so never touched.
+
+Removal goes by what was listed, never by name: every delete carries the preconditions
+``uid=<listed uid>`` (:attr:`Resource.id`) and, except for pods (whose status the kubelet keeps
+changing), ``resourceVersion=<listed version>``. An object deleted and created again under the same
+name since the listing (a user deleted who signed up again) has another uid, and a user's
+NetworkPolicy or PVC taken over again by their new workspace has another version: the API server
+answers 409 Conflict, and the object is left alone (logged, not an error). A 404 is "already gone".
 """
 
 import asyncio
@@ -30,6 +37,7 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -141,6 +149,13 @@ def _orphaned_since(annotations, log, name):
     return since
 
 
+@dataclass(frozen=True)
+class ListedObject(Resource):
+    """A resource as listed: ``id`` is its uid, ``resource_version`` its version at the listing."""
+
+    resource_version: str = ""
+
+
 class KubernetesError(RuntimeError):
     """A Kubernetes API call failed (short message: status, reason, the server's message)."""
 
@@ -180,8 +195,6 @@ class KubernetesBackend(Backend):
         self.page_size = page_size
         self._api_client = None
         self._lock = asyncio.Lock()
-        # (name, created) -> uid of the objects listed, so a removal deletes exactly the object listed
-        self._uids = {}
         self.log.info("Kubernetes cleanup backend: namespace %s, hub %s", self.namespace, hub_name)
 
     async def _client(self):
@@ -236,7 +249,7 @@ class KubernetesBackend(Backend):
             self._list(SERVICE, core.list_namespaced_service),
             self._list(NETWORK_POLICY, networking.list_namespaced_network_policy),
         )
-        resources, skipped, uids = [], [], {}
+        resources, skipped = [], []
         for kind, objects in ((POD, pods), (PVC, pvcs), (SERVICE, services), (NETWORK_POLICY, policies)):
             for obj in objects:
                 resource = self._resource(kind, obj)
@@ -244,18 +257,12 @@ class KubernetesBackend(Backend):
                     skipped.append(f"{kind}/{obj.metadata.name}")
                     continue
                 resources.append(resource)
-                uids[(resource.name, resource.created)] = obj.metadata.uid
         if skipped:
             self.log.warning(
                 "Left alone (no %s annotation, and the label may be escaped): %s",
                 naming.LABEL_USER,
                 ", ".join(sorted(skipped)[:20]) + (" …" if len(skipped) > 20 else ""),
             )
-        # keep older uids of names still present: a removal planned from an earlier listing of a
-        # since re-created object then fails its precondition instead of deleting the new one
-        names = {name for name, _ in uids}
-        self._uids = {key: uid for key, uid in self._uids.items() if key[0] in names}
-        self._uids.update(uids)
         return resources
 
     def _resource(self, kind, obj):
@@ -270,15 +277,19 @@ class KubernetesBackend(Backend):
         labels[naming.LABEL_USER], labels[naming.LABEL_SERVER_NAME] = owner
         if naming.LABEL_EXPIRATION in annotations:
             labels[naming.LABEL_EXPIRATION] = annotations[naming.LABEL_EXPIRATION]
+        if not meta.uid:
+            return None  # the API server always sets it; without it nothing can be removed safely
         name = f"{kind}/{meta.name}"
+        listed = {"id": meta.uid, "resource_version": meta.resource_version or ""}
         created = _epoch(meta.creation_timestamp)
         if kind == POD:
             phase = (obj.status.phase if obj.status else None) or "Pending"
-            return Resource(CONTAINER, name, labels, created, running=phase not in _STOPPED_PHASES)
+            running = phase not in _STOPPED_PHASES
+            return ListedObject(CONTAINER, name, labels, created, running=running, **listed)
         if kind == PVC:
             since = _orphaned_since(annotations, self.log, name)
-            return Resource(VOLUME, name, labels, created, orphaned_since=since)
-        return Resource(PLANNER_KIND[kind], name, labels, created)
+            return ListedObject(VOLUME, name, labels, created, orphaned_since=since, **listed)
+        return ListedObject(PLANNER_KIND[kind], name, labels, created, **listed)
 
     async def remove(self, resource):
         kind, _, name = resource.name.partition("/")
@@ -291,10 +302,12 @@ class KubernetesBackend(Backend):
         }.get(kind)
         if delete is None or PLANNER_KIND[kind] != resource.kind:
             raise ValueError(f"not a resource of the Kubernetes backend: {resource.kind} {resource.name}")
-        uid = self._uids.get((resource.name, resource.created))
+        if not resource.id:
+            raise ValueError(f"{resource.name} was listed without its uid: not removed by name")
+        version = getattr(resource, "resource_version", "") if kind != POD else ""
         body = client.V1DeleteOptions(
             propagation_policy="Background",
-            preconditions=client.V1Preconditions(uid=uid) if uid else None,
+            preconditions=client.V1Preconditions(uid=resource.id, resource_version=version or None),
         )
         try:
             await self._call(f"deleting {resource.name}", delete, name, self.namespace, body=body)
@@ -302,12 +315,45 @@ class KubernetesBackend(Backend):
             status = getattr(e.__cause__, "status", None)
             if status == 404:
                 self.log.debug("%s is already gone", resource.name)
-            elif status == 409 and uid:
-                self.log.info("%s was re-created since it was listed; left alone", resource.name)
+            elif status == 409:
+                await self._left_alone(resource, kind, name, version, e)
             else:
                 raise
         else:
-            self.log.info("Deleted %s in %s", resource.name, self.namespace)
+            self.log.info("Deleted %s (uid %s) in %s", resource.name, resource.id, self.namespace)
+
+    async def _left_alone(self, resource, kind, name, version, error):
+        """Log why a delete answered 409 (a precondition failed); raise if the object is still the listed one."""
+        core, networking = await self._apis()
+        read = {
+            POD: core.read_namespaced_pod,
+            PVC: core.read_namespaced_persistent_volume_claim,
+            SERVICE: core.read_namespaced_service,
+            NETWORK_POLICY: networking.read_namespaced_network_policy,
+        }[kind]
+        try:
+            current = (await self._call(f"reading {resource.name}", read, name, self.namespace)).metadata
+        except KubernetesError as e:
+            if getattr(e.__cause__, "status", None) != 404:
+                raise
+            self.log.debug("%s is already gone", resource.name)
+            return
+        if current.uid != resource.id:
+            self.log.info(
+                "%s was re-created since the listing (uid %s, listed %s); left alone",
+                resource.name,
+                current.uid,
+                resource.id,
+            )
+        elif version and current.resource_version != version:
+            self.log.info(
+                "%s changed since the listing (resourceVersion %s, listed %s); left alone",
+                resource.name,
+                current.resource_version,
+                version,
+            )
+        else:
+            raise error  # a conflict that no precondition explains
 
     async def mark_orphaned(self, resource, since):
         kind, _, name = resource.name.partition("/")

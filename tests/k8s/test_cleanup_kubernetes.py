@@ -3,9 +3,10 @@
 These are CONTRACT tests against ``tests/fake_k8s.py``, not tests against a cluster: they prove that
 the backend lists the right objects (this hub's, in the hub's namespace), hands the planner what it
 needs (raw owner names from the annotations, creation times, pod phases, the PVC grace-period mark)
-and makes the right calls (deletes with background propagation and a uid precondition, merge
-patches of one annotation), and that every object involved is valid against the Kubernetes 1.33
-schemas. Nothing runs: there is no kubelet, no garbage collector and no storage behind the fake's.
+and makes the right calls (deletes with background propagation and, as preconditions, the listed
+uid and, for all but pods, the listed resourceVersion; merge patches of one annotation), and that
+every object involved is valid against the Kubernetes 1.33 schemas. Nothing runs: there is no
+kubelet, no garbage collector and no storage behind the fake's.
 
 The objects are built with the Kubernetes spawner's own label and annotation builders
 (``mlhubspawner.kubernetes.objects``), as the spawner creates them: a pod, its Service (owned by the
@@ -31,7 +32,7 @@ from cleanup_service.backends.kubernetes import (
     KubernetesBackend,
     detect_namespace,
 )
-from cleanup_service.planner import CONTAINER, NETWORK, VOLUME, Rules
+from cleanup_service.planner import CONTAINER, NETWORK, VOLUME, Resource, Rules
 from mlhubspawner import naming
 from mlhubspawner.kubernetes import objects
 
@@ -42,6 +43,7 @@ GRACE = 7 * DAY
 RULES = Rules(HUB, min_age_seconds=600, volume_grace_seconds=GRACE)
 LATER = 3600  # the sweeps run this long after the objects were created: older than the minimum age
 KINDS = ("pods", "services", "persistentvolumeclaims", "networkpolicies")
+KIND_NAME = dict(zip(KINDS, ("pod", "service", "persistentvolumeclaim", "networkpolicy"), strict=True))
 
 log = logging.getLogger("test-cleanup-k8s")
 
@@ -417,6 +419,9 @@ async def test_resources_carry_what_the_planner_needs(fake, ns, backend):
     created = fake.get("pods", ns, name)["metadata"]["creationTimestamp"]
     pod = resources[f"pod/{name}"]
     assert (pod.kind, pod.user, pod.server, pod.running) == (CONTAINER, "Dora.Lee", "Big GPU", True)
+    for key, (uid, _) in snapshot(fake, ns).items():  # removal goes by the listed uid
+        kind, _, object_name = key.partition("/")
+        assert resources[f"{KIND_NAME[kind]}/{object_name}"].id == uid
     assert abs(pod.created - time.time()) < 60 and created
     assert pod.labels[naming.LABEL_ORIGIN] == HUB
     assert pod.labels[naming.LABEL_EXPIRATION] == "1900000000"
@@ -449,6 +454,107 @@ async def test_removing_what_is_already_gone_or_was_recreated_is_not_an_error(fa
     resources = {r.name: r for r in await backend.list_resources()}
     await backend.remove(resources[f"pod/{name}"])
     await settle(fake, ns, lambda f: f"pods/{name}" not in f and f"services/{name}" not in f)
+
+
+async def test_a_namesake_recreated_since_the_listing_survives_the_sweep(fake, ns, backend, clock, caplog):
+    """A deleted user signs up again and starts a workspace under the same names while a sweep runs.
+
+    Between the sweep's listing and its removals a dry run lists the namespace (the report is not
+    serialized with sweeps) while the old objects are gone: the sweep must still delete only the objects
+    it listed, by their uid, and leave the new ones (same names, new uids) alone.
+    """
+    name = create_workspace(fake, ns, "bob")
+    policy = create_policy(fake, ns, "bob")
+    pvc = next(r for r in await backend.list_resources() if r.name == f"persistentvolumeclaim/{name}")
+    await backend.mark_orphaned(pvc, clock["t"] - GRACE - 1)  # its grace period is over
+    cleaner = Cleaner(StubHub({}), backend, RULES, log)
+    original = backend.list_resources
+    recreated, raced = {}, []
+
+    async def listing_then_race():
+        listed = await original()
+        if not raced:
+            raced.append(True)
+            for kind in ("services", "persistentvolumeclaims", "networkpolicies", "pods"):
+                fake.delete(kind, ns, policy if kind == "networkpolicies" else name)
+            await cleaner.report("users")  # a dry run in between: its listing sees none of them
+            create_workspace(fake, ns, "bob")
+            create_policy(fake, ns, "bob")
+            recreated.update(snapshot(fake, ns))
+        return listed
+
+    backend.list_resources = listing_then_race
+    with caplog.at_level(logging.INFO, logger=log.name):
+        result = await cleaner.run("users")
+    planned = {
+        (CONTAINER, f"pod/{name}"),
+        (NETWORK, f"service/{name}"),
+        (NETWORK, f"networkpolicy/{policy}"),
+        (VOLUME, f"persistentvolumeclaim/{name}"),
+    }
+    assert acted(result, "remove") == planned
+    assert (result["done"], result["failed"]) == (4, 0)  # left alone is not an error
+    await asyncio.sleep(0.3)  # a deleted pod would be gone by now (its grace period is 0.1 s)
+    assert set(recreated) == {
+        f"pods/{name}",
+        f"services/{name}",
+        f"persistentvolumeclaims/{name}",
+        f"networkpolicies/{policy}",
+    }
+    assert snapshot(fake, ns) == recreated  # the new objects, untouched
+    assert all(
+        "deletionTimestamp" not in fake.get(k.split("/")[0], ns, k.split("/")[1])["metadata"]
+        for k in recreated
+    )
+    said = [r.getMessage() for r in caplog.records if "left alone" in r.getMessage()]
+    for _, listed in planned:
+        assert any(m.startswith(f"{listed} was re-created since the listing") for m in said), (listed, said)
+
+
+async def test_an_object_changed_since_the_listing_is_left_alone(fake, ns, backend, caplog):
+    """A user's NetworkPolicy taken over again by their new workspace (replaced with the current settings)
+    and a PVC whose mark changed keep their uid but not their resourceVersion: left alone. A pod's status
+    changes all the time (the kubelet): its uid alone decides.
+    """
+    name = create_workspace(fake, ns, "bob")
+    policy = create_policy(fake, ns, "bob")
+    resources = {r.name: r for r in await backend.list_resources()}
+    body = objects.make_network_policy(name=policy, hub_name=HUB, username="bob", hub_ports=(8081, 8082))
+    # the spawner replaces the policy of its user with the current settings (_ensure_network_policy)
+    core = client.CoreV1Api(await backend._client())
+    networking = client.NetworkingV1Api(await backend._client())
+    await networking.replace_namespaced_network_policy(policy, ns, body)
+    await core.patch_namespaced_persistent_volume_claim(
+        name,
+        ns,
+        {"metadata": {"annotations": {"example.org/touched": "yes"}}},
+        _content_type="application/merge-patch+json",
+    )
+    await wait_phase(fake, ns, name)  # the pod's status changed since the listing
+    before = snapshot(fake, ns)
+    assert before[f"networkpolicies/{policy}"][0] == resources[f"networkpolicy/{policy}"].id
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for key in (f"networkpolicy/{policy}", f"persistentvolumeclaim/{name}", f"pod/{name}"):
+            await backend.remove(resources[key])
+    after = await settle(fake, ns, lambda f: f"pods/{name}" not in f and f"services/{name}" not in f)
+    # the pod went (with its Service, by owner reference); the policy and the PVC are as they were
+    assert after == {k: v for k, v in before.items() if k not in (f"pods/{name}", f"services/{name}")}
+    said = [r.getMessage() for r in caplog.records]
+    for key in (f"networkpolicy/{policy}", f"persistentvolumeclaim/{name}"):
+        assert any(m.startswith(f"{key} changed since the listing") and "left alone" in m for m in said), said
+
+
+async def test_a_resource_listed_without_its_uid_is_never_removed_by_name(fake, ns, backend):
+    name = create_workspace(fake, ns, "bob", volume=False)
+    listed = next(r for r in await backend.list_resources() if r.name == f"pod/{name}")
+    uid = fake.get("pods", ns, name)["metadata"]["uid"]
+    assert listed.id == uid
+    # e.g. built by hand, or by another backend: no uid
+    nameless = Resource(listed.kind, listed.name, listed.labels, listed.created, running=listed.running)
+    with pytest.raises(ValueError, match="without its uid"):
+        await backend.remove(nameless)
+    await asyncio.sleep(0.3)
+    assert fake.get("pods", ns, name)["metadata"]["uid"] == uid
 
 
 async def test_one_failing_item_does_not_stop_the_sweep(fake, ns, backend, clock, monkeypatch):
@@ -493,8 +599,6 @@ async def test_listing_follows_continue_tokens(backend):
 
 
 async def test_only_pvcs_are_marked(backend):
-    from cleanup_service.planner import Resource
-
     with pytest.raises(ValueError, match="only PVCs"):
         await backend.mark_orphaned(Resource(CONTAINER, "pod/x", {}, 0.0), 1.0)
     with pytest.raises(ValueError, match="not a resource"):
