@@ -35,8 +35,9 @@ Speaks (HTTP, no TLS, any or no bearer token is accepted) on ``http://127.0.0.1:
   json-patch, strategic-merge-patch with the usual merge keys and ``$patch``/``$setElementOrder``/
   ``$retainKeys``/``$deleteFromPrimitiveList`` directives, and apply-patch+yaml approximated as
   create-or-strategic-merge); delete (grace period for pods, finalizers, propagationPolicy with
-  owner-reference garbage collection done synchronously); deletecollection. ``dryRun=All`` validates and
-  answers without storing.
+  owner-reference garbage collection done synchronously, and ``preconditions``: a ``uid`` or
+  ``resourceVersion`` other than the object's is 409 Conflict "Precondition failed", nothing deleted);
+  deletecollection. ``dryRun=All`` validates and answers without storing.
 - errors are ``Status`` objects (NotFound 404, AlreadyExists/Conflict 409, Invalid 422, BadRequest 400,
   Expired 410).
 
@@ -1179,11 +1180,7 @@ class FakeKubernetes:
         with self._lock:
             obj = self._get(rtype, namespace, name)
             meta = obj["metadata"]
-            for k, v in (preconditions or {}).items():
-                if v is not None and meta.get(k) != v:
-                    raise ApiError(
-                        409, f"Precondition failed: {k}: {v}, actual {meta.get(k)}", rtype=rtype, name=name
-                    )
+            self._check_preconditions(rtype, namespace, name, meta, preconditions or {})
             if rtype.plural == "namespaces":
                 self._delete_namespace_contents(name)
             if meta.get("finalizers") and not force and rtype.plural != "namespaces":
@@ -1216,6 +1213,25 @@ class FakeKubernetes:
                     )
                     return new, False
             return self._remove(rtype, obj, propagation), True
+
+    @staticmethod
+    def _check_preconditions(rtype, namespace, name, meta, preconditions):
+        """DeleteOptions.preconditions: a uid or resourceVersion other than the object's is 409 Conflict,
+        with the real server's message (other keys are ignored, as a real server drops unknown fields)."""
+        for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            wanted = preconditions.get(key)
+            if wanted is None or wanted == meta.get(key, ""):
+                continue
+            qualified = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
+            path = "/".join(p for p in ("/registry", rtype.group, rtype.plural, namespace, name) if p)
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on {qualified} "{name}": StorageError: invalid object, Code: 4, '
+                f"Key: {path}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: {label} in "
+                f"precondition: {wanted}, {label} in object meta: {meta.get(key, '')}",
+                rtype=rtype,
+                name=name,
+            )
 
     def _remove(self, rtype, obj, propagation):
         with self._lock:

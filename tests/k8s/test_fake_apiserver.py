@@ -429,6 +429,43 @@ def test_crud_patch_and_status_errors(fake):
     assert (status, body["reason"]) == (404, "NotFound")
 
 
+def test_delete_preconditions_uid_and_resource_version(fake):
+    """Like a real kube-apiserver: a DeleteOptions precondition that does not match is 409 Conflict with
+    "Precondition failed", and nothing is deleted; matching preconditions delete."""
+    policy = {
+        "metadata": {"name": "pre-np"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    paths = {
+        "configmaps": "/api/v1/namespaces/default/configmaps/pre-cm",
+        "networkpolicies": "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/pre-np",
+    }
+    created = {
+        "configmaps": fake.create("configmaps", "default", configmap("pre-cm")),
+        "networkpolicies": fake.create("networkpolicies", "default", policy),
+    }
+    for plural, path in paths.items():
+        meta = created[plural]["metadata"]
+        name = meta["name"]
+        qualified = plural if plural == "configmaps" else f"{plural}.networking.k8s.io"
+        for preconditions, label, wanted, actual in (
+            ({"uid": "0d5c2a7e-0000-4000-8000-000000000000"}, "UID", None, meta["uid"]),
+            ({"uid": meta["uid"], "resourceVersion": "1"}, "ResourceVersion", "1", meta["resourceVersion"]),
+        ):
+            status, body = http(fake, "DELETE", path, {"preconditions": preconditions})
+            assert (status, body["reason"], body["code"]) == (409, "Conflict", 409), body
+            wanted = wanted or preconditions["uid"]
+            assert body["message"].startswith(f'Operation cannot be fulfilled on {qualified} "{name}": ')
+            assert body["message"].endswith(
+                f"Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
+            )
+            assert fake.get(plural, "default", name)["metadata"]["uid"] == meta["uid"]  # not deleted
+        current = {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        status, body = http(fake, "DELETE", path, {"preconditions": current})
+        assert status == 200, body
+        assert fake.get(plural, "default", name) is None
+
+
 def test_discovery(fake):
     status, version = http(fake, "GET", "/version")
     assert status == 200 and version["gitVersion"] == "v1.33.0"
