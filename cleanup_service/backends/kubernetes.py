@@ -323,7 +323,7 @@ class KubernetesBackend(Backend):
             self.log.info("Deleted %s (uid %s) in %s", resource.name, resource.id, self.namespace)
 
     async def _left_alone(self, resource, kind, name, version, error):
-        """Log why a delete answered 409 (a precondition failed); raise if the object is still the listed one."""
+        """Log why a delete answered 409 (a precondition failed); raise ``error`` if none did."""
         core, networking = await self._apis()
         read = {
             POD: core.read_namespaced_pod,
@@ -334,9 +334,13 @@ class KubernetesBackend(Backend):
         try:
             current = (await self._call(f"reading {resource.name}", read, name, self.namespace)).metadata
         except KubernetesError as e:
-            if getattr(e.__cause__, "status", None) != 404:
-                raise
-            self.log.debug("%s is already gone", resource.name)
+            if getattr(e.__cause__, "status", None) == 404:
+                self.log.debug("%s is already gone", resource.name)
+                return
+            if "Precondition failed" not in str(error):
+                raise error from e
+            # e.g. no 'get' permission: the server's own message says which precondition failed
+            self.log.info("%s is not the object listed (%s); left alone", resource.name, error)
             return
         if current.uid != resource.id:
             self.log.info(

@@ -544,6 +544,28 @@ async def test_an_object_changed_since_the_listing_is_left_alone(fake, ns, backe
         assert any(m.startswith(f"{key} changed since the listing") and "left alone" in m for m in said), said
 
 
+async def test_a_refused_delete_is_left_alone_even_when_it_cannot_be_read_back(
+    fake, ns, backend, monkeypatch, caplog
+):
+    """The chart's Role may not grant 'get' on a kind: the 409's own message then says why."""
+    policy = create_policy(fake, ns, "bob")
+    listed = next(r for r in await backend.list_resources() if r.name == f"networkpolicy/{policy}")
+    fake.delete("networkpolicies", ns, policy)
+    uid = fake.get("networkpolicies", ns, create_policy(fake, ns, "bob"))["metadata"]["uid"]
+
+    async def forbidden(self, name, namespace, **kwargs):
+        raise ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(client.NetworkingV1Api, "read_namespaced_network_policy", forbidden)
+    with caplog.at_level(logging.INFO, logger=log.name):
+        await backend.remove(listed)
+    assert fake.get("networkpolicies", ns, policy)["metadata"]["uid"] == uid
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"networkpolicy/{policy} is not the object listed") and "left alone" in m for m in said
+    )
+
+
 async def test_a_resource_listed_without_its_uid_is_never_removed_by_name(fake, ns, backend):
     name = create_workspace(fake, ns, "bob", volume=False)
     listed = next(r for r in await backend.list_resources() if r.name == f"pod/{name}")
