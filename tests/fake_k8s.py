@@ -5,8 +5,9 @@ What it proves: that a client (unmodified KubeSpawner + kubernetes_asyncio, ``he
 is valid against the real Kubernetes OpenAPI schemas (``kubernetes_validate``, strict: unknown fields are
 refused with 422 Invalid and recorded in ``FakeKubernetes.rejected``).
 
-What it does NOT prove: nothing runs. There are no containers, images, networks, volumes, DNS, RBAC or
-admission webhooks. A "fake kubelet" marks pods Running (with a pod IP from 10.244.0.0/16, Ready
+What it does NOT prove: nothing runs. There are no containers, images, networks, volumes, DNS or
+admission webhooks; RBAC only when a test asks for it (``enforce_role``: one Role, e.g. the chart's, bound
+to every caller; anything it does not grant is 403 Forbidden with a real server's message). A "fake kubelet" marks pods Running (with a pod IP from 10.244.0.0/16, Ready
 conditions and Events) after ``pod_start_seconds``; fake controllers make Deployments/ReplicaSets/
 StatefulSets/DaemonSets/Jobs report themselves ready, bind PVCs and give Services a clusterIP. It is not an
 end-to-end test of pods: a workspace image that crashes on a real cluster is "Running" here.
@@ -212,6 +213,7 @@ class ApiError(Exception):
 
     REASONS = {
         400: "BadRequest",
+        403: "Forbidden",
         404: "NotFound",
         405: "MethodNotAllowed",
         409: "Conflict",
@@ -805,6 +807,12 @@ class FakeKubernetes:
         self.pod_stop_seconds = 0.1  # how long a gracefully deleted pod stays (with deletionTimestamp)
         self.requests: list[tuple[str, str]] = []
         self.rejected: list[dict] = []
+        # RBAC: None = everything allowed; else the rules of the one Role bound to every caller, in
+        # ``role_namespace`` (see enforce_role); refused requests are recorded in ``forbidden``
+        self.role_rules: list[dict] | None = None
+        self.role_namespace = ""
+        self.role_subject = "system:serviceaccount:default:default"
+        self.forbidden: list[str] = []
         self.fail_pods: Callable[[dict], str | None] = lambda pod: None
         self.pod_exit: Callable[[dict], int | None] = _default_pod_exit
         self.url = ""
@@ -2171,6 +2179,38 @@ class FakeKubernetes:
                 )
         return out
 
+    def enforce_role(self, rules, namespace, subject):
+        """Authorize every resource request like RBAC with one Role (``rules``, as in a Role manifest)
+        bound to every caller in ``namespace``: anything else is 403 Forbidden with the real message."""
+        self.role_rules, self.role_namespace, self.role_subject = list(rules), namespace, subject
+
+    def _authorize(self, method, watch, rtype, namespace, name, sub):
+        if self.role_rules is None:
+            return
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method)
+        if method == "GET":
+            verb = "get" if name else "watch" if watch else "list"
+        elif method == "DELETE":
+            verb = "delete" if name else "deletecollection"
+        resource = f"{rtype.plural}/{sub}" if sub else rtype.plural
+        granted = namespace == self.role_namespace and any(
+            rtype.group in rule.get("apiGroups", ())
+            and resource in rule.get("resources", ())
+            and verb in rule.get("verbs", ())
+            and (not rule.get("resourceNames") or name in rule["resourceNames"])
+            for rule in self.role_rules
+        )
+        if granted:
+            return
+        where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+        message = (
+            (f'{rtype.plural} "{name}" is forbidden' if name else f"{rtype.plural} is forbidden")
+            + f': User "{self.role_subject}" cannot {verb} resource "{resource}" in API group '
+            + f'"{rtype.group}" {where}'
+        )
+        self.forbidden.append(message)
+        raise ApiError(403, message, rtype=rtype, name=name)
+
     async def _resource_request(self, request, group, version, rest):
         watch = request.query.get("watch", "").lower() in ("1", "true")
         if rest[0] == "watch":
@@ -2191,6 +2231,7 @@ class FakeKubernetes:
             raise ApiError(404, "the server could not find the requested resource")
         if name and rtype.namespaced and not namespace:
             raise ApiError(404, "the server could not find the requested resource")
+        self._authorize(request.method, watch, rtype, namespace, name, sub)
         q = request.query
         dry_run = q.get("dryRun") == "All"
         context = {

@@ -200,7 +200,7 @@ def test_rbac_is_exactly_what_the_spawner_and_cleanup_call(default_docs):
         ("", "services"): {"get", "list", "create", "delete"},
         ("", "persistentvolumeclaims"): {"get", "list", "create", "delete", "patch"},
         ("", "events"): {"list", "watch"},
-        ("networking.k8s.io", "networkpolicies"): {"list", "create", "update", "delete"},
+        ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "update", "delete"},
     }
     binding = one(default_docs, "RoleBinding")
     assert binding["roleRef"] == {

@@ -1,0 +1,157 @@
+"""The chart's Role grants every call the spawner and the cleanup service make.
+
+A stand-in, not a cluster: the fake API server (``tests/fake_k8s.py``) enforces the Role that
+``helm template`` renders for the hub's service account, as a kube-apiserver's RBAC authorizer would:
+a call the Role does not grant is 403 Forbidden here, as on a real cluster, and the test names it.
+Driven through whole lifecycles: a workspace started, stopped, started again (its PVC and
+NetworkPolicy reused), deleted; then a cleanup sweep of its deleted user, PVC grace period included.
+"""
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from jupyterhub.objects import Hub
+from traitlets.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa: E402
+
+from cleanup_service import sweep  # noqa: E402
+from cleanup_service.app import Cleaner  # noqa: E402
+from cleanup_service.backends.kubernetes import KubernetesBackend  # noqa: E402
+from cleanup_service.planner import Rules  # noqa: E402
+from mlhubspawner import naming  # noqa: E402
+from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
+
+from support import REPO, helm_binary  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+NS = "mlhub-ns"
+HUB = "mlhub"  # the release name of the rendering below
+log = logging.getLogger("test-chart-role")
+
+
+def rendered_role():
+    """The Role and its subject as ``helm template mlhub helm/mlhub`` renders them."""
+    result = subprocess.run(
+        [helm_binary(), "template", HUB, str(REPO / "helm/mlhub"), "--namespace", NS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    role = next(doc for doc in docs if doc["kind"] == "Role")
+    (subject,) = next(doc for doc in docs if doc["kind"] == "RoleBinding")["subjects"]
+    return role["rules"], f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """A fake API server that authorizes like RBAC with the chart's Role; KUBECONFIG points at it."""
+    from kubernetes_asyncio.config import kube_config
+
+    rules, subject = rendered_role()
+    previous = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    with running_fake() as fake:
+        fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        fake.enforce_role(rules, NS, subject)
+        use_kubeconfig(write_kubeconfig_file(tmp_path_factory.mktemp("kube") / "config", fake.url, NS))
+        try:
+            yield fake
+        finally:
+            if previous[0] is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous[0]
+            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous[1]
+    assert not fake.rejected, fake.rejected
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def stop_reflectors(fake):
+    yield
+    await MLHubKubernetesSpawner._stop_all_reflectors()
+
+
+def make_spawner(fake, username, server):
+    user = SimpleNamespace(name=username, id=1, escaped_name=username, url=f"/user/{username}/", spawners={})
+    spawner = MLHubKubernetesSpawner(
+        user=user,
+        orm_spawner=SimpleNamespace(
+            name=server, display_name=server, server=None, user_options={}, state=None
+        ),
+        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
+        db=None,
+        config=Config(),
+        hub_name=HUB,
+        k8s_api_host=fake.url,
+        namespace=NS,
+        image="mlhub-workspace:test",
+        start_timeout=30,
+        k8s_api_request_retry_timeout=10,
+    )
+    spawner.user_options = {}
+    user.spawners[server] = spawner
+    return spawner
+
+
+async def test_a_workspaces_whole_life_needs_nothing_the_role_does_not_grant(fake):
+    spawner = make_spawner(fake, "ada", "train")
+    try:
+        await spawner.start()
+        assert await spawner.poll() is None
+        await spawner.stop(now=True)
+        # again: the PVC and the user's NetworkPolicy exist now, and are checked and reused
+        await spawner.start()
+        assert fake.get("persistentvolumeclaims", NS, spawner.pvc_name) is not None
+        await spawner.stop(now=True)
+        await spawner.delete_forever()
+    finally:
+        assert fake.forbidden == [], fake.forbidden
+
+
+async def test_a_cleanup_sweep_needs_nothing_the_role_does_not_grant(fake, monkeypatch):
+    spawner = make_spawner(fake, "bob", "")
+    await spawner.start()
+    now = {"t": time.time() + 3600}
+    monkeypatch.setattr(sweep, "utcnow", lambda: now["t"])
+
+    class NoUsers:  # bob has been deleted from the hub
+        async def list_users(self):
+            return []
+
+        async def delete_server(self, user, server):
+            raise AssertionError("no server of an existing user is touched")
+
+    backend = KubernetesBackend(HUB, log, namespace=NS, api_host=fake.url)
+    rules = Rules(HUB, min_age_seconds=600, volume_grace_seconds=86400)
+    try:
+        cleaner = Cleaner(NoUsers(), backend, rules, log)
+        first = await cleaner.run("users")  # pod, Service, NetworkPolicy go; the PVC is marked
+        now["t"] += 2 * 86400
+        second = await cleaner.run("users")  # the grace period is over: the PVC goes
+        assert (first["failed"], second["failed"]) == (0, 0), (first, second)
+        for _ in range(100):
+            mine = [
+                obj
+                for resource in ("pods", "services", "persistentvolumeclaims", "networkpolicies")
+                for obj in fake.list(resource, NS, label_selector=f"{naming.LABEL_ORIGIN}={HUB}")
+            ]
+            if not mine:
+                break
+            await asyncio.sleep(0.05)
+        assert mine == []
+    finally:
+        await backend.close()
+        assert fake.forbidden == [], fake.forbidden
