@@ -9,21 +9,17 @@ NetworkPolicy reused), deleted; then a cleanup sweep of its deleted user, PVC gr
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
-from jupyterhub.objects import Hub
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa: E402
+from fake_k8s import running_fake  # noqa: E402
 
 from cleanup_service import sweep  # noqa: E402
 from cleanup_service.app import Cleaner  # noqa: E402
@@ -32,6 +28,8 @@ from cleanup_service.planner import Rules  # noqa: E402
 from mlhubspawner import naming  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
+import kube_spawners  # noqa: E402
+from kube_spawners import kubeconfig_for  # noqa: E402
 from support import REPO, helm_binary  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -59,22 +57,11 @@ def rendered_role():
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     """A fake API server that authorizes like RBAC with the chart's Role; KUBECONFIG points at it."""
-    from kubernetes_asyncio.config import kube_config
-
     rules, subject = rendered_role()
-    previous = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
-    with running_fake() as fake:
+    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
         fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
         fake.enforce_role(rules, NS, subject)
-        use_kubeconfig(write_kubeconfig_file(tmp_path_factory.mktemp("kube") / "config", fake.url, NS))
-        try:
-            yield fake
-        finally:
-            if previous[0] is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous[0]
-            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous[1]
+        yield fake
     assert not fake.rejected, fake.rejected
 
 
@@ -85,24 +72,10 @@ async def stop_reflectors(fake):
 
 
 def make_spawner(fake, username, server):
-    user = SimpleNamespace(name=username, id=1, escaped_name=username, url=f"/user/{username}/", spawners={})
-    spawner = MLHubKubernetesSpawner(
-        user=user,
-        orm_spawner=SimpleNamespace(
-            name=server, display_name=server, server=None, user_options={}, state=None
-        ),
-        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
-        db=None,
-        config=Config(),
-        hub_name=HUB,
-        k8s_api_host=fake.url,
-        namespace=NS,
-        image="mlhub-workspace:test",
-        start_timeout=30,
-        k8s_api_request_retry_timeout=10,
+    spawner = kube_spawners.make_spawner(
+        fake, username, server, hub_name=HUB, namespace=NS, image="mlhub-workspace:test"
     )
     spawner.user_options = {}
-    user.spawners[server] = spawner
     return spawner
 
 

@@ -6,22 +6,20 @@ name it will use: refuse, and leave the object as it is. The takeover of the iss
 named after a victim's old shortened name) is replayed with a copy of the old naming algorithm.
 """
 
-import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from jupyterhub.objects import Hub
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa: E402
+from fake_k8s import running_fake  # noqa: E402
 
 from mlhubspawner import naming  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
 
+import kube_spawners  # noqa: E402
+from kube_spawners import kubeconfig_for  # noqa: E402
 from old_naming import victim_and_attacker  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -33,19 +31,8 @@ NS = "default"
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     """One fake API server for the module; KUBECONFIG points at it meanwhile (restored after)."""
-    from kubernetes_asyncio.config import kube_config
-
-    previous = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
-    with running_fake() as fake:
-        use_kubeconfig(write_kubeconfig_file(tmp_path_factory.mktemp("kube") / "config", fake.url, NS))
-        try:
-            yield fake
-        finally:
-            if previous[0] is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous[0]
-            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous[1]
+    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
+        yield fake
     assert not fake.rejected, fake.rejected
 
 
@@ -55,36 +42,11 @@ async def stop_reflectors(fake):
     await MLHubKubernetesSpawner._stop_all_reflectors()
 
 
-class FakeUser:
-    """What a spawner reads from JupyterHub's User."""
-
-    def __init__(self, name):
-        self.name = name
-        self.id = abs(hash(name)) % 10000
-        self.escaped_name = name
-        self.url = f"/user/{name}/"
-        self.spawners = {}
-
-
 def make_spawner(fake, username, server):
-    user = FakeUser(username)
-    spawner = MLHubKubernetesSpawner(
-        user=user,
-        orm_spawner=SimpleNamespace(
-            name=server, display_name=server, server=None, user_options={}, state=None
-        ),
-        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
-        db=None,
-        config=Config(),
-        hub_name=HUB,
-        k8s_api_host=fake.url,
-        namespace=NS,
-        image="mlhub-workspace:test",
-        start_timeout=30,
-        k8s_api_request_retry_timeout=10,
+    spawner = kube_spawners.make_spawner(
+        fake, username, server, hub_name=HUB, namespace=NS, image="mlhub-workspace:test"
     )
     spawner.user_options = {}
-    user.spawners[server] = spawner
     return spawner
 
 

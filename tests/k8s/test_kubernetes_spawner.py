@@ -10,24 +10,25 @@ The module runs on its own event loop: KubeSpawner caches its API client per loo
 reflectors per class, so a fresh loop and stopped reflectors keep other modules' fakes apart.
 """
 
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from jupyterhub.objects import Hub
 from tornado import web
 from traitlets import TraitError
 from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file  # noqa: E402
+from fake_k8s import running_fake  # noqa: E402
 
 from mlhubspawner import naming, sshkeys  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
 from mlhubspawner.options import WorkspaceOptions  # noqa: E402
+
+import kube_spawners  # noqa: E402
+from kube_spawners import FakeUser, kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,24 +47,9 @@ POLICY = {
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    """One fake API server for the module; KUBECONFIG points at a kubeconfig for it meanwhile.
-
-    KubeSpawner loads a kubeconfig before it applies ``k8s_api_host``, so one must exist; the
-    previous KUBECONFIG (and kubernetes_asyncio's default location) is restored afterwards.
-    """
-    from kubernetes_asyncio.config import kube_config
-
-    previous = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
-    with running_fake() as fake:
-        use_kubeconfig(write_kubeconfig_file(tmp_path_factory.mktemp("kube") / "config", fake.url, NS))
-        try:
-            yield fake
-        finally:
-            if previous[0] is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous[0]
-            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous[1]
+    """One fake API server for the module; KUBECONFIG points at it meanwhile (restored after)."""
+    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
+        yield fake
     assert not fake.rejected, fake.rejected
 
 
@@ -74,39 +60,13 @@ async def stop_reflectors(fake):
     await MLHubKubernetesSpawner._stop_all_reflectors()
 
 
-class FakeUser:
-    """What a spawner reads from JupyterHub's User."""
-
-    def __init__(self, name):
-        self.name = name
-        self.id = abs(hash(name)) % 10000
-        self.escaped_name = name
-        self.url = f"/user/{name}/"
-        self.spawners = {}
-
-
 def make_spawner(fake, username="alice", server="train", user=None, **traits):
-    user = user or FakeUser(username)
     config = Config()
     for key, value in {**POLICY, **traits}.items():
         setattr(config.MLHubKubernetesSpawner, key, value)
-    spawner = MLHubKubernetesSpawner(
-        user=user,
-        orm_spawner=SimpleNamespace(
-            name=server, display_name=server, server=None, user_options={}, state=None
-        ),
-        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
-        db=None,
-        config=config,
-        hub_name=HUB,
-        k8s_api_host=fake.url,
-        namespace=NS,
-        image=IMAGE,
-        start_timeout=30,
-        k8s_api_request_retry_timeout=10,
+    return kube_spawners.make_spawner(
+        fake, username, server, hub_name=HUB, namespace=NS, image=IMAGE, user=user, config=config
     )
-    user.spawners[server] = spawner
-    return spawner
 
 
 def mine(fake, resource, **labels):
