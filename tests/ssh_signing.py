@@ -4,6 +4,20 @@ import subprocess
 from pathlib import Path
 
 SSH_SIGNATURE_NAMESPACE = "mlhub-ssh-key"  # mlhubspawner.sshkeys.SIGNATURE_NAMESPACE
+# the key store as ML Hub kept it before proof of possession (schema version 0): legacy data in tests
+SCHEMA_0 = """
+CREATE TABLE ssh_keys (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    user_created TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX ssh_keys_user ON ssh_keys (user);
+"""
 
 
 def sign_ssh_challenge(private_key, challenge, namespace=SSH_SIGNATURE_NAMESPACE):

@@ -14,25 +14,11 @@ import pytest
 
 from mlhubspawner import naming, sshkeys
 
-from ssh_signing import register_ssh_key
+from ssh_signing import SCHEMA_0, register_ssh_key
 from support import REPO, Hub
 
 SMALL = {"mem_limit": "512M"}
 DEBUG_CONFIG = "c.JupyterHub.log_level = 'DEBUG'\nc.MLHubDockerSpawner.max_total_mem_per_user = '2G'\n"
-# the key store as ML Hub kept it before proof of possession (schema version 0)
-SCHEMA_0 = """
-CREATE TABLE ssh_keys (
-    id INTEGER PRIMARY KEY,
-    user TEXT NOT NULL,
-    user_created TEXT NOT NULL,
-    type TEXT NOT NULL,
-    blob TEXT NOT NULL,
-    fingerprint TEXT NOT NULL UNIQUE,
-    comment TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL
-);
-CREATE INDEX ssh_keys_user ON ssh_keys (user);
-"""
 
 
 @pytest.fixture(scope="module")

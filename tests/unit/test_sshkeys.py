@@ -27,6 +27,8 @@ from mlhubspawner.sshkeys_store import (
     read_or_create_token,
 )
 
+from ssh_signing import SCHEMA_0
+
 
 def ssh_string(data):
     data = data.encode() if isinstance(data, str) else data
@@ -412,21 +414,6 @@ def test_store_survives_reopening_and_concurrent_adds(tmp_path, keys):
     assert len(reopened.list("ada")) == 2
     assert len(secret) == 32 and reopened.challenge_secret() == secret  # challenges survive a restart
     reopened.close()
-
-
-SCHEMA_0 = """
-CREATE TABLE ssh_keys (
-    id INTEGER PRIMARY KEY,
-    user TEXT NOT NULL,
-    user_created TEXT NOT NULL,
-    type TEXT NOT NULL,
-    blob TEXT NOT NULL,
-    fingerprint TEXT NOT NULL UNIQUE,
-    comment TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL
-);
-CREATE INDEX ssh_keys_user ON ssh_keys (user);
-"""
 
 
 def legacy_store(path, rows):
