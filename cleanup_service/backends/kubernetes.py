@@ -56,6 +56,13 @@ DEFAULT_KUBECONFIG = "~/.kube/config"
 
 POD, PVC, SERVICE, NETWORK_POLICY = "pod", "persistentvolumeclaim", "service", "networkpolicy"
 PLANNER_KIND = {POD: CONTAINER, PVC: VOLUME, SERVICE: NETWORK, NETWORK_POLICY: NETWORK}
+# the client method suffix of each kind (``list_namespaced_<suffix>``, ``read_…``, ``delete_…``)
+_API_SUFFIX = {
+    POD: "pod",
+    PVC: "persistent_volume_claim",
+    SERVICE: "service",
+    NETWORK_POLICY: "network_policy",
+}
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # a label value made of these characters is its own raw value under any escaping
@@ -218,6 +225,12 @@ class KubernetesBackend(Backend):
         api_client = await self._client()
         return client.CoreV1Api(api_client), client.NetworkingV1Api(api_client)
 
+    async def _method(self, verb, kind):
+        """The client method that does ``verb`` (list, read, delete) to one ``kind`` in a namespace."""
+        core, networking = await self._apis()
+        api = networking if kind == NETWORK_POLICY else core
+        return getattr(api, f"{verb}_namespaced_{_API_SUFFIX[kind]}")
+
     async def _call(self, what, method, *args, **kwargs):
         try:
             return await asyncio.wait_for(method(*args, **kwargs), self.request_timeout)
@@ -242,12 +255,10 @@ class KubernetesBackend(Backend):
         return items
 
     async def list_resources(self):
-        core, networking = await self._apis()
+        kinds = (POD, PVC, SERVICE, NETWORK_POLICY)
+        methods = [await self._method("list", kind) for kind in kinds]
         pods, pvcs, services, policies = await asyncio.gather(
-            self._list(POD, core.list_namespaced_pod),
-            self._list(PVC, core.list_namespaced_persistent_volume_claim),
-            self._list(SERVICE, core.list_namespaced_service),
-            self._list(NETWORK_POLICY, networking.list_namespaced_network_policy),
+            *(self._list(kind, method) for kind, method in zip(kinds, methods, strict=True))
         )
         resources, skipped = [], []
         for kind, objects in ((POD, pods), (PVC, pvcs), (SERVICE, services), (NETWORK_POLICY, policies)):
@@ -293,14 +304,7 @@ class KubernetesBackend(Backend):
 
     async def remove(self, resource):
         kind, _, name = resource.name.partition("/")
-        core, networking = await self._apis()
-        delete = {
-            POD: core.delete_namespaced_pod,
-            PVC: core.delete_namespaced_persistent_volume_claim,
-            SERVICE: core.delete_namespaced_service,
-            NETWORK_POLICY: networking.delete_namespaced_network_policy,
-        }.get(kind)
-        if delete is None or PLANNER_KIND[kind] != resource.kind:
+        if kind not in _API_SUFFIX or PLANNER_KIND[kind] != resource.kind:
             raise ValueError(f"not a resource of the Kubernetes backend: {resource.kind} {resource.name}")
         if not resource.id:
             raise ValueError(f"{resource.name} was listed without its uid: not removed by name")
@@ -309,6 +313,7 @@ class KubernetesBackend(Backend):
             propagation_policy="Background",
             preconditions=client.V1Preconditions(uid=resource.id, resource_version=version or None),
         )
+        delete = await self._method("delete", kind)
         try:
             await self._call(f"deleting {resource.name}", delete, name, self.namespace, body=body)
         except KubernetesError as e:
@@ -324,13 +329,7 @@ class KubernetesBackend(Backend):
 
     async def _left_alone(self, resource, kind, name, version, error):
         """Log why a delete answered 409 (a precondition failed); raise ``error`` if none did."""
-        core, networking = await self._apis()
-        read = {
-            POD: core.read_namespaced_pod,
-            PVC: core.read_namespaced_persistent_volume_claim,
-            SERVICE: core.read_namespaced_service,
-            NETWORK_POLICY: networking.read_namespaced_network_policy,
-        }[kind]
+        read = await self._method("read", kind)
         try:
             current = (await self._call(f"reading {resource.name}", read, name, self.namespace)).metadata
         except KubernetesError as e:
