@@ -275,6 +275,19 @@ class Hub:
         return requests.get(f"{self.url}{prefix}{path}", headers=headers, timeout=30, verify=self.verify)
 
 
+def read_progress(response):
+    """The messages of a spawn's progress event stream (``…/progress``), up to ready or failed."""
+    messages = []
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("data:"):
+            event = json.loads(line[5:])
+            messages.append(event.get("message", ""))
+            if event.get("ready") or event.get("failed"):
+                break
+    response.close()
+    return messages
+
+
 def base_image(client):
     """Our mmdebstrap base image (cheap containers for tests that only need labelled resources)."""
     images = client.images.list(name="mlhub-base")

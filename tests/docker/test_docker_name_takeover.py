@@ -6,7 +6,6 @@ prefix + ``-`` + 10 hex digits; an attacker signs up as the un-escaped form of t
 or network of another owner sitting under the exact name the spawner will use is refused, untouched.
 """
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +15,7 @@ from docker.models.networks import Network
 from mlhubspawner import naming
 
 from old_naming import old_workspace_name, victim_and_attacker
-from support import base_image
+from support import base_image, read_progress
 
 
 def by_owner(docker, hub, user, server):
@@ -34,13 +33,7 @@ def spawn_messages(hub, user, server):
         while time.monotonic() < deadline and not request.done():
             r = hub.api("GET", f"users/{user}/servers/{server}/progress", stream=True, timeout=60)
             if r.status_code == 200:
-                for line in r.iter_lines(decode_unicode=True):
-                    if line.startswith("data:"):
-                        event = json.loads(line[5:])
-                        messages.append(event.get("message", ""))
-                        if event.get("ready") or event.get("failed"):
-                            break
-                r.close()
+                messages = read_progress(r)
                 break
             time.sleep(0.05)
         response = request.result()

@@ -1,12 +1,13 @@
 """Workspaces spawned through a real JupyterHub's REST API onto the real Docker engine."""
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from mlhubspawner import naming
+
+from support import read_progress
 
 GB = 1024**3
 
@@ -51,15 +52,7 @@ def progress_messages(hub, user, server):
             break
         time.sleep(0.05)
     assert r.status_code == 200
-    messages = []
-    for line in r.iter_lines(decode_unicode=True):
-        if line.startswith("data:"):
-            event = json.loads(line[5:])
-            messages.append(event.get("message", ""))
-            if event.get("ready") or event.get("failed"):
-                break
-    r.close()
-    return messages
+    return read_progress(r)
 
 
 def test_named_workspace_with_options(hub, docker):
