@@ -129,6 +129,18 @@ def parse_public_key(line):
     return PublicKey(type=key_type, blob=blob, bits=bits, comment=comment)
 
 
+def blob_from_query(text):
+    """The key blob in a lookup's ``key`` query argument, or ``b""`` (pure).
+
+    A '+' the caller did not URL-encode arrives as a space, also as the last character, so spaces
+    become '+' before any whitespace is trimmed.
+    """
+    try:
+        return base64.b64decode(text.replace(" ", "+").strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def parse_blob(key_type, blob):
     """Check that a key blob is a well-formed ``key_type`` key; returns its size in bits."""
     reader = _Reader(blob)

@@ -15,7 +15,6 @@ as absent and deleted on sight, so keys never outlive their user or pass to a na
 
 import asyncio
 import base64
-import binascii
 import functools
 import json
 import shutil
@@ -297,12 +296,7 @@ class AuthorizedKeysLookupHandler(_SSHKeysBaseHandler):
 
     @needs_custom_scope(LOOKUP)
     async def get(self):
-        # a '+' the caller did not URL-encode arrives as a space
-        text = self.get_argument("key", "").strip().replace(" ", "+")
-        try:
-            blob = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            blob = b""
+        blob = sshkeys.blob_from_query(self.get_argument("key", "", strip=False))
         if not blob:
             raise web.HTTPError(400, "key: expected the key's base64 blob")
         key_type = self.get_argument("type", "")

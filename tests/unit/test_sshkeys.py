@@ -633,3 +633,21 @@ async def test_lookups_never_hold_up_the_event_loop(store, keys):
         assert await store.call("list", "ada") == [row]
     finally:
         ticking.cancel()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"ssh-ed25519-blob" + bytes(32) + b"\x00\x03\xfe",  # base64 ends in '+'
+        b"\xfbsh-ed25519-blob" + bytes(32) + b"\x00\x03\x00",  # base64 starts with '+'
+    ],
+)
+def test_a_plus_sent_unencoded_arrives_as_a_space_and_is_restored(data):
+    """The front URL-encodes keys, other callers may not: a '+' then arrives as a space, also as the
+    first or last character of an ed25519-sized blob (51 bytes: 68 characters, no padding)."""
+    text = base64.b64encode(data).decode()
+    assert text.startswith("+") or text.endswith("+")
+    arrived = text.replace("+", " ")  # what a query string's unencoded '+' becomes
+    assert sshkeys.blob_from_query(arrived) == data
+    assert sshkeys.blob_from_query(f"{text}\n") == data
+    assert sshkeys.blob_from_query("not base64!") == b""
