@@ -2,6 +2,7 @@
 
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -88,6 +89,21 @@ def test_permissions(chub):
         r = service(chub, method, path, token=boss, data=body)
         assert r.status_code == status, (method, path, r.text)
         assert r.json()["status"] == status
+
+
+def test_the_services_own_token_cannot_start_or_reach_workspaces(chub):
+    """Least privilege: the cleanup service's token (taken from its process, as an intruder on the hub
+    host would) stops and deletes servers but has no ``servers`` scope to start one."""
+    token = next(
+        p.environ()["JUPYTERHUB_API_TOKEN"]
+        for p in psutil.Process(chub.process.pid).children(recursive=True)
+        if "cleanup_service" in " ".join(p.cmdline())
+    )
+    scopes = chub.api("GET", "user", token=token).json()["scopes"]
+    assert "delete:servers" in scopes and "servers" not in scopes, scopes
+    user = chub.create_user("bystander")
+    assert chub.api("POST", f"users/{user}/server", token=token, json={}).status_code == 403
+    assert chub.server_model(user) is None
 
 
 def test_deleted_users_resources_go_volumes_after_the_grace_period(chub, docker):

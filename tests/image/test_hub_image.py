@@ -14,7 +14,7 @@ import pytest
 import requests
 from cryptography import x509
 
-from mlhubspawner import __version__
+from mlhubspawner import __version__, naming
 
 from ssh_signing import register_ssh_key
 from support import (
@@ -295,6 +295,14 @@ def test_from_a_workspace_only_the_hub_api_answers(plain_front, docker):
     assert probe(workspace, plain_front.hub_name, 8081)
     open_ports = [p for p in FRONT_PORTS if probe(workspace, plain_front.hub_name, p)]
     assert open_ports == []
+    # nor does the Docker host: with the hub in a container, the egress table leaves no host port open
+    # (a listener this test binds on the user network's gateway, the host's own address there)
+    network = docker.networks.get(naming.network_name(plain_front.hub_name, user))
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    with socket.socket() as listener:
+        listener.bind((gateway, 0))
+        listener.listen()
+        assert not probe(workspace, gateway, listener.getsockname()[1])
 
 
 def supervised_pid(hub, program):
