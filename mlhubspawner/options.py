@@ -177,10 +177,17 @@ def is_reserved(name, reserved):
     return False
 
 
+_GPU_UUID = r"gpu-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+_GPU_IDS = re.compile(rf"(?:\d+|{_GPU_UUID})(?:,(?:\d+|{_GPU_UUID}))*")
+
+
 def parse_gpus(value, policy):
-    """``none``/empty, a count (``2``), ids (``0,2`` or ``device=1``, Docker's ``--gpus`` form for
-    a single id), or ``all`` if the policy allows. Ids come back as ``device=<ids>``."""
-    text = "" if value is None else str(value).strip().lower()
+    """``none``/empty, a count (``2``), ids (``0,2``, ``device=1`` — Docker's ``--gpus`` form — or UUIDs
+    ``GPU-…`` as ``nvidia-smi -L`` prints them), or ``all`` if the policy allows.
+
+    Ids come back as ``device=<ids>``, UUIDs spelled ``GPU-<lowercase hex>``.
+    """
+    text = "" if value is None else re.sub(r"\s*,\s*", ",", str(value).strip().lower())
     if isinstance(value, bool):
         raise OptionsError("gpus", f"expected none, a count or GPU ids, got {value!r}")
     if text in ("", "none", "0"):
@@ -194,14 +201,16 @@ def parse_gpus(value, policy):
     ids_text = text.removeprefix("device=")
     if re.fullmatch(r"\d+", text):
         count = int(text)
-    elif re.fullmatch(r"\d+(,\d+)+", ids_text) or (text.startswith("device=") and ids_text.isdigit()):
-        ids = ids_text.split(",")
+    elif _GPU_IDS.fullmatch(ids_text) and (
+        "," in ids_text or text.startswith("device=") or not ids_text.isdigit()
+    ):
+        ids = [i.replace("gpu-", "GPU-") for i in ids_text.split(",")]
         if len(set(ids)) != len(ids):
             raise OptionsError("gpus", f"GPU ids repeat: {value!r}")
         count = len(ids)
-        text = f"device={ids_text}"
+        text = "device=" + ",".join(ids)
     else:
-        raise OptionsError("gpus", f"expected none, a count or GPU ids like 0,2, got {value!r}")
+        raise OptionsError("gpus", f"expected none, a count or GPU ids like 0,2 or GPU-<uuid>, got {value!r}")
     if count > policy.max_gpus:
         raise OptionsError("gpus", f"at most {policy.max_gpus} GPUs are allowed")
     return text

@@ -172,3 +172,13 @@ def test_quota_counts_running_workspaces():
     # a workspace without a limit counts as the largest allowed
     with pytest.raises(OptionsError, match="quota exceeded"):
         check_quota(WorkspaceOptions(image="a"), [WorkspaceOptions(image="a", cpu_limit=3)], POLICY)
+
+
+def test_gpu_ids_may_be_uuids_as_nvidia_smi_prints_them():
+    uuid = "GPU-6d3c1e1a-0000-1111-2222-333344445555"
+    assert parse_options({"gpus": uuid.upper().replace("GPU", "gpu")}, POLICY).gpus == f"device={uuid}"
+    assert parse_options({"gpus": f"1, {uuid}"}, POLICY).gpus == f"device=1,{uuid}"
+    for bad in ("1 2", "device=gpu-1", "GPU-xyz", f"{uuid},{uuid.upper()}"):
+        with pytest.raises(OptionsError) as info:
+            parse_options({"gpus": bad}, POLICY)
+        assert info.value.field == "gpus"
