@@ -3,9 +3,11 @@
 # Uses a running engine if one answers; else, as root on Debian/Ubuntu, installs Debian's docker.io
 # (+ iptables) when needed and starts dockerd in the background; else says what to do and exits 1.
 # Env: MLHUB_STATE_DIR (default /var/lib/mlhub-dev) holds dockerd.log; DOCKER_WAIT_SECONDS (default 60).
-# MLHUB_GPU_STANDIN=1 (set by `make test` only): put a stand-in `nvidia-container-runtime-hook` (records its calls,
-# changes nothing) on the PATH of the dockerd this script starts, so that the engine accepts GPU DeviceRequests on a
-# machine without GPUs; a dockerd this script started earlier without it is restarted.
+# MLHUB_GPU_STANDIN=1 (set by `make test` only): copy the stand-in `nvidia-container-runtime-hook` and its fake GPU
+# inventory (resources/gpu-standin/) into $MLHUB_STATE_DIR/gpu-standin and put that dir on the PATH of the dockerd
+# this script starts, so that the engine accepts GPU DeviceRequests on a machine without GPUs and containers see the
+# requested fake GPUs in `nvidia-smi`; a dockerd this script started earlier without it is restarted. The hook runs
+# per container, so a newer copy takes effect without a restart.
 set -euo pipefail
 
 state_dir=${MLHUB_STATE_DIR:-/var/lib/mlhub-dev}
@@ -17,14 +19,14 @@ standin_dir=""
 if [ "${MLHUB_GPU_STANDIN:-}" = 1 ]; then
     standin_dir=${MLHUB_STATE_DIR:-/var/lib/mlhub-dev}/gpu-standin
     mkdir -p "$standin_dir"
-    cat >"$standin_dir/nvidia-container-runtime-hook" <<'HOOK'
-#!/bin/sh
-# Stand-in for NVIDIA's OCI prestart hook, for ML Hub's tests: record the call, change nothing.
-cat >/dev/null
-echo "$(date +%s) $*" >>"$(dirname "$0")/calls.log"
-exit 0
-HOOK
-    chmod +x "$standin_dir/nvidia-container-runtime-hook"
+    standin_src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../gpu-standin" && pwd)
+    # copy to a temporary name, then rename: a container starting meanwhile runs the old or the new hook, whole
+    for f in nvidia-container-runtime-hook inventory.csv; do
+        cp "$standin_src/$f" "$standin_dir/.$f.new"
+        chmod 0644 "$standin_dir/.$f.new"
+        [ "$f" = inventory.csv ] || chmod 0755 "$standin_dir/.$f.new"
+        mv -f "$standin_dir/.$f.new" "$standin_dir/$f"
+    done
 fi
 
 # the pid of a dockerd started by this script (it records it), if it still runs
