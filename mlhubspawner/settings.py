@@ -1,19 +1,21 @@
 """Deployment settings from environment variables (pure), validated at hub start.
 
 ``jupyterhub_config.py`` maps these onto traits; a bad value stops the hub with a message that
-names the variable.
+names the variable. :data:`VARIABLES` lists every environment variable ML Hub reads, and whether
+``make run`` passes it into the hub container. Standard library only: ``run-hub.sh`` runs
+``python3 -m mlhubspawner.settings passthrough`` without the venv.
 """
 
 import ipaddress
 import os
 import re
 import shlex
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ._version import __version__
-from .naming import validate_hub_name
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -151,6 +153,8 @@ def _admin_password(env, name):
 
 def load_settings(env=None):
     """Read and validate the ML Hub environment variables (``os.environ`` by default)."""
+    from .naming import validate_hub_name  # not at the top: naming needs escapism, this module is stdlib-only
+
     env = os.environ if env is None else env
     defaults = Settings()
     hub_name = env.get("HUB_NAME", defaults.hub_name)
@@ -193,3 +197,336 @@ def load_settings(env=None):
         egress_allow_private=_bool(env, "MLHUB_EGRESS_ALLOW_PRIVATE", False),
         admin_password=_admin_password(env, "MLHUB_ADMIN_PASSWORD"),
     )
+
+
+# --- every environment variable ML Hub reads -----------------------------------------------------
+
+_HUB_IMAGE = "set by the hub image"
+_CHART = "Kubernetes: the helm chart sets it"
+_BUILD = "host only: the build and test scripts"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An environment variable ML Hub reads, and whether ``make run`` passes it into the hub container."""
+
+    name: str
+    help: str
+    where: str  # who reads it
+    default: str = ""  # "" = unset
+    not_passed: str = ""  # why make run keeps it out of the hub container; "" = passed when set
+    by_name: bool = False  # a secret: passed as `-e NAME`, its value never on docker's command line
+
+    @property
+    def passed(self):
+        return not self.not_passed
+
+
+VARIABLES = (
+    # the deployment: make run passes each one that is set
+    Variable(
+        "HUB_NAME",
+        "DNS-safe name of this hub (1-20 lower-case letters, digits, single hyphens): prefix of every resource "
+        "name and value of the mlhub.origin label; make run names its container and data volume after it.",
+        "hub, spawners, cleanup service, make run",
+        "mlhub",
+    ),
+    Variable(
+        "EXECUTION_MODE",
+        "docker (alias local) or k8s (alias kubernetes): picks the spawner and the cleanup backend.",
+        "hub, cleanup service",
+        "docker",
+    ),
+    Variable(
+        "CLEANUP_INTERVAL_SECONDS",
+        "Period of the automatic cleanup sweeps (-1 = off; the REST API still works).",
+        "hub, cleanup service",
+        "3600",
+    ),
+    Variable(
+        "CLEANUP_MIN_AGE_SECONDS",
+        "Cleanup never removes resources younger than this (a spawn in progress).",
+        "hub, cleanup service",
+        "600",
+    ),
+    Variable(
+        "CLEANUP_VOLUME_GRACE_SECONDS",
+        "How long an orphaned volume or PVC is kept before cleanup removes it.",
+        "hub, cleanup service",
+        "604800",
+    ),
+    Variable(
+        "SSL_ENABLED",
+        "Hub image: TLS on the public port (a self-signed certificate unless /resources/ssl holds "
+        "cert.crt and cert.key).",
+        "hub image, make run",
+        "false",
+    ),
+    Variable(
+        "START_NGINX",
+        "Hub image: run nginx, the public front (HTTP and SSH on one port).",
+        "hub image",
+        "true",
+    ),
+    Variable("START_SSH", "Hub image: run sshd, the SSH front to the workspaces.", "hub image", "true"),
+    Variable("START_JHUB", "Hub image: run JupyterHub.", "hub image", "true"),
+    Variable(
+        "START_CHP",
+        "Hub image: run configurable-http-proxy as a process of its own (the chart's proxy pod).",
+        "hub image",
+        "false",
+    ),
+    Variable(
+        "ADDITIONAL_ARGS",
+        "Hub image: extra arguments (shell-quoted) for configurable-http-proxy when START_CHP=true.",
+        "hub image",
+    ),
+    Variable(
+        "MLHUB_PUBLIC_HOSTNAMES",
+        "Hub image: extra DNS names (comma-separated) for the generated TLS certificate.",
+        "hub image",
+    ),
+    Variable(
+        "MLHUB_SSH_PUBLIC_HOST",
+        "host[:port] at which users' SSH clients reach the public port (the ProxyJump of generated ssh "
+        "configs); unset: the Host header of each request.",
+        "hub",
+    ),
+    Variable(
+        "MLHUB_WORKSPACE_IMAGE",
+        "The default workspace image (built by make images).",
+        "hub, build scripts",
+        "mlhub-workspace:<version>",
+    ),
+    Variable(
+        "MLHUB_IDLE_TIMEOUT_SECONDS",
+        "Stop servers idle for longer than this (at least 10; 0 = no idle culling).",
+        "hub",
+        "86400",
+    ),
+    Variable("MLHUB_CLEANUP_PORT", "Loopback port of the cleanup service.", "hub", "8002"),
+    Variable(
+        "MLHUB_EGRESS_FIREWALL",
+        "Docker: the hub's nftables table that closes workspaces' egress to the host, link-local and "
+        "private addresses.",
+        "hub",
+        "true",
+    ),
+    Variable(
+        "MLHUB_EGRESS_ALLOW_PRIVATE",
+        "Docker: let workspaces reach private address ranges (the LAN).",
+        "hub",
+        "false",
+    ),
+    Variable(
+        "GPU_IDS",
+        "Docker: the GPUs workspaces may get, comma-separated indices or UUIDs (0,1); overrides discovery "
+        "with nvidia-smi (a remote engine, or a hub without GPU access).",
+        "Docker spawner",
+    ),
+    Variable(
+        "MLHUB_ADMIN_PASSWORD",
+        "The admin account's password (12+ characters), set at every start; unset: generated at the first "
+        "start, kept in the data directory (admin-password, 0600) and logged once.",
+        "hub, make run",
+        by_name=True,
+    ),
+    # the hub image sets these itself
+    Variable(
+        "MLHUB_DATA_DIR",
+        "The hub's database, cookie secret, tokens, SSH host keys and certificates.",
+        "hub, hub image, cleanup service",
+        "/data",
+        f"{_HUB_IMAGE} (/data, the volume <HUB_NAME>-data); the Makefile's value is a host path for make run-dev",
+    ),
+    Variable(
+        "MLHUB_IP",
+        "Address of the proxy's public port (unset: all interfaces).",
+        "hub",
+        not_passed=f"{_HUB_IMAGE} (loopback: the proxy sits behind nginx)",
+    ),
+    Variable(
+        "MLHUB_PORT",
+        "Public port of the proxy (make run-dev).",
+        "hub, make run-dev",
+        "8080",
+        f"{_HUB_IMAGE}; make run publishes MLHUB_PUBLIC_PORT",
+    ),
+    Variable(
+        "MLHUB_HUB_PORT",
+        "Port of the hub API (all interfaces: workspaces call it).",
+        "hub",
+        "8081",
+        _HUB_IMAGE,
+    ),
+    Variable("MLHUB_PROXY_API_PORT", "Loopback port of the proxy's API.", "hub", "8001", _HUB_IMAGE),
+    Variable(
+        "MLHUB_HUB_ADDRESS",
+        "How workspaces reach the hub API: gateway (the hub on the Docker host, make run-dev) or a host name.",
+        "hub",
+        "gateway",
+        f"{_HUB_IMAGE} (to HUB_NAME)",
+    ),
+    Variable(
+        "MLHUB_HUB_CONTAINER",
+        "The hub's own container, which joins every user network.",
+        "hub, Docker spawner, cleanup service",
+        not_passed=f"{_HUB_IMAGE} (its own container id)",
+    ),
+    Variable(
+        "MLHUB_BEHIND_FRONT",
+        "The proxy sits behind nginx, which sets the X-Forwarded-* headers.",
+        "hub",
+        "false",
+        _HUB_IMAGE,
+    ),
+    Variable(
+        "MLHUB_HUB_CONFIG",
+        "Hub image: the JupyterHub config file the hub runs with.",
+        "hub image",
+        "/etc/mlhub/jupyterhub_config.py",
+        "a path inside the hub image",
+    ),
+    # Kubernetes: the chart sets these
+    Variable(
+        "MLHUB_HUB_SERVICE_URL",
+        "Hub image in the chart's proxy pod: the hub's Service (http://host:port) that nginx, the proxy and "
+        "the SSH key lookup reach.",
+        "hub image",
+        not_passed=_CHART,
+    ),
+    Variable(
+        "MLHUB_PROXY_API_LISTEN",
+        "Hub image: address of the proxy's API (the chart's proxy pod listens for the hub pod).",
+        "hub image",
+        "127.0.0.1",
+        _CHART,
+    ),
+    Variable(
+        "MLHUB_SSH_FRONT_TOKEN",
+        "The SSH front's token for key lookups (32+ letters and digits); unset: generated in the data directory.",
+        "hub, hub image",
+        not_passed=f"{_CHART} (the hub and proxy pods share it); in one container the hub generates it",
+    ),
+    Variable(
+        "MLHUB_SSH_HOST_KEYS_DIR",
+        "Hub image: a directory of ssh_host_*_key files for the SSH front; unset: generated once in the data "
+        "directory.",
+        "hub image",
+        not_passed=f"{_CHART} (a mounted Secret)",
+    ),
+    Variable(
+        "MLHUB_CHART_VALUES",
+        "Kubernetes: the chart's values file the hub reads.",
+        "hub",
+        "/usr/local/etc/mlhub/values.yaml",
+        _CHART,
+    ),
+    # make run itself, on the host
+    Variable(
+        "MLHUB_PUBLIC_PORT",
+        "make run: the host port on which the hub container's public port is published.",
+        "make run",
+        "8080",
+        "host only: make run publishes it (-p PORT:8080)",
+    ),
+    Variable(
+        "MLHUB_USER_CONFIG",
+        "Your JupyterHub config file, loaded last (it wins).",
+        "hub, make run",
+        "/resources/jupyterhub_user_config.py",
+        "a host path: make run mounts the file (when not empty) at /resources/jupyterhub_user_config.py",
+    ),
+    Variable(
+        "MLHUB_SSL_DIR",
+        "The directory holding cert.crt and cert.key for SSL_ENABLED.",
+        "hub image, make run",
+        "/resources/ssl",
+        "a host path: make run mounts it at /resources/ssl",
+    ),
+    Variable(
+        "MLHUB_HUB_IMAGE",
+        "The hub image that make run starts and make images builds; also the image of the egress helper.",
+        "make run, build scripts, Docker spawner",
+        "mlhub:<version>",
+        "host only: inside, the hub finds its image from its own container",
+    ),
+    # building and testing on the host
+    Variable(
+        "MLHUB_STATE_DIR",
+        "Developer state on the host: engine log, helm, wheel cache, make run-dev's log and pid.",
+        "Makefile, scripts",
+        ".mlhub",
+        f"{_BUILD} (a host path)",
+    ),
+    Variable(
+        "MLHUB_VERSION",
+        "The version label of the images make images builds.",
+        "build scripts",
+        "<version>",
+        f"{_BUILD}; the hub image sets its own",
+    ),
+    Variable(
+        "MLHUB_FORCE_BUILD",
+        "make images: 1 rebuilds images whose content hash is unchanged.",
+        "build scripts",
+        not_passed=_BUILD,
+    ),
+    Variable(
+        "MLHUB_UPSTREAM_BASE",
+        "make images: an upstream base image (e.g. debian:bookworm) instead of one built offline with "
+        "mmdebstrap.",
+        "build scripts",
+        not_passed=_BUILD,
+    ),
+    Variable(
+        "MLHUB_GPU_STANDIN",
+        "make test: 1 starts dockerd with a stand-in NVIDIA hook, so the engine accepts GPU requests "
+        "without GPUs.",
+        "ensure-docker.sh",
+        not_passed=_BUILD,
+    ),
+)
+
+
+def passthrough_names():
+    """The variables ``make run`` passes into the hub container when set, in registry order."""
+    return [v.name for v in VARIABLES if v.passed]
+
+
+def by_name_names():
+    """The passed variables whose value never goes on docker's command line (``-e NAME``)."""
+    return [v.name for v in VARIABLES if v.passed and v.by_name]
+
+
+def _cell(text):
+    return text.replace("|", "\\|")
+
+
+def markdown_table():
+    """The README's table of environment variables, generated from :data:`VARIABLES`."""
+    lines = ["| Variable | Default | Meaning | `make run` |", "|---|---|---|---|"]
+    for v in VARIABLES:
+        default = f"`{v.default}`" if v.default else "—"
+        make_run = ("passed by name only" if v.by_name else "passed") if v.passed else f"no: {v.not_passed}"
+        lines.append(f"| `{v.name}` | {_cell(default)} | {_cell(v.help)} | {_cell(make_run)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    """``python3 -m mlhubspawner.settings passthrough|by-name|table``: names one a line, or the table."""
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {
+        "passthrough": lambda: "".join(f"{n}\n" for n in passthrough_names()),
+        "by-name": lambda: "".join(f"{n}\n" for n in by_name_names()),
+        "table": markdown_table,
+    }
+    if len(argv) != 1 or argv[0] not in commands:
+        print(f"usage: python3 -m mlhubspawner.settings {'|'.join(commands)}", file=sys.stderr)
+        return 2
+    sys.stdout.write(commands[argv[0]]())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
