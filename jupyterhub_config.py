@@ -15,6 +15,7 @@ from jupyterhub.roles import get_default_roles
 
 from mlhubspawner import chart_values, lifetime_api, sshkeys, sshkeys_api, ui, update_api
 from mlhubspawner._version import __version__
+from mlhubspawner.docker.spawner import discover_gpus_at_hub_start
 from mlhubspawner.settings import SettingsError, load_settings
 from mlhubspawner.sshkeys_store import SSHKeyStore, read_or_create_token
 
@@ -227,3 +228,6 @@ if settings.execution_mode == "k8s":
 # --- the operator's overrides, last -------------------------------------------------------
 if os.path.exists(settings.user_config):
     load_subconfig(settings.user_config)  # noqa: F821 (provided by JupyterHub)
+
+# --- GPUs: the engine is asked once at start, in the background (the log says what it found) -----
+discover_gpus_at_hub_start(c)

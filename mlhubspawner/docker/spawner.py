@@ -15,13 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
+from requests.exceptions import RequestException
 from tornado import web
 from traitlets import Bool, Float, Int, List, Unicode, default, validate
 
-from .. import gpus, naming
+from .. import gpus, metrics, naming
 from ..options import OptionsError
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error, workspace_env
-from . import egress, objects
+from . import egress, gpu_discovery, objects
 from .networks import (
     NetworkAllocator,
     hub_is_attached,
@@ -206,19 +207,32 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     @default("object_name")
     def _object_name_default(self):
+        if self.user is None:  # a spawner made for hub-wide work (GPU discovery at start)
+            return ""
         return naming.workspace_name(self.hub_name, self.user.name, self.name)
 
     gpu_ids = List(
         Unicode(),
-        help="""GPU indices workspaces may use, when the hub cannot see the GPUs itself.
+        help="""GPUs workspaces may use, instead of asking the engine: indices (``0,1``) or UUIDs (``GPU-…``).
 
-        Defaults to ``$GPU_IDS`` (``0,1,2,3``); empty means: ask ``nvidia-smi`` on the hub's host.
-        Needed for a remote engine or a hub in a container without GPU access.
+        Defaults to ``$GPU_IDS``. Empty (the default) means: discover them through the engine with a
+        short probe container (``docker run --gpus all <image> nvidia-smi``), which works for a hub in
+        a container and for a remote engine on any host with NVIDIA's container toolkit. Set it only
+        to hand out a subset, or where the probe cannot work.
         """,
     ).tag(config=True)
 
     gpu_driver = Unicode(
         "nvidia", help="""The device driver named in GPU DeviceRequests (``docker run --gpus``)."""
+    ).tag(config=True)
+
+    gpu_probe_image = Unicode(
+        "",
+        help="""Image of the GPU discovery probe (any glibc image; never pulled).
+
+        Empty: the hub container's own image, else ``$MLHUB_HUB_IMAGE``, else the default workspace
+        image, whichever the engine already has.
+        """,
     ).tag(config=True)
 
     @default("gpu_ids")
@@ -230,10 +244,12 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         try:
             gpus.inventory_from_ids(proposal.value)
         except ValueError as e:
-            raise ValueError(f"MLHubDockerSpawner.gpu_ids: {e}") from None
+            raise ValueError(f"MLHubDockerSpawner.gpu_ids (GPU_IDS): {e}") from None
         return proposal.value
 
-    allocated_gpus = List(Unicode(), help="GPU ids of the last start (persisted in state).")
+    allocated_gpus = List(
+        Unicode(), help="GPU UUIDs (or configured ids) of the last start (persisted in state)."
+    )
 
     volume_name = Unicode(help="Name of the workspace's volume (persisted in state).")
 
@@ -251,7 +267,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     _allocators = {}
     _host = None  # (timestamp, cpus, memory)
     _gpu_lock = asyncio.Lock()
-    _probed_gpus = None
+    _gpu_discoveries = {}  # (engine URL, driver) -> gpu_discovery.Discovery
 
     @property
     def executor(self):
@@ -280,31 +296,58 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     # ---- GPUs ---------------------------------------------------------------------------
 
-    async def gpu_inventory(self):
+    @property
+    def gpu_discovery(self):
+        """The GPU discovery (cache) of this spawner's engine, shared by the process."""
+        key = (self.client.base_url, self.gpu_driver)
+        return MLHubDockerSpawner._gpu_discoveries.setdefault(key, gpu_discovery.Discovery())
+
+    async def gpu_inventory(self, refresh=False):
         if self.gpu_ids:
             return gpus.inventory_from_ids(self.gpu_ids)
-        if MLHubDockerSpawner._probed_gpus is None:
-            loop = asyncio.get_running_loop()
-            MLHubDockerSpawner._probed_gpus = await loop.run_in_executor(self.executor, gpus.probe_nvidia_smi)
-        return MLHubDockerSpawner._probed_gpus
+        return (await self.gpu_discovery.get(self, refresh=refresh)).gpus
 
-    async def _gpu_holders(self):
-        """``{gpu id: [containers]}`` from the labels of this hub's live containers (mine excluded)."""
+    async def gpu_holders(self, exclude_self=True):
+        """``{gpu id: ["user" or "user/server", ...]}`` from the labels of this hub's live containers."""
         live = await self.docker(
             "containers",
             all=True,
             filters={"label": [f"{naming.LABEL_ORIGIN}={self.hub_name}", naming.LABEL_GPUS]},
         )
         holders = [
-            (c["Names"][0].lstrip("/"), c["Labels"].get(naming.LABEL_GPUS))
+            (_holder(c["Labels"]), c["Labels"].get(naming.LABEL_GPUS))
             for c in live
             if c["State"] in ("running", "created", "restarting", "paused")
+            and not (exclude_self and c["Names"][0].lstrip("/") == self.object_name)
         ]
-        return gpus.gpus_in_use(holders, exclude=self.object_name)
+        return gpus.gpus_in_use(holders, await self.gpu_inventory())
 
     async def gpu_status(self):
-        in_use = await self._gpu_holders()
-        return [dict(vars(g), free=g.id not in in_use) for g in await self.gpu_inventory()]
+        status = gpus.status(await self.gpu_inventory(), await self.gpu_holders(exclude_self=False))
+        metrics.observe_gpus(self.hub_name, status)
+        return status
+
+    async def gpu_overview(self, refresh=False):
+        """For the admin page: each GPU with its holders, and how the inventory was found."""
+        inventory = await self.gpu_inventory(refresh=refresh)
+        status = gpus.status(inventory, await self.gpu_holders(exclude_self=False))
+        metrics.observe_gpus(self.hub_name, status)
+        if self.gpu_ids:
+            source = f"configured: c.MLHubDockerSpawner.gpu_ids / GPU_IDS = {','.join(self.gpu_ids)}"
+            return {"gpus": status, "source": source, "probed_at": None, "ok": True}
+        result = self.gpu_discovery.result
+        return {"gpus": status, "source": result.message, "probed_at": result.probed_at, "ok": result.ok}
+
+    @classmethod
+    async def discover_gpus_at_start(cls, config):
+        """Probe the engine's GPUs once at hub start (the log says what it found), without a user."""
+        spawner = cls(config=config)
+        try:
+            if not spawner.gpu_ids:
+                await spawner.gpu_inventory(refresh=True)
+            await spawner.gpu_status()
+        except (APIError, RequestException, OSError) as e:
+            spawner.log.warning("GPU discovery at hub start failed: %s", e)
 
     async def _allocate_gpus(self, request):
         """Concrete GPU ids for this start (call it holding ``_gpu_lock``)."""
@@ -315,7 +358,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             return gpus.allocate(
                 request,
                 await self.gpu_inventory(),
-                await self._gpu_holders(),
+                await self.gpu_holders(),
                 sharing=policy.gpu_sharing,
                 prefer=self.allocated_gpus,
             )
@@ -412,6 +455,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                     await self.docker("remove_volume", volume, force=True)
                 raise
         self.allocated_gpus = gpu_ids
+        if gpu_ids:
+            await self.gpu_status()  # the metrics see the GPUs taken
         ip, port = await self.get_ip_and_port()
         self.emit_progress(85, "Waiting for the workspace to answer")
         await self._wait_until_listening(ip, port)
@@ -581,6 +626,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     async def stop_object(self):
         if self.object_id:
             await super().stop_object()
+            if self.allocated_gpus:
+                await self.gpu_status()  # the metrics see the GPUs freed
 
     async def remove_object(self):
         if self.object_id:
@@ -684,6 +731,34 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         except NotFound:
             return False
         return image["Id"] != container["Image"]
+
+
+_background = set()
+
+
+def discover_gpus_at_hub_start(config):
+    """From ``jupyterhub_config.py``: probe the GPUs in the background if the spawner is ours (Docker)."""
+    spawner_class = config.JupyterHub.get("spawner_class", "")
+    if isinstance(spawner_class, str):
+        if spawner_class != "mlhub-docker":
+            return None
+        spawner_class = MLHubDockerSpawner
+    if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubDockerSpawner)):
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the config loaded outside the hub (e.g. a tool reading it)
+        return None
+    task = loop.create_task(spawner_class.discover_gpus_at_start(config))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def _holder(labels):
+    """``user`` or ``user/server`` of a workspace container's labels."""
+    user, server = labels.get(naming.LABEL_USER, "?"), labels.get(naming.LABEL_SERVER_NAME, "")
+    return f"{user}/{server}" if server else user
 
 
 def _with_host(url, host):
