@@ -446,7 +446,8 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_HUB_IMAGE",
-        "The hub image that make run starts and make images builds; also the image of the egress helper.",
+        "The hub image that make run starts and make images builds; also the image of the hub's helper "
+        "containers.",
         "make run, build scripts, Docker spawner",
         "mlhub:<version>",
         "host only: inside, the hub finds its image from its own container",

@@ -4,9 +4,12 @@
 # start: docker run -d --name $HUB_NAME -p ${MLHUB_PUBLIC_PORT:-8080}:8080 --sysctl net.ipv4.ip_forward=0 \
 #        -v /var/run/docker.sock:... \
 #        -v $HUB_NAME-data:/data [-v $MLHUB_USER_CONFIG:/resources/jupyterhub_user_config.py:ro]
-#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] + every ML Hub variable that is set (HUB_NAME, SSL_ENABLED, ...,
-#        MLHUB_ADMIN_PASSWORD), then waits until /hub/health answers and says how the admin logs in (the
-#        password generated at the first start, printed once). The data volume outlives the container.
+#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] -e NAME=value for every variable of
+#        `python3 -m mlhubspawner.settings passthrough` that is set (the registry settings.VARIABLES: HUB_NAME,
+#        SSL_ENABLED, GPU_IDS, ...; never host paths such as MLHUB_DATA_DIR nor what the image sets itself),
+#        secrets (`... by-name`: MLHUB_ADMIN_PASSWORD) as -e NAME only, then waits until /hub/health answers and
+#        says how the admin logs in (the password generated at the first start, printed once). The data volume
+#        outlives the container. Needs python3 (standard library only, no venv).
 # stop:  removes the container; the data volume and the running workspaces stay.
 set -euo pipefail
 
@@ -17,10 +20,11 @@ name="${HUB_NAME:-mlhub}"
 port="${MLHUB_PUBLIC_PORT:-8080}"
 scheme=http
 case "${SSL_ENABLED:-false}" in true|True|TRUE|1|yes|on) scheme=https ;; esac
-passthrough=(HUB_NAME EXECUTION_MODE SSL_ENABLED START_NGINX START_SSH START_JHUB START_CHP ADDITIONAL_ARGS
-             CLEANUP_INTERVAL_SECONDS CLEANUP_MIN_AGE_SECONDS CLEANUP_VOLUME_GRACE_SECONDS
-             MLHUB_IDLE_TIMEOUT_SECONDS MLHUB_PUBLIC_HOSTNAMES MLHUB_SSH_PUBLIC_HOST MLHUB_WORKSPACE_IMAGE
-             MLHUB_EGRESS_FIREWALL MLHUB_EGRESS_ALLOW_PRIVATE)
+
+# the variables to pass, from the registry in mlhubspawner/settings.py (one name a line)
+variables() {
+  (cd "$here" && PYTHONPATH="$here" python3 -m mlhubspawner.settings "$1")
+}
 
 state() { docker inspect --format '{{.State.Status}}' "$name" 2>/dev/null || true; }
 
@@ -40,6 +44,11 @@ admin_login() {
 }
 
 start() {
+  if ! command -v python3 >/dev/null; then
+    echo "run-hub.sh: python3 is missing (it reads the variables to pass from mlhubspawner/settings.py);" \
+      "install it, e.g. apt-get install -y python3" >&2
+    return 1
+  fi
   if [[ "$(state)" == running ]]; then
     if [[ "$(docker inspect --format '{{.Config.Image}}' "$name")" == "$image" ]]; then
       echo "ML Hub is already running (container $name) on $scheme://localhost:$port"
@@ -53,11 +62,20 @@ start() {
         -v /var/run/docker.sock:/var/run/docker.sock -v "$name-data:/data")
   [[ -s "${MLHUB_USER_CONFIG:-}" ]] && args+=(-v "$(realpath "$MLHUB_USER_CONFIG"):/resources/jupyterhub_user_config.py:ro")
   [[ -n "${MLHUB_SSL_DIR:-}" ]] && args+=(-v "$(realpath "$MLHUB_SSL_DIR"):/resources/ssl:ro")
-  for var in "${passthrough[@]}"; do
-    [[ -n "${!var+set}" ]] && args+=(-e "$var=${!var}")
+  local passthrough by_name var
+  passthrough=$(variables passthrough) && by_name=" $(variables by-name | tr '\n' ' ') " || {
+    echo "run-hub.sh: cannot read the variables to pass from mlhubspawner/settings.py (see above)" >&2
+    return 1
+  }
+  for var in $passthrough; do
+    [[ "$var" =~ ^[A-Z][A-Z0-9_]*$ ]] || { echo "run-hub.sh: bad variable name '$var'" >&2; return 1; }
+    if [[ "$by_name" == *" $var "* ]]; then
+      # a secret by name only: docker reads it from our environment (not shown in the host's process list)
+      [[ -n "${!var:-}" ]] && export "${var?}" && args+=(-e "$var")
+    else
+      [[ -n "${!var+set}" ]] && args+=(-e "$var=${!var}")
+    fi
   done
-  # the password by name only: docker reads it from our environment (not shown in the host's process list)
-  [[ -n "${MLHUB_ADMIN_PASSWORD:-}" ]] && export MLHUB_ADMIN_PASSWORD && args+=(-e MLHUB_ADMIN_PASSWORD)
   docker run "${args[@]}" "$image" >/dev/null
   for _ in $(seq 1 240); do
     if curl -fsSk -o /dev/null "$scheme://127.0.0.1:$port/hub/health" 2>/dev/null; then
