@@ -202,8 +202,8 @@ def load_settings(env=None):
 # --- every environment variable ML Hub reads -----------------------------------------------------
 
 _HUB_IMAGE = "set by the hub image"
-_CHART = "Kubernetes: the helm chart sets it"
-_BUILD = "host only: the build and test scripts"
+_CHART = "the helm chart sets it"
+_BUILD = "read on the host only, by the build and test scripts"
 
 
 @dataclass(frozen=True)
@@ -227,19 +227,19 @@ VARIABLES = (
     Variable(
         "HUB_NAME",
         "DNS-safe name of this hub (1-20 lower-case letters, digits, single hyphens): prefix of every resource "
-        "name and value of the mlhub.origin label; make run names its container and data volume after it.",
+        "name and value of the `mlhub.origin` label; `make run` names its container and data volume after it.",
         "hub, spawners, cleanup service, make run",
         "mlhub",
     ),
     Variable(
         "EXECUTION_MODE",
-        "docker (alias local) or k8s (alias kubernetes): picks the spawner and the cleanup backend.",
+        "`docker` (alias `local`) or `k8s` (alias `kubernetes`): picks the spawner and the cleanup backend.",
         "hub, cleanup service",
         "docker",
     ),
     Variable(
         "CLEANUP_INTERVAL_SECONDS",
-        "Period of the automatic cleanup sweeps (-1 = off; the REST API still works).",
+        "Period of the automatic cleanup sweeps (`-1` = off; the REST API still works).",
         "hub, cleanup service",
         "3600",
     ),
@@ -257,8 +257,8 @@ VARIABLES = (
     ),
     Variable(
         "SSL_ENABLED",
-        "Hub image: TLS on the public port (a self-signed certificate unless /resources/ssl holds "
-        "cert.crt and cert.key).",
+        "Hub image: TLS on the public port (a self-signed certificate unless `/resources/ssl` holds "
+        "`cert.crt` and `cert.key`).",
         "hub image, make run",
         "false",
     ),
@@ -278,7 +278,7 @@ VARIABLES = (
     ),
     Variable(
         "ADDITIONAL_ARGS",
-        "Hub image: extra arguments (shell-quoted) for configurable-http-proxy when START_CHP=true.",
+        "Hub image: extra arguments (shell-quoted) for configurable-http-proxy when `START_CHP=true`.",
         "hub image",
     ),
     Variable(
@@ -288,19 +288,19 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_SSH_PUBLIC_HOST",
-        "host[:port] at which users' SSH clients reach the public port (the ProxyJump of generated ssh "
+        "`host[:port]` at which users' SSH clients reach the public port (the ProxyJump of generated ssh "
         "configs); unset: the Host header of each request.",
         "hub",
     ),
     Variable(
         "MLHUB_WORKSPACE_IMAGE",
-        "The default workspace image (built by make images).",
+        "The default workspace image (built by `make images`).",
         "hub, build scripts",
         "mlhub-workspace:<version>",
     ),
     Variable(
         "MLHUB_IDLE_TIMEOUT_SECONDS",
-        "Stop servers idle for longer than this (at least 10; 0 = no idle culling).",
+        "Stop servers idle for longer than this (at least 10; `0` = no idle culling).",
         "hub",
         "86400",
     ),
@@ -320,14 +320,14 @@ VARIABLES = (
     ),
     Variable(
         "GPU_IDS",
-        "Docker: the GPUs workspaces may get, comma-separated indices or UUIDs (0,1); overrides discovery "
+        "Docker: the GPUs workspaces may get, comma-separated indices or UUIDs (`0,1`); overrides discovery "
         "with nvidia-smi (a remote engine, or a hub without GPU access).",
         "Docker spawner",
     ),
     Variable(
         "MLHUB_ADMIN_PASSWORD",
         "The admin account's password (12+ characters), set at every start; unset: generated at the first "
-        "start, kept in the data directory (admin-password, 0600) and logged once.",
+        "start, kept in the data directory (`admin-password`, 0600) and logged once.",
         "hub, make run",
         by_name=True,
     ),
@@ -337,7 +337,7 @@ VARIABLES = (
         "The hub's database, cookie secret, tokens, SSH host keys and certificates.",
         "hub, hub image, cleanup service",
         "/data",
-        f"{_HUB_IMAGE} (/data, the volume <HUB_NAME>-data); the Makefile's value is a host path for make run-dev",
+        f"{_HUB_IMAGE} (`/data`, the volume `<HUB_NAME>-data`); the Makefile's value is a host path, for `make run-dev`",
     ),
     Variable(
         "MLHUB_IP",
@@ -347,10 +347,10 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_PORT",
-        "Public port of the proxy (make run-dev).",
+        "Public port of the proxy (`make run-dev`).",
         "hub, make run-dev",
         "8080",
-        f"{_HUB_IMAGE}; make run publishes MLHUB_PUBLIC_PORT",
+        f"{_HUB_IMAGE}; `make run` publishes `MLHUB_PUBLIC_PORT`",
     ),
     Variable(
         "MLHUB_HUB_PORT",
@@ -362,10 +362,10 @@ VARIABLES = (
     Variable("MLHUB_PROXY_API_PORT", "Loopback port of the proxy's API.", "hub", "8001", _HUB_IMAGE),
     Variable(
         "MLHUB_HUB_ADDRESS",
-        "How workspaces reach the hub API: gateway (the hub on the Docker host, make run-dev) or a host name.",
+        "How workspaces reach the hub API: `gateway` (the hub on the Docker host, `make run-dev`) or a host name.",
         "hub",
         "gateway",
-        f"{_HUB_IMAGE} (to HUB_NAME)",
+        f"{_HUB_IMAGE} (to `HUB_NAME`)",
     ),
     Variable(
         "MLHUB_HUB_CONTAINER",
@@ -375,7 +375,7 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_BEHIND_FRONT",
-        "The proxy sits behind nginx, which sets the X-Forwarded-* headers.",
+        "The proxy sits behind nginx, which sets the `X-Forwarded-*` headers.",
         "hub",
         "false",
         _HUB_IMAGE,
@@ -390,7 +390,7 @@ VARIABLES = (
     # Kubernetes: the chart sets these
     Variable(
         "MLHUB_HUB_SERVICE_URL",
-        "Hub image in the chart's proxy pod: the hub's Service (http://host:port) that nginx, the proxy and "
+        "Hub image in the chart's proxy pod: the hub's Service (`http://host:port`) that nginx, the proxy and "
         "the SSH key lookup reach.",
         "hub image",
         not_passed=_CHART,
@@ -410,7 +410,7 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_SSH_HOST_KEYS_DIR",
-        "Hub image: a directory of ssh_host_*_key files for the SSH front; unset: generated once in the data "
+        "Hub image: a directory of `ssh_host_*_key` files for the SSH front; unset: generated once in the data "
         "directory.",
         "hub image",
         not_passed=f"{_CHART} (a mounted Secret)",
@@ -425,64 +425,64 @@ VARIABLES = (
     # make run itself, on the host
     Variable(
         "MLHUB_PUBLIC_PORT",
-        "make run: the host port on which the hub container's public port is published.",
+        "`make run`: the host port on which the hub container's public port is published.",
         "make run",
         "8080",
-        "host only: make run publishes it (-p PORT:8080)",
+        "read on the host only: `make run` publishes this port (`-p PORT:8080`)",
     ),
     Variable(
         "MLHUB_USER_CONFIG",
         "Your JupyterHub config file, loaded last (it wins).",
         "hub, make run",
         "/resources/jupyterhub_user_config.py",
-        "a host path: make run mounts the file (when not empty) at /resources/jupyterhub_user_config.py",
+        "a host path: `make run` mounts the file (when not empty) at `/resources/jupyterhub_user_config.py`",
     ),
     Variable(
         "MLHUB_SSL_DIR",
-        "The directory holding cert.crt and cert.key for SSL_ENABLED.",
+        "The directory holding `cert.crt` and `cert.key` for `SSL_ENABLED`.",
         "hub image, make run",
         "/resources/ssl",
-        "a host path: make run mounts it at /resources/ssl",
+        "a host path: `make run` mounts it at `/resources/ssl`",
     ),
     Variable(
         "MLHUB_HUB_IMAGE",
-        "The hub image that make run starts and make images builds; also the image of the hub's helper "
+        "The hub image that `make run` starts and `make images` builds; also the image of the hub's helper "
         "containers.",
         "make run, build scripts, Docker spawner",
         "mlhub:<version>",
-        "host only: inside, the hub finds its image from its own container",
+        "read on the host only: inside, the hub finds its image from its own container",
     ),
     # building and testing on the host
     Variable(
         "MLHUB_STATE_DIR",
-        "Developer state on the host: engine log, helm, wheel cache, make run-dev's log and pid.",
+        "Developer state on the host: engine log, helm, wheel cache, `make run-dev`'s log and pid.",
         "Makefile, scripts",
         ".mlhub",
-        f"{_BUILD} (a host path)",
+        "a host path, read by the Makefile and the scripts on the host",
     ),
     Variable(
         "MLHUB_VERSION",
-        "The version label of the images make images builds.",
+        "The version label of the images `make images` builds.",
         "build scripts",
         "<version>",
         f"{_BUILD}; the hub image sets its own",
     ),
     Variable(
         "MLHUB_FORCE_BUILD",
-        "make images: 1 rebuilds images whose content hash is unchanged.",
+        "`make images`: `1` rebuilds images whose content hash is unchanged.",
         "build scripts",
         not_passed=_BUILD,
     ),
     Variable(
         "MLHUB_UPSTREAM_BASE",
-        "make images: an upstream base image (e.g. debian:bookworm) instead of one built offline with "
+        "`make images`: an upstream base image (e.g. `debian:bookworm`) instead of one built offline with "
         "mmdebstrap.",
         "build scripts",
         not_passed=_BUILD,
     ),
     Variable(
         "MLHUB_GPU_STANDIN",
-        "make test: 1 starts dockerd with a stand-in NVIDIA hook, so the engine accepts GPU requests "
+        "`make test`: `1` starts dockerd with a stand-in NVIDIA hook, so the engine accepts GPU requests "
         "without GPUs.",
         "ensure-docker.sh",
         not_passed=_BUILD,
@@ -506,10 +506,10 @@ def _cell(text):
 
 def markdown_table():
     """The README's table of environment variables, generated from :data:`VARIABLES`."""
-    lines = ["| Variable | Default | Meaning | `make run` |", "|---|---|---|---|"]
+    lines = ["| Variable | Default | Meaning | Passed by `make run` |", "|---|---|---|---|"]
     for v in VARIABLES:
         default = f"`{v.default}`" if v.default else "—"
-        make_run = ("passed by name only" if v.by_name else "passed") if v.passed else f"no: {v.not_passed}"
+        make_run = ("yes, by name only" if v.by_name else "yes") if v.passed else f"no: {v.not_passed}"
         lines.append(f"| `{v.name}` | {_cell(default)} | {_cell(v.help)} | {_cell(make_run)} |")
     return "\n".join(lines) + "\n"
 

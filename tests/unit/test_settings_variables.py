@@ -269,3 +269,31 @@ def test_make_run_without_python3_says_so(tmp_path):
     assert result.returncode != 0
     assert "python3" in result.stderr
     assert not [c for c in calls if c["argv"][:1] == ["run"]]
+
+
+# --- the README's table ------------------------------------------------------------------------
+
+README_MARKER = "<!-- generated: python3 -m mlhubspawner.settings table -->"
+
+
+def test_generated_table_has_one_row_per_variable():
+    rows = settings.markdown_table().splitlines()[2:]
+    assert len(rows) == len(settings.VARIABLES)
+    for row, v in zip(rows, settings.VARIABLES, strict=True):
+        cells = re.split(r"(?<!\\)\|", row)[1:-1]
+        assert len(cells) == 4, row
+        assert cells[0].strip() == f"`{v.name}`"
+        assert cells[3].strip().startswith("yes" if v.passed else "no: ")
+
+
+def test_readme_table_matches_the_registry():
+    section = (ROOT / "README.md").read_text().split("### Environment variables", 1)[1].split("\n#", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table, "README.md: no table under ### Environment variables"
+    if README_MARKER in section:
+        assert "\n".join(table) + "\n" == settings.markdown_table(), (
+            "regenerate: python3 -m mlhubspawner.settings table"
+        )
+    else:  # a hand-written table: at least every variable it names is a real one
+        named = {n for row in table[2:] for n in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+        assert named and named <= set(REGISTRY), named - set(REGISTRY)
