@@ -13,7 +13,7 @@ from pathlib import Path
 import nativeauthenticator
 from jupyterhub.roles import get_default_roles
 
-from mlhubspawner import chart_values, lifetime_api, sshkeys, sshkeys_api, ui, update_api
+from mlhubspawner import chart_values, gpus_api, lifetime_api, sshkeys, sshkeys_api, ui, update_api
 from mlhubspawner._version import __version__
 from mlhubspawner.docker.spawner import discover_gpus_at_hub_start
 from mlhubspawner.settings import SettingsError, load_settings
@@ -115,7 +115,7 @@ c.JupyterHub.extra_handlers = lifetime_api.handlers + sshkeys_api.make_handlers(
     ssh_key_store, ssh_public_host
 )
 # the pages: /hub/mlhub/admin, /hub/mlhub/ssh-keys, /hub/mlhub/static/...
-c.JupyterHub.extra_handlers += ui.make_handlers(ssh_key_store) + update_api.handlers
+c.JupyterHub.extra_handlers += ui.make_handlers(ssh_key_store) + update_api.handlers + gpus_api.handlers
 
 # --- services: cleanup (expired and orphaned workspaces) and idle culling -----------------
 # Add services of your own with c.JupyterHub.services.append(...) and c.JupyterHub.load_roles.append(...):

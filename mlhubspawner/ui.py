@@ -18,6 +18,7 @@ from urllib.parse import quote
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
+from .gpus_api import gpu_overview, hub_gpu_source
 from .sshkeys_api import key_model, user_created
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,8 +127,11 @@ def workspace_row(
     prefix="/",
     now=None,
     show_env_values=True,
+    gpu_devices=(),
 ):
     """One workspace as the pages show it: plain, JSON-friendly values (no markup).
+
+    ``gpu_devices``: what the running workspace holds, e.g. ``["GPU 2: NVIDIA A100-SXM4-80GB, 80 GB"]``.
 
     ``options`` is the last start's options (``WorkspaceOptions.to_dict()`` or the raw
     ``user_options``), or None when the workspace never started. ``show_env_values`` is for the
@@ -157,6 +161,7 @@ def workspace_row(
         "image": options.get("image") or "",
         "resources": format_resources(options) if options else "",
         "gpus": str(gpus) if gpus else "none",
+        "gpu_devices": list(gpu_devices),
         "lifetime": format_remaining(expiration, now) if options else "",
         "has_lifetime": bool(expiration),
         "expires": format_time(expiration) if expiration else "never",
@@ -199,6 +204,7 @@ def spawner_row(user, spawner, hub_url, prefix, now=None, viewer=None):
         prefix=prefix,
         now=now,
         show_env_values=viewer is None or viewer == user.name,
+        gpu_devices=spawner.held_gpus() if spawner.active and hasattr(spawner, "held_gpus") else (),
     )
 
 
@@ -240,10 +246,13 @@ class MLHubAdminHandler(BaseHandler):
         rows = []
         for user in users:
             rows.extend(user_rows(user, self.hub.base_url, self.base_url, viewer=self.current_user.name))
+        gpus = await gpu_overview(hub_gpu_source(self.settings, self.current_user))
         html = await self.render_template(
             "mlhub_admin.html",
             rows=rows,
             user_names=[user.name for user in users],
+            gpus=gpus,
+            gpus_probed=format_time(gpus["probed_at"]) if gpus["probed_at"] else "",
         )
         self.finish(html)
 

@@ -327,6 +327,15 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         metrics.observe_gpus(self.hub_name, status)
         return status
 
+    def held_gpus(self):
+        """What this workspace's GPUs are, as users see them (from the cached inventory; no I/O)."""
+        if self.gpu_ids:
+            inventory = gpus.inventory_from_ids(self.gpu_ids)
+        else:
+            result = self.gpu_discovery.result
+            inventory = result.gpus if result is not None else []
+        return [(gpus.resolve(ref, inventory) or gpus.GPU("", ref)).describe() for ref in self.allocated_gpus]
+
     async def gpu_overview(self, refresh=False):
         """For the admin page: each GPU with its holders, and how the inventory was found."""
         inventory = await self.gpu_inventory(refresh=refresh)

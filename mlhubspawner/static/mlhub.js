@@ -361,6 +361,26 @@
     }
   }
 
+  // admin page: probe the engine for GPUs again, then show the new inventory
+  function initGpuRefresh() {
+    var button = document.getElementById("mlhub-gpus-refresh");
+    if (!button) {
+      return;
+    }
+    button.addEventListener("click", function () {
+      disable(button);
+      api("POST", button.getAttribute("data-api")).then(
+        function () {
+          window.location.reload();
+        },
+        function (error) {
+          button.disabled = false;
+          showError("Could not look for GPUs: " + error.message);
+        },
+      );
+    });
+  }
+
   // --- SSH keys page ------------------------------------------------------------------------------
   function renderKeys(list, keys) {
     while (list.firstChild) {
@@ -544,6 +564,7 @@
     initWorkspaces();
     initNewWorkspace();
     initAdminCreate();
+    initGpuRefresh();
     initSSHKeys();
   }
 

@@ -108,7 +108,9 @@ def _render(name, **ns):
         status="running",
         options={"image": "img:1", "env": {"X": PAYLOAD}},
         now=NOW,
+        gpu_devices=[PAYLOAD],
     )
+    gpu = {"index": "0", "uuid": PAYLOAD, "name": PAYLOAD, "memory_mb": 1024, "free": False, "holders": [PAYLOAD]}
     user = types.SimpleNamespace(
         name="ann", admin=True, escaped_name="ann", json_escaped_name="ann", spawner=types.SimpleNamespace()
     )
@@ -129,6 +131,8 @@ def _render(name, **ns):
         named_server_limit_per_user=0,
         rows=[row],
         user_names=["ann", PAYLOAD],
+        gpus={"gpus": [gpu], "source": PAYLOAD, "probed_at": None, "ok": True},
+        gpus_probed="",
     )
     base_ns.update(ns)
     return asyncio.run(_env().get_template(name).render_async(**base_ns))
