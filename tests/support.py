@@ -19,6 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 LABEL_ORIGIN = "mlhub.origin"
 
 
+# the GPU stand-in's fake inventory (resources/gpu-standin): [index, uuid, name, memory MiB] per GPU
+STANDIN_GPUS = [
+    line.split(", ")
+    for line in (REPO / "resources" / "gpu-standin" / "inventory.csv").read_text().splitlines()
+    if line.strip()
+]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,7 +145,8 @@ TEST_SERVICE_CONFIG = (
     "c.JupyterHub.load_roles.append({{'name': 'tests', 'services': ['tests'], 'scopes': "
     "['admin:users', 'admin:servers', 'servers', 'list:users', 'read:users', 'admin:server_state', "
     "'admin:auth_state', 'tokens', 'access:servers', 'access:services', "
-    "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write', 'list:services', 'read:services']}})\n"
+    "'custom:mlhub-cleanup:read', 'custom:mlhub-cleanup:write', 'list:services', 'read:services', "
+    "'read:metrics']}})\n"
 )
 
 
