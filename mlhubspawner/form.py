@@ -34,6 +34,7 @@ def form_values(policy, last=None):
         "env": "\n".join(f"{k}={v}" for k, v in (last.env if last else {}).items()),
         "is_mount_volume": last.mount_volume if last else True,
         "gpus": last.gpus if last else "",
+        "gpu_type": last.gpu_type if last else "",
     }
 
 
@@ -41,17 +42,35 @@ def submitted_values(raw):
     """Field values from submitted (refused) options, to show them again next to the error."""
     values = {
         key: str(raw.get(key) or "")
-        for key in ("image", "cpu_limit", "mem_limit", "shm_size", "days_to_live", "gpus")
+        for key in ("image", "cpu_limit", "mem_limit", "shm_size", "days_to_live", "gpus", "gpu_type")
     }
     values["env"] = raw.get("env") if isinstance(raw.get("env"), str) else ""
     values["is_mount_volume"] = bool(raw.get("is_mount_volume"))
     return values
 
 
+def gpu_type_choices(policy):
+    """``[(value, label)]`` of the form's GPU type select: ``""`` (the default resource, any model) first.
+
+    The first resource by its own name is left out (it is ``""``). Empty without types (Docker).
+    """
+    choices = []
+    first = policy.gpu_type("")
+    for gpu_type in policy.gpu_types or ():
+        if gpu_type.name == "":
+            choices.append(("", f"{gpu_type.resource} (any model)"))
+        elif not (gpu_type.resource == first.resource and not gpu_type.product):
+            model = gpu_type.product or "any model"
+            choices.append((gpu_type.name, f"{gpu_type.resource} · {model}"))
+    return choices
+
+
 def render_options_form(policy, values, error=None, gpus=()):
     """HTML of the options form; ``error`` is an OptionsError shown next to its field.
 
-    ``gpus``: dicts with ``id``, ``name``, ``memory_mb`` and ``free``, listed under the GPU field.
+    ``gpus`` (the spawner's ``gpu_status()``), listed under the GPU field: one dict per GPU (``id``,
+    ``index``, ``uuid``, ``name``, ``memory_mb``, ``free``) or per pool (``"kind": "pool"``, ``type``,
+    ``resource``, ``product``, ``memory_mb``, ``total``, ``free``, ``per_node``).
     """
     return (
         _environment()
@@ -64,6 +83,9 @@ def render_options_form(policy, values, error=None, gpus=()):
             max_memory=format_size(policy.max_memory) if policy.max_memory else "",
             error_field=error.field if error else None,
             error_message=error.message if error else None,
-            gpus=gpus,
+            gpus=[g for g in gpus if g.get("kind") != "pool"],
+            gpu_pools=[g for g in gpus if g.get("kind") == "pool"],
+            gpu_types=gpu_type_choices(policy),
+            kubernetes=policy.gpu_types is not None,
         )
     )

@@ -26,6 +26,7 @@ REST_KEYS = (
     "cpu_limit",
     "mem_limit",
     "gpus",
+    "gpu_type",
     "shm_size",
     "env",
     "days_to_live",
@@ -60,6 +61,7 @@ class WorkspaceOptions:
     days_to_live: float | None = None
     mount_volume: bool = True
     gpus: str = ""
+    gpu_type: str = ""
     update: bool = False
 
     def to_dict(self):
@@ -216,6 +218,67 @@ def parse_gpus(value, policy):
     return text
 
 
+# an extended resource (Kubernetes): <DNS subdomain>/<name>, outside the kubernetes.io domain
+_DNS_SUBDOMAIN = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_EXTENDED_RESOURCE = re.compile(rf"({_DNS_SUBDOMAIN})/{_NAME}")
+# a GPU type: <resource>[:<product>], the product a label value (GPU Feature Discovery's nvidia.com/gpu.product)
+_GPU_TYPE = re.compile(rf"{_DNS_SUBDOMAIN}/{_NAME}(?::{_NAME})?")
+MAX_GPU_TYPE_LENGTH = 253 + 1 + 63 + 1 + 63
+
+
+def is_extended_resource(name):
+    """Whether ``name`` is a Kubernetes extended resource name such as ``nvidia.com/mig-1g.5gb``.
+
+    ``cpu``, ``memory``, ``kubernetes.io/...`` and ``requests.*`` are not (native or quota names).
+    """
+    if not isinstance(name, str) or len(name) > 253 + 1 + 63:
+        return False
+    match = _EXTENDED_RESOURCE.fullmatch(name)
+    if not match or len(match.group(1)) > 253 or name.startswith("requests."):
+        return False
+    domain = match.group(1)
+    return domain != "kubernetes.io" and not domain.endswith(".kubernetes.io")
+
+
+def gpu_type_name(resource, product=""):
+    """The ``gpu_type`` value of GPUs of ``resource``, of one ``product`` if given: ``<resource>:<product>``."""
+    return f"{resource}:{product}" if product else resource
+
+
+def parse_gpu_type(value, count, policy):
+    """The ``gpu_type`` option: ``""`` (the default type) or the name of a type the policy offers.
+
+    ``count`` is the number of GPUs asked for: it must fit on one node of that type. Without GPUs the
+    type is checked, then dropped (``""``). A backend without types (Docker) refuses any other value.
+    """
+    if value is None or isinstance(value, str) and not value.strip():
+        name = ""
+    elif isinstance(value, str):
+        name = value.strip()
+    else:
+        raise OptionsError("gpu_type", f"expected the name of a GPU type, got {value!r}")
+    if name and policy.gpu_types is None:
+        raise OptionsError("gpu_type", "GPU types can only be chosen on Kubernetes")
+    if policy.gpu_types is None:
+        return ""
+    gpu_type = policy.gpu_type(name)
+    if gpu_type is None:
+        shown = name if len(name) <= 80 else name[:80] + "…"
+        if len(name) > MAX_GPU_TYPE_LENGTH or not _GPU_TYPE.fullmatch(name):
+            raise OptionsError(
+                "gpu_type", f"{shown!r} is not a GPU type (<resource> or <resource>:<product>)"
+            )
+        offered = ", ".join(t.name for t in policy.gpu_types if t.name) or "none"
+        raise OptionsError("gpu_type", f"{shown!r} is not offered on this hub (offered: {offered})")
+    if count and gpu_type.max_count is not None and count > gpu_type.max_count:
+        what = gpu_type.name or gpu_type.resource
+        raise OptionsError(
+            "gpus", f"at most {gpu_type.max_count} GPUs of type {what} on one node (a workspace runs on one)"
+        )
+    return name if count else ""
+
+
 def _given(raw, key):
     value = raw.get(key)
     return value is not None and not (isinstance(value, str) and not value.strip())
@@ -273,6 +336,8 @@ def parse_options(raw, policy):
     env = parse_env(raw["env"], policy.reserved_env_names) if _given(raw, "env") else {}
     mount = parse_bool(raw["is_mount_volume"], "is_mount_volume") if _given(raw, "is_mount_volume") else True
     update = parse_bool(raw["update"], "update") if _given(raw, "update") else False
+    gpus = parse_gpus(raw.get("gpus"), policy)
+    gpu_type = parse_gpu_type(raw.get("gpu_type"), gpu_count(gpus, policy), policy)
     return WorkspaceOptions(
         image=image,
         cpu_limit=cpu,
@@ -281,7 +346,8 @@ def parse_options(raw, policy):
         env=env,
         days_to_live=days,
         mount_volume=mount,
-        gpus=parse_gpus(raw.get("gpus"), policy),
+        gpus=gpus,
+        gpu_type=gpu_type,
         update=update,
     )
 
@@ -298,7 +364,7 @@ def form_to_options(form):
     image = first("custom_image") if custom else first("defined_image")
     if image:
         options["image"] = image
-    for key in ("cpu_limit", "mem_limit", "gpus", "shm_size", "days_to_live"):
+    for key in ("cpu_limit", "mem_limit", "gpus", "gpu_type", "shm_size", "days_to_live"):
         if first(key):
             options[key] = first(key)
     env = (form.get("env") or [""])[0]
@@ -320,7 +386,7 @@ def gpu_count(gpus, policy):
 def check_quota(requested, running, policy):
     """Refuse a start that would push the user over their quota.
 
-    ``running`` holds the options of the user's other active workspaces.
+    ``running`` holds the options of the user's other active workspaces. GPUs of every type count.
     """
     if policy.max_servers_per_user is not None and len(running) + 1 > policy.max_servers_per_user:
         raise OptionsError("quota", f"at most {policy.max_servers_per_user} running workspaces per user")

@@ -34,6 +34,41 @@ DEFAULT_RESERVED_ENV = [
 
 
 @dataclass(frozen=True)
+class GPUType:
+    """A kind of GPU a workspace may ask for by name (the ``gpu_type`` option; Kubernetes only).
+
+    ``name`` is the option's value: ``""`` (the default), ``<resource>`` or ``<resource>:<product>``.
+    ``max_count`` is the most one workspace can get (one node's allocatable); ``None``: unknown.
+    """
+
+    name: str
+    resource: str
+    product: str = ""
+    max_count: int | None = None
+
+
+class GPUTypes(tuple):
+    """What ``gpu_inventory()`` returns on a backend whose GPUs are chosen by type (Kubernetes).
+
+    A tuple of :class:`GPUType`; a plain list from ``gpu_inventory()`` holds GPUs of one engine instead.
+    """
+
+
+def gpu_limits(inventory):
+    """``(gpu_count, gpu_types)`` for :meth:`WorkspacePolicy.policy` from a backend's ``gpu_inventory()``.
+
+    ``None`` (unknown): ``(None, None)``. GPUs of one engine (a list): their number, no types. :class:`GPUTypes`:
+    the most one workspace can get of any type (``None`` when one is unknown), and the types.
+    """
+    if inventory is None:
+        return None, None
+    if isinstance(inventory, GPUTypes):
+        counts = [t.max_count for t in inventory]
+        return (None if None in counts else max(counts, default=0)), tuple(inventory)
+    return len(inventory), None
+
+
+@dataclass(frozen=True)
 class Policy:
     """A frozen snapshot of the policy; sizes in bytes, CPUs in cores, ``None`` = no limit."""
 
@@ -59,6 +94,12 @@ class Policy:
     max_total_memory_per_user: int | None = None
     host_cpus: float | None = None
     host_memory: int | None = None
+    # the GPU types workspaces may choose (GPUType, the default "" first); None: the backend has none (Docker)
+    gpu_types: tuple | None = None
+
+    def gpu_type(self, name):
+        """The offered :class:`GPUType` called ``name``, or None."""
+        return next((t for t in self.gpu_types or () if t.name == name), None)
 
 
 def _positive_or_none(value):
@@ -220,8 +261,12 @@ class WorkspacePolicy(Configurable):
         """The images of the form: the default first, then ``workspace_images``, no repeats."""
         return tuple(dict.fromkeys([default_image, *self.workspace_images]))
 
-    def policy(self, default_image, host_cpus=None, host_memory=None, gpu_count=None):
-        """Freeze the current settings (after group overrides) into a :class:`Policy`."""
+    def policy(self, default_image, host_cpus=None, host_memory=None, gpu_count=None, gpu_types=None):
+        """Freeze the current settings (after group overrides) into a :class:`Policy`.
+
+        ``gpu_count`` caps ``max_gpus`` (the GPUs one workspace can get); ``gpu_types`` are the offered
+        :class:`GPUType` (``None``: the backend has no types). See :func:`gpu_limits`.
+        """
         return Policy(
             default_image=default_image,
             images=self.offered_images(default_image),
@@ -248,4 +293,5 @@ class WorkspacePolicy(Configurable):
             max_total_memory_per_user=self.max_total_mem_per_user,
             host_cpus=host_cpus,
             host_memory=host_memory,
+            gpu_types=None if gpu_types is None else tuple(gpu_types),
         )

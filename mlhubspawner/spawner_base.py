@@ -25,7 +25,7 @@ from .options import (
     parse_days_to_live,
     parse_options,
 )
-from .policy import WorkspacePolicy
+from .policy import WorkspacePolicy, gpu_limits
 
 STATE_KEY = "mlhub"
 
@@ -189,11 +189,21 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         return None, None
 
     async def gpu_status(self):
-        """GPUs for the form: dicts with ``id``, ``name``, ``memory_mb`` and ``free``."""
+        """GPUs for the form, as dicts.
+
+        One per GPU (Docker): ``id``, ``index``, ``uuid``, ``name``, ``memory_mb``, ``free``, ``holders``.
+        One per pool (Kubernetes, ``"kind": "pool"``): ``type``, ``resource``, ``product``, ``memory_mb``,
+        ``total``, ``free``, ``per_node`` (see ``mlhubspawner.kubernetes.gpus.pool_status``).
+        """
         return []
 
     async def gpu_inventory(self):
-        """The GPUs workspaces may use (``mlhubspawner.gpus.GPU``), or ``None`` if unknown."""
+        """The GPUs workspaces may use, or ``None`` if unknown.
+
+        A list of ``mlhubspawner.gpus.GPU`` (one engine: a workspace may get them all), or a
+        :class:`~mlhubspawner.policy.GPUTypes` (GPUs chosen by type, each with the most one workspace
+        can get: one node's). :meth:`current_policy` caps ``max_gpus`` accordingly.
+        """
         return None
 
     def default_image(self):
@@ -206,10 +216,12 @@ class MLHubSpawnerMixin(WorkspacePolicy):
     # ---- policy and options ---------------------------------------------------------------
 
     async def current_policy(self):
+        """The policy now: the admin's settings capped by the host and by the GPUs one workspace can get."""
         cpus, memory = await self.host_resources()
-        inventory = await self.gpu_inventory()
-        gpu_count = None if inventory is None else len(inventory)
-        return self.policy(self.default_image(), host_cpus=cpus, host_memory=memory, gpu_count=gpu_count)
+        gpu_count, gpu_types = gpu_limits(await self.gpu_inventory())
+        return self.policy(
+            self.default_image(), host_cpus=cpus, host_memory=memory, gpu_count=gpu_count, gpu_types=gpu_types
+        )
 
     @default("options_form")
     def _default_options_form(self):

@@ -7,7 +7,8 @@ refused with 422 Invalid and recorded in ``FakeKubernetes.rejected``).
 
 What it does NOT prove: nothing runs. There are no containers, images, networks, volumes, DNS or
 admission webhooks; RBAC only when a test asks for it (``enforce_role``: one Role, e.g. the chart's, bound
-to every caller; anything it does not grant is 403 Forbidden with a real server's message). A "fake kubelet" marks pods Running (with a pod IP from 10.244.0.0/16, Ready
+to every caller, and optionally one ClusterRole's rules, which alone grant cluster-scoped resources such as
+nodes; anything they do not grant is 403 Forbidden with a real server's message). A "fake kubelet" marks pods Running (with a pod IP from 10.244.0.0/16, Ready
 conditions and Events) after ``pod_start_seconds``; fake controllers make Deployments/ReplicaSets/
 StatefulSets/DaemonSets/Jobs report themselves ready, bind PVCs and give Services a clusterIP. It is not an
 end-to-end test of pods: a workspace image that crashes on a real cluster is "Running" here.
@@ -45,8 +46,13 @@ Speaks (HTTP, no TLS, any or no bearer token is accepted) on ``http://127.0.0.1:
 - request bodies are JSON; protobuf (what client-go's typed clientset sends, e.g. helm's release Secrets)
   is decoded for Secret, ConfigMap and DeleteOptions only (others: 415). Responses are always JSON.
 
-Fake kubelet and controllers (asyncio tasks on the server's loop): a new pod is scheduled to node
-``fake-node`` at once (event Scheduled), and after ``pod_start_seconds`` becomes Running and Ready with
+Nodes: ``fake-node`` (no GPUs) exists from the start; ``add_node`` adds more (allocatable such as
+``{"nvidia.com/gpu": "4"}``, labels, not Ready, cordoned), and ``GET /api/v1/nodes`` lists them all.
+
+Fake kubelet and controllers (asyncio tasks on the server's loop): a new pod is scheduled at once (event
+Scheduled) to the first Ready, uncordoned node (by name) whose labels match its ``nodeSelector`` and whose
+allocatable extended resources (``nvidia.com/gpu``...) cover its containers' limits (other pods' use and taints
+are not counted), else to ``fake-node``: nothing is ever left Pending, and after ``pod_start_seconds`` becomes Running and Ready with
 ``podIP``/``hostIP``/``containerStatuses`` (events Pulled/Created/Started) or, if ``fail_pods(pod)`` returns
 a reason, Failed (container terminated with exit code 1, Warning event). ``pod_exit(pod)`` may return an
 exit code to end a running pod ``pod_start_seconds`` later (default: helm test hooks exit 0). A gracefully
@@ -810,6 +816,7 @@ class FakeKubernetes:
         # RBAC: None = everything allowed; else the rules of the one Role bound to every caller, in
         # ``role_namespace`` (see enforce_role); refused requests are recorded in ``forbidden``
         self.role_rules: list[dict] | None = None
+        self.cluster_role_rules: list[dict] = []
         self.role_namespace = ""
         self.role_subject = "system:serviceaccount:default:default"
         self.forbidden: list[str] = []
@@ -825,6 +832,7 @@ class FakeKubernetes:
         self._terminating: set[str] = set()  # uids of pods in their grace period
         self._tasks: set[asyncio.Task] = set()
         self._pod_ips = 0
+        self._nodes = 0
         self._service_ips = 0
         self._lb_ips = 0
         self._node_ports = 30000
@@ -834,7 +842,12 @@ class FakeKubernetes:
         self._stopping = False
         for ns in DEFAULT_NAMESPACES:
             self._create(resource_type("namespaces"), None, {"metadata": {"name": ns}}, validate=False)
-        self._create(resource_type("nodes"), None, self._node_manifest(), validate=False)
+        node = self._node_manifest()
+        status = node.pop("status")
+        node = self._create(resource_type("nodes"), None, node, validate=False)
+        self._update(
+            resource_type("nodes"), None, NODE_NAME, {**node, "status": status}, "status", validate=False
+        )
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -1446,13 +1459,58 @@ class FakeKubernetes:
         self._pod_ips += 1
         return str(POD_CIDR[2 + self._pod_ips % 65000])
 
-    def _node_manifest(self):
+    def add_node(self, name, *, allocatable=None, labels=None, ready=True, unschedulable=False) -> dict:
+        """Add a node: ``allocatable`` (and capacity) beyond the CPU, memory and pods of ``fake-node``,
+        e.g. ``{"nvidia.com/gpu": "4"}``; ``labels`` (e.g. ``nvidia.com/gpu.product``); its Ready
+        condition; ``unschedulable`` (cordoned). Returns the stored node."""
+        self._nodes += 1
+        node = self._node_manifest(name, f"172.18.1.{self._nodes % 250 + 1}", ready)
+        node["metadata"]["labels"].update(labels or {})
+        for key in ("capacity", "allocatable"):
+            node["status"][key].update({k: str(v) for k, v in (allocatable or {}).items()})
+        if unschedulable:
+            node["spec"]["unschedulable"] = True
+        status = node.pop("status")
+        stored = self.create("nodes", None, node)
+        rtype = resource_type("nodes")
+        with self._lock:  # as a kubelet does: the status through its subresource
+            return copy.deepcopy(self._update(rtype, None, name, {**stored, "status": status}, "status"))
+
+    def _node_for(self, pod) -> str:
+        """The fake scheduler's choice: the first Ready, uncordoned node matching the pod's nodeSelector
+        and extended resource limits; ``fake-node`` when none does."""
+        wanted = pod["spec"].get("nodeSelector") or {}
+        # extended resources (nvidia.com/gpu, ...) that the pod's containers limit
+        extended = collections.Counter()
+        for c in pod["spec"].get("containers") or []:
+            for key, value in ((c.get("resources") or {}).get("limits") or {}).items():
+                if "/" in key:
+                    extended[key] += _whole(value)
+        with self._lock:
+            nodes = sorted(self._objects["nodes"].values(), key=lambda n: n["metadata"]["name"])
+        for node in nodes:
+            labels = node["metadata"].get("labels") or {}
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in node.get("status", {}).get("conditions") or []
+            )
+            allocatable = node.get("status", {}).get("allocatable") or {}
+            if (
+                ready
+                and not node["spec"].get("unschedulable")
+                and all(labels.get(k) == v for k, v in wanted.items())
+                and all(_whole(allocatable.get(k)) >= n for k, n in extended.items())
+            ):
+                return node["metadata"]["name"]
+        return NODE_NAME
+
+    def _node_manifest(self, name=NODE_NAME, ip=NODE_IP, ready=True):
         resources = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
         return {
             "metadata": {
-                "name": NODE_NAME,
+                "name": name,
                 "labels": {
-                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/hostname": name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
                 },
@@ -1460,17 +1518,19 @@ class FakeKubernetes:
             "spec": {"podCIDR": str(POD_CIDR)},
             "status": {
                 "addresses": [
-                    {"type": "InternalIP", "address": NODE_IP},
-                    {"type": "Hostname", "address": NODE_NAME},
+                    {"type": "InternalIP", "address": ip},
+                    {"type": "Hostname", "address": name},
                 ],
-                "capacity": resources,
-                "allocatable": resources,
+                "capacity": dict(resources),
+                "allocatable": dict(resources),
                 "conditions": [
                     {
                         "type": "Ready",
-                        "status": "True",
-                        "reason": "KubeletReady",
-                        "message": "fake kubelet is posting ready status",
+                        "status": "True" if ready else "Unknown",
+                        "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                        "message": "fake kubelet is posting ready status"
+                        if ready
+                        else "Kubelet stopped posting node status.",
                         "lastHeartbeatTime": _now(),
                         "lastTransitionTime": _now(),
                     }
@@ -1585,7 +1645,7 @@ class FakeKubernetes:
         now = _now()
 
         def schedule(pod):
-            pod["spec"].setdefault("nodeName", NODE_NAME)
+            pod["spec"].setdefault("nodeName", self._node_for(pod))
             pod["status"]["conditions"] = [
                 {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
             ]
@@ -1596,7 +1656,7 @@ class FakeKubernetes:
         self._event(
             pod,
             "Scheduled",
-            f"Successfully assigned {namespace}/{name} to {NODE_NAME}",
+            f"Successfully assigned {namespace}/{name} to {pod['spec']['nodeName']}",
             component="default-scheduler",
         )
         await asyncio.sleep(self.pod_start_seconds)
@@ -2179,10 +2239,13 @@ class FakeKubernetes:
                 )
         return out
 
-    def enforce_role(self, rules, namespace, subject):
+    def enforce_role(self, rules, namespace, subject, cluster_rules=()):
         """Authorize every resource request like RBAC with one Role (``rules``, as in a Role manifest)
-        bound to every caller in ``namespace``: anything else is 403 Forbidden with the real message."""
+        bound to every caller in ``namespace``, and a ClusterRole (``cluster_rules``) bound by a
+        ClusterRoleBinding (every namespace and the cluster scope): anything else is 403 Forbidden with
+        the real message."""
         self.role_rules, self.role_namespace, self.role_subject = list(rules), namespace, subject
+        self.cluster_role_rules = list(cluster_rules)
 
     def _authorize(self, method, watch, rtype, namespace, name, sub):
         if self.role_rules is None:
@@ -2193,13 +2256,20 @@ class FakeKubernetes:
         elif method == "DELETE":
             verb = "delete" if name else "deletecollection"
         resource = f"{rtype.plural}/{sub}" if sub else rtype.plural
-        granted = namespace == self.role_namespace and any(
-            rtype.group in rule.get("apiGroups", ())
-            and resource in rule.get("resources", ())
-            and verb in rule.get("verbs", ())
-            and (not rule.get("resourceNames") or name in rule["resourceNames"])
-            for rule in self.role_rules
-        )
+
+        def grants(rules):
+            return any(
+                rtype.group in rule.get("apiGroups", ())
+                and resource in rule.get("resources", ())
+                and verb in rule.get("verbs", ())
+                and (not rule.get("resourceNames") or name in rule["resourceNames"])
+                for rule in rules
+            )
+
+        # a Role grants only in its namespace; a ClusterRole everywhere, cluster-scoped resources included
+        granted = (
+            namespace is not None and namespace == self.role_namespace and grants(self.role_rules)
+        ) or grants(self.cluster_role_rules)
         if granted:
             return
         where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
@@ -2472,6 +2542,11 @@ class FakeKubernetes:
             with self._lock:
                 self._watchers.discard(watcher)
         return response
+
+
+def _whole(quantity) -> int:
+    """An extended resource's quantity (a whole number) as an int; 0 when it is none."""
+    return int(quantity) if str(quantity).isdigit() else 0
 
 
 def _set_replicas(n):

@@ -22,6 +22,7 @@ LABEL_VALUE_PATTERN = re.compile(r"^(?:(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9
 MAX_LABEL_VALUE_LENGTH = 63
 
 GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set on GPU nodes by GPU Feature Discovery
 SHM_VOLUME = "mlhub-shm"
 WORKSPACE_VOLUME = "mlhub-workspace"
 METADATA_CIDR = "169.254.169.254/32"
@@ -140,6 +141,14 @@ def resource_requirements(
     if gpu_count:
         limits[gpu_resource] = str(int(gpu_count))
     return {"limits": limits, "requests": requests}
+
+
+def gpu_node_selector(base, product=""):
+    """The node selector of a workspace with GPUs: ``base`` (the admin's) plus, for one GPU product,
+    GPU Feature Discovery's ``nvidia.com/gpu.product=<product>``."""
+    if product and not is_valid_label_value(product):
+        raise ValueError(f"GPU product {product!r} is not a valid label value")
+    return {**(base or {}), **({GPU_PRODUCT_LABEL: product} if product else {})}
 
 
 def workspace_volumes(*, pvc_name=None, volume_path="/workspace", shm_size=None):

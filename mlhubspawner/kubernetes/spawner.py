@@ -13,27 +13,31 @@ user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the P
 """
 
 import asyncio
+import time
 from dataclasses import dataclass
 
+import aiohttp
 from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client import ApiException, NetworkingV1Api
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
 
 from .. import naming
-from ..options import OptionsError, WorkspaceOptions, gpu_count, parse_size
+from ..options import OptionsError, WorkspaceOptions, gpu_count, is_extended_resource, parse_size
 from ..spawner_base import MLHubSpawnerMixin, options_error
-from . import objects
+from . import gpus, objects
 
 
 @dataclass(frozen=True)
 class WorkspaceStart:
-    """What one start decided: the validated options, the GPU count and the expiry."""
+    """What one start decided: the validated options, the GPUs (count, resource, product) and the expiry."""
 
     options: WorkspaceOptions
     gpu_count: int = 0
     expiration: float = 0
     volume: bool = False  # a PVC is created and mounted
+    gpu_resource: str = objects.GPU_RESOURCE
+    gpu_product: str = ""  # with GPUs: the node selector nvidia.com/gpu.product=<product>
 
 
 class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
@@ -114,7 +118,49 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     gpu_resource_name = Unicode(
         objects.GPU_RESOURCE,
-        help="""Extended resource that GPUs are requested as (the device plugin's), e.g. ``nvidia.com/gpu``.""",
+        help="""Extended resource that GPUs are requested as (the device plugin's), e.g. ``nvidia.com/gpu``.
+
+        The default of ``gpu_resource_names``; set that one to offer MIG slices too.
+        """,
+    ).tag(config=True)
+
+    gpu_resource_names = List(
+        Unicode(),
+        help="""Extended resources users may request GPUs as; the first is the default (``gpu_type`` empty).
+
+        Default: ``[gpu_resource_name]``. With MIG (the device plugin's mixed strategy), e.g.
+        ``["nvidia.com/gpu", "nvidia.com/mig-1g.5gb", "nvidia.com/mig-3g.20gb"]``. The form shows, per
+        resource and GPU product (node label ``nvidia.com/gpu.product``), what the schedulable nodes can
+        give and how much of it this hub's workspaces hold: that needs ``list`` on ``nodes`` (the chart's
+        ``rbac.listNodes``); without it, the types are the resource names and no sizes are known.
+        """,
+    ).tag(config=True)
+
+    @default("gpu_resource_names")
+    def _default_gpu_resource_names(self):
+        return [self.gpu_resource_name]
+
+    @validate("gpu_resource_name", "gpu_resource_names")
+    def _validate_gpu_resources(self, proposal):
+        names = [proposal.value] if isinstance(proposal.value, str) else list(proposal.value)
+        if not names:
+            raise ValueError(f"MLHubKubernetesSpawner.{proposal.trait.name}: at least one resource name")
+        for name in names:
+            if not is_extended_resource(name):
+                raise ValueError(
+                    f"MLHubKubernetesSpawner.{proposal.trait.name}: {name!r} is not an extended resource "
+                    "<domain>/<name> such as nvidia.com/gpu or nvidia.com/mig-1g.5gb"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"MLHubKubernetesSpawner.{proposal.trait.name}: names repeat: {names}")
+        return proposal.value
+
+    gpu_nodes_cache_seconds = Float(
+        30,
+        help="""How long the list of nodes (the GPU pools of the form and the policy) is reused, in seconds.
+
+        Shared by all spawners of the hub; a failed listing is retried after the same time.
+        """,
     ).tag(config=True)
 
     gpu_node_selector = Dict(
@@ -239,6 +285,71 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
     async def host_resources(self):
         return self.node_cpus, self.node_memory
 
+    # ---- GPUs: what the cluster's nodes can give (cached, shared by all spawners) ------------------
+
+    # {API server: (monotonic expiry, NodeList dict or None)}; refusals logged once per server and status
+    _gpu_node_cache = {}
+    _gpu_node_warned = set()
+
+    async def _gpu_nodes(self):
+        """The cluster's NodeList (API dicts), or None when it cannot be read (no ClusterRole, an error)."""
+        host = self.api.api_client.configuration.host
+        cached = MLHubKubernetesSpawner._gpu_node_cache.get(host)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        try:
+            found = await asyncio.wait_for(self.api.list_node(), self.k8s_api_request_timeout)
+            nodes = self.api.api_client.sanitize_for_serialization(found)
+        except (ApiException, TimeoutError, aiohttp.ClientError, OSError) as e:
+            status = getattr(e, "status", None) or type(e).__name__
+            if (host, status) not in MLHubKubernetesSpawner._gpu_node_warned:
+                MLHubKubernetesSpawner._gpu_node_warned.add((host, status))
+                self.log.warning(
+                    "Cannot list the cluster's nodes (%s %s): the GPU pools are unknown, GPU types are the "
+                    "configured resource names. Grant get/list on nodes (the chart's rbac.listNodes).",
+                    status,
+                    getattr(e, "reason", None) or e,
+                )
+            nodes = None
+        MLHubKubernetesSpawner._gpu_node_cache[host] = (
+            time.monotonic() + self.gpu_nodes_cache_seconds,
+            nodes,
+        )
+        return nodes
+
+    async def gpu_inventory(self):
+        """The GPU types workspaces may ask for, sized by the schedulable nodes (``policy.GPUTypes``).
+
+        Nodes are not read when this spawner offers no GPUs; when they cannot be read the types are the
+        configured resource names, of unknown size (the policy's ``max_gpus`` alone applies).
+        """
+        names = self.gpu_resource_names
+        nodes = await self._gpu_nodes() if self.max_gpus > 0 else None
+        if nodes is None:
+            return gpus.unknown_gpu_types(names)
+        return gpus.gpu_types(gpus.gpu_pools(nodes, names), names)
+
+    async def gpu_status(self):
+        """The form's GPU pools (``gpus.pool_status``): sizes and what this hub's workspaces hold; [] if unknown."""
+        nodes = await self._gpu_nodes() if self.max_gpus > 0 else None
+        if nodes is None:
+            return []
+        names = self.gpu_resource_names
+        selector = (
+            f"{naming.LABEL_ORIGIN}={self.hub_name},{naming.LABEL_COMPONENT}={naming.COMPONENT_WORKSPACE}"
+        )
+        try:
+            found = await asyncio.wait_for(
+                self.api.list_namespaced_pod(self.namespace, label_selector=selector),
+                self.k8s_api_request_timeout,
+            )
+            pods = self.api.api_client.sanitize_for_serialization(found).get("items") or []
+        except (ApiException, TimeoutError, aiohttp.ClientError, OSError) as e:
+            self.log.warning("Cannot list the workspace pods for the GPU pools: %s", e)
+            pods = []
+        held = gpus.held_gpus(pods, names, gpus.node_products(nodes))
+        return gpus.pool_status(gpus.gpu_pools(nodes, names), held)
+
     def ssh_target(self):
         """The workspace Service's cluster DNS name and its SSH port.
 
@@ -282,15 +393,26 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    def _gpu_type(self, options, policy):
+        """``(resource, product)`` of this start's GPUs: the offered type named by ``gpu_type``."""
+        gpu_type = policy.gpu_type(options.gpu_type)
+        if gpu_type is None:  # offered when the options were checked, gone since (the nodes changed)
+            raise options_error(OptionsError("gpu_type", f"{options.gpu_type!r} is no longer offered"))
+        return gpu_type.resource, gpu_type.product
+
     async def start(self):
         options = await self.validated_options()
-        count = self._gpu_count(options, await self.current_policy())
+        policy = await self.current_policy()
+        count = self._gpu_count(options, policy)
+        resource, product = self._gpu_type(options, policy)
         volume = self.persistent_volumes and options.mount_volume
         # KubeSpawner reuses a PVC, deletes a pod (409) and a Service of our names: ours only
         if self.network_policy_enabled:
             await self._adopt_network_policy()
         await self._check_existing_owners(volume)
-        self._start_plan = WorkspaceStart(options, count, self.plan_lifetime(options), volume)
+        self._start_plan = WorkspaceStart(
+            options, count, self.plan_lifetime(options), volume, gpu_resource=resource, gpu_product=product
+        )
         # KubeSpawner creates the PVC when this is on: this start decides
         self.storage_pvc_ensure = volume
         if self.network_policy_enabled:
@@ -478,11 +600,13 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                 mem_limit=options.mem_limit,
                 gpu_count=plan.gpu_count,
                 request_ratio=self.resource_request_ratio,
-                gpu_resource=self.gpu_resource_name,
+                gpu_resource=plan.gpu_resource,
             ),
             volumes=volumes,
             volume_mounts=mounts,
-            node_selector=self.gpu_node_selector if plan.gpu_count else None,
+            node_selector=objects.gpu_node_selector(self.gpu_node_selector, plan.gpu_product)
+            if plan.gpu_count
+            else None,
             tolerations=self.gpu_tolerations if plan.gpu_count else (),
             image_pull_policy="Always" if options.update else None,
         )

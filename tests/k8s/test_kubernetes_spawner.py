@@ -49,6 +49,7 @@ POLICY = {
 def fake(tmp_path_factory):
     """One fake API server for the module; KUBECONFIG points at it meanwhile (restored after)."""
     with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
+        fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
         yield fake
     assert not fake.rejected, fake.rejected
 
