@@ -44,6 +44,13 @@ if engine_answers; then
         for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     else
         log "Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+        # a local dockerd this script did not start (or started with another MLHUB_STATE_DIR): say so, leave it
+        other=$(cat /var/run/docker.pid 2>/dev/null || true)
+        if [ -n "$standin_dir" ] && [ -z "$pid" ] && [ -n "$other" ] && [ -r "/proc/$other/environ" ] &&
+            ! has_standin "$other"; then
+            log "warning: the running dockerd (pid $other) does not have $standin_dir first on its PATH:" \
+                "it does not run the hook copied there (set MLHUB_STATE_DIR as \`make\` does: \$PWD/.mlhub)"
+        fi
         exit 0
     fi
 fi
