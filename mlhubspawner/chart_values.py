@@ -133,6 +133,8 @@ def spawner_settings(values):
     # GPUs: an extended resource limit, plus node selector / tolerations for the pods that request some
     _set(traits, "max_gpus", v("gpu.max"))
     _set(traits, "gpu_resource_name", v("gpu.resourceName"))
+    # the resources users choose between (MIG slices...); empty: [gpu.resourceName]
+    _set(traits, "gpu_resource_names", list(v("gpu.resourceNames", [])) or None)
     _set(traits, "gpu_node_selector", v("gpu.nodeSelector"))
     _set(traits, "gpu_tolerations", v("gpu.tolerations"))
     _set(traits, "default_days_to_live", v("lifetime.defaultDays"))

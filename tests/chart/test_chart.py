@@ -217,6 +217,39 @@ def test_rbac_is_exactly_what_the_spawner_and_cleanup_call(default_docs):
     assert "serviceAccountName" not in proxy_pod
 
 
+def cluster_rbac(docs):
+    """``(ClusterRole rules, ClusterRoleBinding)`` of the rendering, or ``(None, None)``."""
+    roles, bindings = find(docs, "ClusterRole"), find(docs, "ClusterRoleBinding")
+    assert len(roles) == len(bindings) <= 1
+    return (roles[0]["rules"], bindings[0]) if roles else (None, None)
+
+
+def test_the_hub_may_read_nodes_when_workspaces_may_have_gpus(render, max_docs):
+    """The GPU pools of the form need get/list on nodes (cluster-scoped): one ClusterRole, read-only, nodes only."""
+    assert cluster_rbac(render()) == (None, None)  # no GPUs: a namespace admin can install the chart
+    assert cluster_rbac(render("--set", "singleuser.gpu.max=2", "--set", "rbac.listNodes=false")) == (
+        None,
+        None,
+    )
+    for docs, release, namespace in (
+        (render("--set", "singleuser.gpu.max=2"), "mlhub", NAMESPACE),
+        (render("--set", "rbac.listNodes=true", namespace="other"), "mlhub", "other"),
+        (max_docs, "r", NAMESPACE),
+    ):
+        rules, binding = cluster_rbac(docs)
+        assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+        hub = one(docs, "ServiceAccount")["metadata"]["name"]
+        # cluster-scoped names: two releases of one name in two namespaces must not share one
+        name = f"{namespace}-{hub}-nodes"
+        assert binding["metadata"]["name"] == name and release in hub
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": name,
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": hub, "namespace": namespace}]
+
+
 # ---- hub database, deployments, services -------------------------------------------------------------------------
 
 
@@ -725,6 +758,7 @@ def test_hub_reads_the_rendered_values(max_docs):
     assert sp.image == "registry.example.org:5000/ml/workspace:2.1"
     assert sp.image_pull_secrets == ["regcred"]
     assert (sp.max_gpus, sp.gpu_resource_name) == (4, "nvidia.com/gpu")
+    assert sp.gpu_resource_names == ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb", "nvidia.com/mig-3g.20gb"]
     assert sp.gpu_node_selector == {"nvidia.com/gpu.present": "true"}
     assert sp.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert (sp.storage_capacity, sp.storage_class) == ("50Gi", "fast")
@@ -773,6 +807,9 @@ def test_hub_reads_the_rendered_values(max_docs):
             ["--set", "singleuser.networkPolicy.blockedCIDRs={example.org}"],
             "singleuser.networkPolicy.blockedCIDRs",
         ),
+        (["--set", "singleuser.gpu.resourceNames={cpu}"], "singleuser.gpu.resourceNames.0"),
+        (["--set", "singleuser.gpu.resourceNames={kubernetes.io/gpu}"], "singleuser.gpu.resourceNames.0"),
+        (["--set", "rbac.listNodes=yes"], "rbac.listNodes"),
     ],
 )
 def test_schema_refuses_bad_values(helm_bin, args, message):

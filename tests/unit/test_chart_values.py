@@ -180,7 +180,8 @@ def test_default_spawner_settings():
     assert sp.max_gpus == 0
     assert sp.gpu_resource_name == "nvidia.com/gpu"
     assert sp.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    for unset in ("node_cpus", "node_memory", "max_servers_per_user", "default_days_to_live", "environment"):
+    unset_traits = ("node_cpus", "node_memory", "max_servers_per_user", "default_days_to_live", "environment")
+    for unset in (*unset_traits, "gpu_resource_names"):  # the spawner's default: [gpu_resource_name]
         assert unset not in sp, unset
     assert sp.network_policy_enabled is True
     assert sp.network_policy_blocked_cidrs == ["169.254.169.254/32"]
@@ -216,6 +217,7 @@ def test_every_singleuser_value_reaches_its_trait():
             "gpu": {
                 "max": 2,
                 "resourceName": "amd.com/gpu",
+                "resourceNames": ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb"],
                 "nodeSelector": {"gpu": "yes"},
                 "tolerations": [{"key": "gpu", "operator": "Exists"}],
             },
@@ -249,6 +251,7 @@ def test_every_singleuser_value_reaches_its_trait():
     assert (sp.default_shm_size, sp.max_shm_size) == ("1G", "8G")
     assert sp.max_gpus == 2
     assert sp.gpu_resource_name == "amd.com/gpu"
+    assert sp.gpu_resource_names == ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb"]
     assert sp.gpu_node_selector == {"gpu": "yes"}
     assert sp.gpu_tolerations == [{"key": "gpu", "operator": "Exists"}]
     assert (sp.default_days_to_live, sp.max_days_to_live) == (7, 30)

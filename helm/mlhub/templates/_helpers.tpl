@@ -25,6 +25,7 @@ DNS label (63).
 {{- define "mlhub.hub.fullname" -}}{{ include "mlhub.fullname" . }}-hub{{- end -}}
 {{- define "mlhub.hub.valuesSecret" -}}{{ include "mlhub.fullname" . }}-hub-values{{- end -}}
 {{- define "mlhub.hub.userConfig" -}}{{ include "mlhub.fullname" . }}-hub-user-config{{- end -}}
+{{- define "mlhub.hub.nodeReader" -}}{{ .Release.Namespace }}-{{ include "mlhub.hub.fullname" . }}-nodes{{- end -}}
 {{- define "mlhub.hub.pvc" -}}{{ include "mlhub.fullname" . }}-hub-db{{- end -}}
 {{- define "mlhub.proxy.fullname" -}}{{ include "mlhub.fullname" . }}-proxy{{- end -}}
 {{- define "mlhub.proxy.api" -}}{{ include "mlhub.fullname" . }}-proxy-api{{- end -}}
