@@ -4,7 +4,9 @@ A stand-in, not a cluster: the fake API server (``tests/fake_k8s.py``) enforces 
 ``helm template`` renders for the hub's service account, as a kube-apiserver's RBAC authorizer would:
 a call the Role does not grant is 403 Forbidden here, as on a real cluster, and the test names it.
 Driven through whole lifecycles: a workspace started, stopped, started again (its PVC and
-NetworkPolicy reused), deleted; then a cleanup sweep of its deleted user, PVC grace period included.
+NetworkPolicy reused), deleted; then a cleanup sweep of its deleted user, PVC grace period included. The
+chart is rendered with GPUs on (``singleuser.gpu.max``), so its ClusterRole (get/list on nodes) is enforced
+too: the GPU pools of the form and a GPU workspace need nothing more, and it grants nothing else.
 """
 
 import asyncio
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes_asyncio.client import ApiException
+from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,9 +44,11 @@ log = logging.getLogger("test-chart-role")
 
 
 def rendered_role():
-    """The Role and its subject as ``helm template mlhub helm/mlhub`` renders them."""
+    """The Role, the ClusterRole's rules and their subject as ``helm template mlhub helm/mlhub`` renders them
+    for workspaces with GPUs."""
     result = subprocess.run(
-        [helm_binary(), "template", HUB, str(REPO / "helm/mlhub"), "--namespace", NS],
+        [helm_binary(), "template", HUB, str(REPO / "helm/mlhub"), "--namespace", NS]
+        + ["--set", "singleuser.gpu.max=2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -51,16 +57,25 @@ def rendered_role():
     docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     role = next(doc for doc in docs if doc["kind"] == "Role")
     (subject,) = next(doc for doc in docs if doc["kind"] == "RoleBinding")["subjects"]
-    return role["rules"], f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
+    cluster_role = next(doc for doc in docs if doc["kind"] == "ClusterRole")
+    assert next(doc for doc in docs if doc["kind"] == "ClusterRoleBinding")["subjects"] == [subject]
+    return (
+        role["rules"],
+        cluster_role["rules"],
+        f"system:serviceaccount:{subject['namespace']}:{subject['name']}",
+    )
 
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     """A fake API server that authorizes like RBAC with the chart's Role; KUBECONFIG points at it."""
-    rules, subject = rendered_role()
+    rules, cluster_rules, subject = rendered_role()
     with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
         fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        fake.enforce_role(rules, NS, subject)
+        fake.add_node(
+            "gpu-1", allocatable={"nvidia.com/gpu": 4}, labels={"nvidia.com/gpu.product": "NVIDIA-L4"}
+        )
+        fake.enforce_role(rules, NS, subject, cluster_rules)
         yield fake
     assert not fake.rejected, fake.rejected
 
@@ -71,9 +86,9 @@ async def stop_reflectors(fake):
     await MLHubKubernetesSpawner._stop_all_reflectors()
 
 
-def make_spawner(fake, username, server):
+def make_spawner(fake, username, server, config=None):
     spawner = kube_spawners.make_spawner(
-        fake, username, server, hub_name=HUB, namespace=NS, image="mlhub-workspace:test"
+        fake, username, server, hub_name=HUB, namespace=NS, image="mlhub-workspace:test", config=config
     )
     spawner.user_options = {}
     return spawner
@@ -128,3 +143,40 @@ async def test_a_cleanup_sweep_needs_nothing_the_role_does_not_grant(fake, monke
     finally:
         await backend.close()
         assert fake.forbidden == [], fake.forbidden
+
+
+async def test_gpu_pools_and_a_gpu_workspace_need_only_the_node_reader_and_it_grants_nothing_more(fake):
+    config = Config()
+    config.MLHubKubernetesSpawner.max_gpus = 2  # the chart's singleuser.gpu.max of the rendering
+    spawner = make_spawner(fake, "cy", "gpu", config=config)
+    spawner.user_options = {"gpus": 2, "gpu_type": "nvidia.com/gpu:NVIDIA-L4"}
+    try:
+        form = await spawner.get_options_form()
+        assert "nvidia.com/gpu · NVIDIA-L4:" in form and "4 of 4 free" in form
+        await spawner.start()
+        pod = fake.get("pods", NS, spawner.pod_name)
+        assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+        assert "2 of 4 free" in await spawner.get_options_form()
+        await spawner.stop(now=True)
+        await spawner.delete_forever()
+    finally:
+        assert fake.forbidden == [], fake.forbidden
+
+    # the ClusterRole reads nodes and nothing else: no writes to nodes, nothing cluster-wide besides
+    api = spawner.api
+    refused = [
+        api.patch_node("gpu-1", {"metadata": {"labels": {"x": "y"}}}),
+        api.delete_node("gpu-1"),
+        api.list_pod_for_all_namespaces(),
+        api.list_namespaced_secret(NS),
+        api.list_namespaced_pod("kube-system"),
+        api.list_namespace(),
+        api.list_persistent_volume(),
+    ]
+    for call in refused:
+        with pytest.raises(ApiException) as error:
+            await call
+        assert error.value.status == 403
+    assert len(fake.forbidden) == len(refused)
+    assert fake.get("nodes", None, "gpu-1")["metadata"]["labels"].get("x") is None
+    fake.forbidden.clear()
