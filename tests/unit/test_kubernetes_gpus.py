@@ -312,10 +312,20 @@ def test_form_lists_docker_gpus_one_by_one():
         },
         {"id": "3", "index": "3", "uuid": "", "name": "", "memory_mb": 0, "free": False, "holders": ["w"]},
         {"id": "5", "name": "old shape", "memory_mb": 0, "free": True},
+        {
+            "id": uuid[:-1] + "6",
+            "index": "",
+            "uuid": uuid[:-1] + "6",
+            "name": "",
+            "memory_mb": 0,
+            "free": True,
+        },
     ]
     html = render_options_form(DOCKER, form_values(DOCKER), gpus=status)
     assert "GPU 0: NVIDIA A100-SXM4-40GB, 40 GB" in html
     assert f'<small class="text-muted mlhub-gpu-uuid">{uuid}</small>' in html
     assert "GPU 3\n" in html and "GPU 5: old shape" in html
-    assert html.count(">free</span>") == 2 and html.count("in use</span>") == 1
+    assert f"<li>{uuid[:-1]}6\n" in html  # known by its UUID only (configured so)
+    assert html.count(">free</span>") == 3 and html.count("in use</span>") == 1
+    assert html.count("mlhub-gpu-uuid") == 1
     assert "GPU-&lt;uuid&gt;" in html and 'name="gpu_type"' not in html and "of 6 free" not in html
