@@ -73,8 +73,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         allow_none=True,
         help="""CPUs of the largest node workspaces run on; caps ``cpu_limit`` like the host's CPUs in Docker.
 
-        ``None`` (the default): no cap beyond the policy's ``max_cpu_limit``. ML Hub does not read
-        the nodes (that would need cluster-wide RBAC). Example: ``c.MLHubKubernetesSpawner.node_cpus = 16``.
+        ``None`` (the default): no cap beyond the policy's ``max_cpu_limit``. ML Hub reads the nodes
+        for their GPUs only (``gpu_resource_names``). Example: ``c.MLHubKubernetesSpawner.node_cpus = 16``.
         """,
     ).tag(config=True)
 
