@@ -54,6 +54,13 @@ class GPUTypes(tuple):
     """
 
 
+def _gpu_limit(configured, available):
+    """GPUs one workspace may ask for: the admin's ``max_gpus`` (``None``: all) capped by what is there."""
+    if configured is None:
+        return available or 0
+    return configured if available is None else min(configured, available)
+
+
 def gpu_limits(inventory):
     """``(gpu_count, gpu_types)`` for :meth:`WorkspacePolicy.policy` from a backend's ``gpu_inventory()``.
 
@@ -207,7 +214,16 @@ class WorkspacePolicy(Configurable):
         help="""Env var names users may not set (entries ending in ``*`` are prefixes).""",
     ).tag(config=True)
 
-    max_gpus = Int(0, help="""Most GPUs one workspace may request (0 = no GPUs).""").tag(config=True)
+    max_gpus = Int(
+        None,
+        allow_none=True,
+        min=0,
+        help="""Most GPUs one workspace may request; 0 = no GPUs.
+
+        ``None`` (the default): as many as the backend can give one workspace — every GPU the Docker
+        engine has (found by the GPU probe), one node's worth on Kubernetes; none while that is unknown.
+        """,
+    ).tag(config=True)
 
     allow_all_gpus = Bool(False, help="""Allow ``gpus: all``.""").tag(config=True)
 
@@ -284,7 +300,7 @@ class WorkspacePolicy(Configurable):
             default_days_to_live=self.default_days_to_live,
             max_days_to_live=self.max_days_to_live,
             reserved_env_names=tuple(self.reserved_env_names),
-            max_gpus=self.max_gpus if gpu_count is None else min(self.max_gpus, gpu_count),
+            max_gpus=_gpu_limit(self.max_gpus, gpu_count),
             allow_all_gpus=self.allow_all_gpus,
             max_gpus_per_user=self.max_gpus_per_user,
             gpu_sharing=self.gpu_sharing,

@@ -324,14 +324,14 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         configured resource names, of unknown size (the policy's ``max_gpus`` alone applies).
         """
         names = self.gpu_resource_names
-        nodes = await self._gpu_nodes() if self.max_gpus > 0 else None
+        nodes = await self._gpu_nodes() if self.max_gpus != 0 else None
         if nodes is None:
             return gpus.unknown_gpu_types(names)
         return gpus.gpu_types(gpus.gpu_pools(nodes, names), names)
 
     async def gpu_status(self):
         """The form's GPU pools (``gpus.pool_status``): sizes and what this hub's workspaces hold; [] if unknown."""
-        nodes = await self._gpu_nodes() if self.max_gpus > 0 else None
+        nodes = await self._gpu_nodes() if self.max_gpus != 0 else None
         if nodes is None:
             return []
         names = self.gpu_resource_names

@@ -209,7 +209,7 @@ BAD_OPTIONS = [
     ({"env": {"JUPYTERHUB_API_TOKEN": "stolen"}}, "env"),
     ({"days_to_live": 0}, "days_to_live"),
     ({"days_to_live": 365}, "days_to_live"),
-    ({"gpus": 1}, "gpus"),  # this hub has no GPUs
+    ({"gpus": 5}, "gpus"),  # more than the engine has (the stand-in: 4)
     ({"mem_limit": "2G"}, None),  # fine alone; with a running 2G workspace it breaks the 3G quota
 ]
 

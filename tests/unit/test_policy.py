@@ -53,3 +53,13 @@ def test_lifetime_has_a_shipped_maximum_and_a_hard_ceiling():
     policy = WorkspacePolicy()
     policy.max_days_to_live = None  # users may ask for "never"
     assert policy.policy("a").max_days_to_live is None
+
+
+def test_gpus_are_offered_by_default_as_many_as_the_engine_has():
+    """No GPU setting: every GPU found is offered to one workspace; unknown or none found → no GPUs."""
+    assert WorkspacePolicy().policy("img", gpu_count=4).max_gpus == 4
+    assert WorkspacePolicy().policy("img", gpu_count=None).max_gpus == 0
+    assert WorkspacePolicy().policy("img", gpu_count=0).max_gpus == 0
+    assert WorkspacePolicy(max_gpus=2).policy("img", gpu_count=4).max_gpus == 2
+    assert WorkspacePolicy(max_gpus=0).policy("img", gpu_count=4).max_gpus == 0
+    assert WorkspacePolicy(max_gpus=8).policy("img", gpu_count=None).max_gpus == 8
