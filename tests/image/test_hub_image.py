@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -406,3 +407,32 @@ def test_front_listens_only_where_published(plain_front):
             listening.add((socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(port, 16)))
     wildcard = {port for address, port in listening if address == "0.0.0.0"}
     assert wildcard == {8081}
+
+
+def test_the_hub_container_finds_the_gpus_and_each_workspace_sees_only_its_own(plain_front, docker):
+    """`make run`'s path with no GPU setting, on the engine with the GPU stand-in (`make test`): the hub, which
+    has no nvidia-smi of its own, finds the 4 GPUs through the engine and offers them; two users asking for 2
+    GPUs at the same time get disjoint pairs, and nvidia-smi -L in each workspace lists exactly its own two."""
+    hub = plain_front
+    if "the Docker engine has no GPU support" in hub.log_tail(2000) and os.environ.get("CI") != "true":
+        pytest.skip("the engine has no GPU stand-in: run the tests with `make test`")
+    assert hub.exec("sh", "-c", "command -v nvidia-smi")[0] != 0  # the hub itself sees no GPU
+    assert wait_for(lambda: "4 GPUs found through the Docker engine" in hub.log_tail(2000), timeout=60)
+    admin, _ = log_in(hub, "admin")
+    form = admin.get(f"{hub.url}/hub/spawn/admin/gpus", timeout=30, verify=False).text
+    assert 'name="gpus"' in form and all(f"GPU {n}: NVIDIA A100" in form for n in range(4)), form[-3000:]
+
+    users = [hub.create_user(name) for name in ("gpu-ann", "gpu-bob")]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda u: hub.spawn(u, "g", {"gpus": 2, "mem_limit": "512M"}), users))
+    assert all(r.status_code in (201, 202) for r in results), [r.text for r in results]
+    seen = {}
+    for user in users:
+        container = docker.containers.get(naming.workspace_name(hub.hub_name, user, "g"))
+        given = container.labels[naming.LABEL_GPUS].split(",")
+        listing = container.exec_run(["nvidia-smi", "-L"], user="1000").output.decode()
+        seen[user] = sorted(line.rsplit("(UUID: ", 1)[1].rstrip(")") for line in listing.splitlines())
+        assert seen[user] == sorted(given) and len(given) == 2, listing
+    assert not set(seen["gpu-ann"]) & set(seen["gpu-bob"])
+    for user in users:
+        hub.stop_server(user, "g", remove=True)
