@@ -92,6 +92,7 @@ def stored_options(data):
         and isinstance(options.env, dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in options.env.items())
         and isinstance(options.gpus, str)
+        and isinstance(options.gpu_type, str)
         and isinstance(options.mount_volume, bool)
     ):
         return None

@@ -160,7 +160,9 @@ def workspace_row(
         "started": bool(options),
         "image": options.get("image") or "",
         "resources": format_resources(options) if options else "",
-        "gpus": str(gpus) if gpus else "none",
+        "gpus": (f"{gpus} × {options['gpu_type']}" if options.get("gpu_type") else str(gpus))
+        if gpus
+        else "none",
         "gpu_devices": list(gpu_devices),
         "lifetime": format_remaining(expiration, now) if options else "",
         "has_lifetime": bool(expiration),

@@ -64,6 +64,7 @@ def test_stored_options_are_kept_clamped_or_dropped():
         {"cpu_limit": 1},
         {"image": "i", "env": "A=b"},
         {"image": "i", "cpu_limit": "x"},
+        {"image": "i", "gpus": "1", "gpu_type": ["nvidia.com/gpu"]},
         [1],
     ):
         assert stored_options(junk) is None

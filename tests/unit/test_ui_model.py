@@ -74,6 +74,14 @@ def test_named_row_urls_are_quoted_and_info_has_lifetime():
     assert row["spawn_url"] == "/base/hub/spawn/ann/my%20run"
     assert row["lifetime"] == "6 days 23 h" and row["has_lifetime"]
     assert row["gpus"] == "1"
+    typed = ui.workspace_row(
+        user="ann",
+        server="",
+        status="running",
+        options={"gpus": "2", "gpu_type": "nvidia.com/mig-1g.5gb"},
+        now=NOW,
+    )
+    assert typed["gpus"] == "2 × nvidia.com/mig-1g.5gb"
     assert row["info"]["env"] == {"A": "b"}
     assert row["info"]["remaining_lifetime_seconds"] == 7 * 86400 - 3600
     json.dumps(row)  # JSON-friendly
@@ -110,7 +118,14 @@ def _render(name, **ns):
         now=NOW,
         gpu_devices=[PAYLOAD],
     )
-    gpu = {"index": "0", "uuid": PAYLOAD, "name": PAYLOAD, "memory_mb": 1024, "free": False, "holders": [PAYLOAD]}
+    gpu = {
+        "index": "0",
+        "uuid": PAYLOAD,
+        "name": PAYLOAD,
+        "memory_mb": 1024,
+        "free": False,
+        "holders": [PAYLOAD],
+    }
     user = types.SimpleNamespace(
         name="ann", admin=True, escaped_name="ann", json_escaped_name="ann", spawner=types.SimpleNamespace()
     )
