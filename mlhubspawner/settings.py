@@ -320,8 +320,8 @@ VARIABLES = (
     ),
     Variable(
         "GPU_IDS",
-        "Docker: the GPUs workspaces may get, comma-separated indices or UUIDs (`0,1`); overrides discovery "
-        "with nvidia-smi (a remote engine, or a hub without GPU access).",
+        "Docker: the GPUs workspaces may get, comma-separated indices or UUIDs (`0,1`); unset, the hub finds "
+        "them through the engine (a probe container with `--gpus all`). Set it to hand out a subset.",
         "Docker spawner",
     ),
     Variable(
