@@ -103,8 +103,7 @@ async def run_probe(docker, client, image, hub_name, driver="nvidia"):
         return result
     result.gpus = gpus.parse_nvidia_smi(output)
     result.ok = True
-    found = ", ".join(f"{g.describe()} ({g.uuid})" for g in result.gpus) or "none"
-    result.message = f"{len(result.gpus)} GPUs found through the Docker engine: {found}"
+    result.message = f"{len(result.gpus)} GPUs found through the Docker engine (probe image {image})"
     return result
 
 
@@ -157,6 +156,9 @@ class Discovery:
             result = await run_probe(
                 spawner.docker, spawner.client, image, spawner.hub_name, spawner.gpu_driver
             )
-        (spawner.log.info if result.ok else spawner.log.warning)("GPU discovery: %s", result.message)
+        found = ", ".join(f"{g.describe()} ({g.uuid})" for g in result.gpus)
+        (spawner.log.info if result.ok else spawner.log.warning)(
+            "GPU discovery: %s%s", result.message, f": {found}" if found else ""
+        )
         self.result = result
         return result
