@@ -350,6 +350,23 @@ def test_an_env_value_with_markup_is_shown_as_text_and_never_runs(page, hub):
     assert not page.dialogs, page.dialogs  # no alert/confirm was raised by the payload
 
 
+def test_the_admin_sees_the_gpus_and_looks_for_them_again(page):
+    """The stand-in engine's 4 GPUs on the admin page; the button probes the engine again and reloads."""
+    assert page.goto("/hub/mlhub/admin").status == 200
+    gpus = page.locator("#mlhub-gpu-table tr.mlhub-gpu")
+    assert gpus.count() == 4
+    assert "NVIDIA A100-SXM4-80GB" in gpus.nth(3).inner_text()
+    with (
+        page.expect_navigation(wait_until="domcontentloaded"),
+        page.expect_response(lambda r: r.url.split("?")[0].endswith("/api/mlhub/gpus/refresh")) as probe,
+    ):
+        page.locator("#mlhub-gpus-refresh").click()
+    assert probe.value.status == 200 and probe.value.request.method == "POST"
+    assert "probed" in page.locator("#mlhub-gpus").inner_text()
+    assert page.locator("#mlhub-gpu-table tr.mlhub-gpu").count() == 4
+    assert page.locator("#mlhub-error").is_hidden()
+
+
 def key_pair(directory, comment="browser@test"):
     """A real ed25519 key pair from ssh-keygen: (private key path, public line, fingerprint)."""
     path = directory / "id_ed25519"
