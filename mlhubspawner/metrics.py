@@ -3,9 +3,9 @@
 GPU series are a snapshot, replaced whenever the hub looks at its GPUs (hub start, each GPU
 workspace's start and stop, the form, the admin page):
 
-- ``mlhub_gpus_total{hub}``: GPUs workspaces may use;
+- ``mlhub_gpus_total{hub}``: GPUs workspaces may use (Kubernetes: the schedulable nodes' allocatable);
 - ``mlhub_gpus_allocated{hub,user}``: GPUs each user's running workspaces hold;
-- ``mlhub_gpu_allocated{hub,index,uuid,name}``: 1 while a GPU is held, else 0.
+- ``mlhub_gpu_allocated{hub,index,uuid,name}`` (Docker): 1 while a GPU is held, else 0.
 """
 
 import threading
@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
 
-def gpu_snapshot(hub_name, status):
-    """The series for one hub from :func:`mlhubspawner.gpus.status` (pure)."""
+def gpu_snapshot(status):
+    """The series of one Docker hub from :func:`mlhubspawner.gpus.status` (pure)."""
     per_user = {}
     for gpu in status:
         for holder in gpu["holders"]:
@@ -35,8 +35,7 @@ class GPUCollector:
         self._lock = threading.Lock()
         self._snapshots = {}
 
-    def observe(self, hub_name, status):
-        snapshot = gpu_snapshot(hub_name, status)
+    def observe(self, hub_name, snapshot):
         with self._lock:
             self._snapshots[hub_name] = snapshot
 
@@ -66,5 +65,10 @@ REGISTRY.register(GPUS)
 
 
 def observe_gpus(hub_name, status):
-    """Replace the GPU series of ``hub_name`` with :func:`mlhubspawner.gpus.status` output."""
-    GPUS.observe(hub_name, status)
+    """Replace the GPU series of ``hub_name`` with :func:`mlhubspawner.gpus.status` output (Docker)."""
+    GPUS.observe(hub_name, gpu_snapshot(status))
+
+
+def observe_gpu_counts(hub_name, total, per_user):
+    """Replace the GPU series of ``hub_name`` with counts (Kubernetes: no per-GPU series)."""
+    GPUS.observe(hub_name, {"total": total, "per_user": dict(per_user), "gpus": []})

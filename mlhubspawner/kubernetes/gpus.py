@@ -10,6 +10,7 @@ single request. Nothing here does I/O: the spawner lists the nodes and pods and 
 import re
 from dataclasses import dataclass
 
+from .. import naming
 from ..options import gpu_type_name
 from ..policy import GPUType, GPUTypes
 from .objects import GPU_PRODUCT_LABEL, is_valid_label_value
@@ -159,6 +160,21 @@ def held_gpus(pods, resource_names, products):
                 if n:
                     held[(resource, product)] = held.get((resource, product), 0) + n
     return held
+
+
+def held_by_user(pods, resource_names):
+    """``{user: GPUs}`` that live ``pods`` (this hub's workspaces) hold, by their ``mlhub.user`` annotation."""
+    per_user = {}
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in _DONE_PHASES:
+            continue
+        user = ((pod.get("metadata") or {}).get("annotations") or {}).get(naming.LABEL_USER)
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            limits = (container.get("resources") or {}).get("limits") or {}
+            n = sum(count(limits.get(resource)) for resource in resource_names)
+            if n and user:
+                per_user[user] = per_user.get(user, 0) + n
+    return per_user
 
 
 def pool_status(pools, held):

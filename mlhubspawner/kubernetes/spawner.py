@@ -22,7 +22,7 @@ from kubernetes_asyncio.client import ApiException, NetworkingV1Api
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
 
-from .. import naming
+from .. import metrics, naming
 from ..options import OptionsError, WorkspaceOptions, gpu_count, is_extended_resource, parse_size
 from ..spawner_base import MLHubSpawnerMixin, options_error
 from . import gpus, objects
@@ -347,8 +347,9 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         except (ApiException, TimeoutError, aiohttp.ClientError, OSError) as e:
             self.log.warning("Cannot list the workspace pods for the GPU pools: %s", e)
             pods = []
-        held = gpus.held_gpus(pods, names, gpus.node_products(nodes))
-        return gpus.pool_status(gpus.gpu_pools(nodes, names), held)
+        pools = gpus.gpu_pools(nodes, names)
+        metrics.observe_gpu_counts(self.hub_name, sum(p.total for p in pools), gpus.held_by_user(pods, names))
+        return gpus.pool_status(pools, gpus.held_gpus(pods, names, gpus.node_products(nodes)))
 
     def ssh_target(self):
         """The workspace Service's cluster DNS name and its SSH port.
@@ -419,9 +420,12 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             await self._ensure_network_policy()
         self._starting = True
         try:
-            return await super().start()
+            started = await super().start()
         finally:
             self._starting = False
+        if count:
+            await self.gpu_status()  # the metrics see the GPUs taken
+        return started
 
     # ---- owners: never reuse, replace or delete what is not this workspace's ---------------
 
@@ -482,6 +486,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                     raise
                 return  # our workspace is gone; the pod of that name is left alone
         await super().stop(now)
+        if self._start_plan is not None and self._start_plan.gpu_count:
+            await self.gpu_status()  # the metrics see the GPUs freed
 
     async def poll(self):
         """KubeSpawner's, but a running pod of our name that is someone else's is not our workspace."""

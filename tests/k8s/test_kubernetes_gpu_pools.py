@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from tornado import web
 from traitlets import TraitError
 from traitlets.config import Config
@@ -102,8 +103,13 @@ async def test_a_product_type_gets_its_limit_and_node_selector_and_the_form_coun
         assert H100 not in form and MIG3 not in form  # unready, cordoned, not configured
         assert "At most 7 per workspace, from one node." in form  # the largest node (MIG), not max_gpus 8
         assert 'name="gpu_type"' in form and f'<option value="{MIG1}:{A100}">' in form
+        # the hub's metrics: the schedulable nodes' GPUs of the offered resources (6 whole + 7 MIG slices)
+        metrics = generate_latest(REGISTRY).decode()
+        assert f'mlhub_gpus_total{{hub="{HUB}"}} 13.0' in metrics
+        assert f'mlhub_gpus_allocated{{hub="{HUB}",user="alice"}} 2.0' in metrics
     finally:
         await spawner.stop(now=True)
+    assert 'user="alice"' not in generate_latest(REGISTRY).decode()
 
 
 async def test_a_mig_slice_is_requested_by_its_resource_name(fake):

@@ -127,6 +127,20 @@ def pod(limits, node_name=None, selector=None, phase="Running"):
     return {"spec": spec, "status": {"phase": phase}}
 
 
+def test_gpus_held_per_user_for_the_metrics():
+    def owned(user, limits, phase="Running"):
+        return dict(pod(limits, "a100-1", phase=phase), metadata={"annotations": {"mlhub.user": user}})
+
+    pods = [
+        owned("ann", {GPU: "2"}),
+        owned("ann", {MIG1: "1", "cpu": "2"}),
+        owned("bob", {GPU: "1"}, phase="Failed"),  # done: holds nothing
+        owned("cy", {"cpu": "1"}),
+        pod({GPU: "1"}, "a100-1"),  # no owner annotation: not ours to count
+    ]
+    assert gpus.held_by_user(pods, NAMES) == {"ann": 3}
+
+
 def test_held_gpus_by_the_pool_of_the_node_or_the_selector():
     pods = [
         pod({GPU: "2", "cpu": "4"}, "a100-2"),
