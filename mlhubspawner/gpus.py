@@ -100,7 +100,7 @@ def resolve(ref, inventory):
     return next((g for g in inventory if g.matches(ref)), None)
 
 
-def gpus_in_use(containers, inventory=(), exclude=None):
+def gpus_in_use(containers, inventory=()):
     """``{gpu id: [holders]}`` from ``(holder, mlhub.gpus label)`` pairs of live containers.
 
     Labels name GPUs by UUID (or, written by earlier versions, by index): both map to the GPU's
@@ -108,7 +108,7 @@ def gpus_in_use(containers, inventory=(), exclude=None):
     """
     used = {}
     for holder, label in containers:
-        if holder == exclude or not label:
+        if not label:
             continue
         for ref in label.split(","):
             gpu = resolve(ref, inventory)

@@ -18,6 +18,7 @@ from dockerspawner import DockerSpawner
 from requests.exceptions import RequestException
 from tornado import web
 from traitlets import Bool, Float, Int, List, Unicode, default, validate
+from traitlets.utils.importstring import import_item
 
 from .. import gpus, metrics, naming
 from ..options import OptionsError
@@ -338,14 +339,20 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     async def gpu_overview(self, refresh=False):
         """For the admin page: each GPU with its holders, and how the inventory was found."""
-        inventory = await self.gpu_inventory(refresh=refresh)
-        status = gpus.status(inventory, await self.gpu_holders(exclude_self=False))
-        metrics.observe_gpus(self.hub_name, status)
+        await self.gpu_inventory(refresh=refresh)
+        status = await self.gpu_status()
         if self.gpu_ids:
             source = f"configured: c.MLHubDockerSpawner.gpu_ids / GPU_IDS = {','.join(self.gpu_ids)}"
             return {"gpus": status, "source": source, "probed_at": None, "ok": True}
         result = self.gpu_discovery.result
         return {"gpus": status, "source": result.message, "probed_at": result.probed_at, "ok": result.ok}
+
+    async def _refresh_gpu_metrics(self):
+        """After a GPU workspace started or stopped: the metrics see it (never fails the start or stop)."""
+        try:
+            await self.gpu_status()
+        except (APIError, RequestException) as e:
+            self.log.warning("GPU metrics not refreshed: %s", e)
 
     @classmethod
     async def discover_gpus_at_start(cls, config):
@@ -465,7 +472,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                 raise
         self.allocated_gpus = gpu_ids
         if gpu_ids:
-            await self.gpu_status()  # the metrics see the GPUs taken
+            await self._refresh_gpu_metrics()
         ip, port = await self.get_ip_and_port()
         self.emit_progress(85, "Waiting for the workspace to answer")
         await self._wait_until_listening(ip, port)
@@ -636,7 +643,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         if self.object_id:
             await super().stop_object()
             if self.allocated_gpus:
-                await self.gpu_status()  # the metrics see the GPUs freed
+                await self._refresh_gpu_metrics()
 
     async def remove_object(self):
         if self.object_id:
@@ -748,10 +755,13 @@ _background = set()
 def discover_gpus_at_hub_start(config):
     """From ``jupyterhub_config.py``: probe the GPUs in the background if the spawner is ours (Docker)."""
     spawner_class = config.JupyterHub.get("spawner_class", "")
-    if isinstance(spawner_class, str):
-        if spawner_class != "mlhub-docker":
-            return None
+    if spawner_class == "mlhub-docker":
         spawner_class = MLHubDockerSpawner
+    elif isinstance(spawner_class, str) and "." in spawner_class:
+        try:
+            spawner_class = import_item(spawner_class)
+        except (ImportError, AttributeError):
+            return None  # JupyterHub says so itself
     if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubDockerSpawner)):
         return None
     try:

@@ -31,7 +31,7 @@ def test_inventory_from_config_and_nvidia_smi():
 
 
 def test_labels_of_live_containers_say_which_gpus_are_taken():
-    used = gpus_in_use([("a", "0,1"), ("b", "2"), ("me", "3"), ("c", None)], FOUR, exclude="me")
+    used = gpus_in_use([("a", "0,1"), ("b", "2"), ("c", None)], FOUR)
     assert used == {"0": ["a"], "1": ["a"], "2": ["b"]}
 
 

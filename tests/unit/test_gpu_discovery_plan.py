@@ -1,5 +1,7 @@
 """The GPU probe's container (pure) and the GPU series on the hub's metrics endpoint."""
 
+import asyncio
+
 from prometheus_client import REGISTRY, generate_latest
 
 from mlhubspawner import metrics, naming
@@ -41,3 +43,49 @@ def test_gpu_series_on_the_metrics_endpoint():
     metrics.observe_gpus("metrics-test", status(inventory, {}))
     text = generate_latest(REGISTRY).decode()
     assert 'user="alice"' not in text and 'mlhub_gpus_total{hub="metrics-test"} 2.0' in text
+
+
+def test_discovery_at_hub_start_runs_for_our_docker_spawner_only(monkeypatch):
+    """jupyterhub_config.py starts the probe in the background for mlhub-docker (or a subclass), nothing else."""
+    from traitlets.config import Config
+
+    from mlhubspawner.docker import spawner as docker_spawner
+
+    probed = []
+
+    async def fake_discovery(cls, config):
+        probed.append(cls.__name__)
+
+    monkeypatch.setattr(
+        docker_spawner.MLHubDockerSpawner, "discover_gpus_at_start", classmethod(fake_discovery)
+    )
+
+    async def start_with(spawner_class):
+        config = Config()
+        config.JupyterHub.spawner_class = spawner_class
+        task = docker_spawner.discover_gpus_at_hub_start(config)
+        if task is not None:
+            await task
+        return task is not None
+
+    results = {
+        name: asyncio.run(start_with(name))
+        for name in (
+            "mlhub-docker",
+            "mlhubspawner.docker.spawner.MLHubDockerSpawner",
+            "mlhub-kubernetes",
+            "dockerspawner.DockerSpawner",
+            "no.such.Spawner",
+        )
+    }
+    assert results == {
+        "mlhub-docker": True,
+        "mlhubspawner.docker.spawner.MLHubDockerSpawner": True,
+        "mlhub-kubernetes": False,
+        "dockerspawner.DockerSpawner": False,
+        "no.such.Spawner": False,
+    }
+    assert probed == ["MLHubDockerSpawner", "MLHubDockerSpawner"]
+    assert (
+        docker_spawner.discover_gpus_at_hub_start(Config()) is None
+    )  # no running loop: a tool reading the config
