@@ -86,6 +86,8 @@ def test_discovery_at_hub_start_runs_for_our_docker_spawner_only(monkeypatch):
         "no.such.Spawner": False,
     }
     assert probed == ["MLHubDockerSpawner", "MLHubDockerSpawner"]
-    assert (
-        docker_spawner.discover_gpus_at_hub_start(Config()) is None
-    )  # no running loop: a tool reading the config
+    # no running loop (a tool reading the config): nothing is started
+    outside = Config()
+    outside.JupyterHub.spawner_class = "mlhub-docker"
+    assert docker_spawner.discover_gpus_at_hub_start(outside) is None
+    assert len(probed) == 2
