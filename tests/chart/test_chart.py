@@ -197,6 +197,9 @@ def test_rbac_is_exactly_what_the_spawner_and_cleanup_call(default_docs):
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
     assert granted == {
         ("", "pods"): {"get", "list", "watch", "create", "delete"},
+        # the workspace Service's owner reference to its pod sets blockOwnerDeletion (KubeSpawner): with
+        # OwnerReferencesPermissionEnforcement (OpenShift) that needs update on the owner's finalizers
+        ("", "pods/finalizers"): {"update"},
         ("", "services"): {"get", "list", "create", "delete"},
         ("", "persistentvolumeclaims"): {"get", "list", "create", "delete", "patch"},
         ("", "events"): {"list", "watch"},

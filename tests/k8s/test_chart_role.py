@@ -7,6 +7,11 @@ Driven through whole lifecycles: a workspace started, stopped, started again (it
 NetworkPolicy reused), deleted; then a cleanup sweep of its deleted user, PVC grace period included. The
 chart is rendered with GPUs on (``singleuser.gpu.max``), so its ClusterRole (get/list on nodes) is enforced
 too: the GPU pools of the form and a GPU workspace need nothing more, and it grants nothing else.
+
+The fixture also plays the OwnerReferencesPermissionEnforcement admission plugin (on by default on OpenShift,
+optional elsewhere), which the fake does not: an object sent with an owner reference needs ``delete`` on
+itself, and one with ``blockOwnerDeletion: true`` needs ``update`` on its owner's ``<resource>/finalizers``
+(KubeSpawner's workspace Service names its pod so).
 """
 
 import asyncio
@@ -23,7 +28,7 @@ from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
+from fake_k8s import resource_type, running_fake  # noqa: E402
 
 from cleanup_service import sweep  # noqa: E402
 from cleanup_service.app import Cleaner  # noqa: E402
@@ -66,11 +71,42 @@ def rendered_role():
     )
 
 
+def enforce_owner_reference_permissions(fake):
+    """Check what OwnerReferencesPermissionEnforcement checks on the clients' creates and updates: an owner
+    reference needs ``delete`` on the object, ``blockOwnerDeletion`` ``update`` on the owner's finalizers.
+    Records every owner reference seen in ``fake.owner_references`` (kind of object, kind of owner, block)."""
+    fake.owner_references = []
+    create, update = fake._create, fake._update
+
+    def admit(rtype, namespace, obj, context):
+        if not context or context.get("method") not in ("POST", "PUT", "PATCH"):
+            return  # the fake's own controllers and the test's direct writes
+        meta = obj.get("metadata") or {}
+        for ref in meta.get("ownerReferences") or []:
+            fake.owner_references.append((rtype.kind, ref["kind"], bool(ref.get("blockOwnerDeletion"))))
+            fake._authorize("DELETE", False, rtype, namespace, meta.get("name") or "x", None)
+            if ref.get("blockOwnerDeletion"):
+                owner = resource_type(ref["kind"])
+                fake._authorize("PUT", False, owner, namespace, ref["name"], "finalizers")
+
+    def checked_create(rtype, namespace, obj, dry_run=False, validate=True, context=None):
+        admit(rtype, namespace, obj, context)
+        return create(rtype, namespace, obj, dry_run=dry_run, validate=validate, context=context)
+
+    def checked_update(rtype, namespace, name, body, subresource=None, dry_run=False, context=None, **kw):
+        admit(rtype, namespace, body, context)
+        return update(rtype, namespace, name, body, subresource, dry_run, context, **kw)
+
+    fake._create, fake._update = checked_create, checked_update
+
+
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    """A fake API server that authorizes like RBAC with the chart's Role; KUBECONFIG points at it."""
+    """A fake API server that authorizes like RBAC with the chart's Role (and owner references like
+    OwnerReferencesPermissionEnforcement); KUBECONFIG points at it."""
     rules, cluster_rules, subject = rendered_role()
     with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
+        enforce_owner_reference_permissions(fake)
         fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
         fake.add_node(
             "gpu-1", allocatable={"nvidia.com/gpu": 4}, labels={"nvidia.com/gpu.product": "NVIDIA-L4"}
@@ -107,6 +143,8 @@ async def test_a_workspaces_whole_life_needs_nothing_the_role_does_not_grant(fak
         await spawner.delete_forever()
     finally:
         assert fake.forbidden == [], fake.forbidden
+    # the workspace's Service blocks its pod's deletion: on OpenShift that needs pods/finalizers update
+    assert ("Service", "Pod", True) in fake.owner_references
 
 
 async def test_a_cleanup_sweep_needs_nothing_the_role_does_not_grant(fake, monkeypatch):
