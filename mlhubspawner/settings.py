@@ -445,6 +445,14 @@ VARIABLES = (
         "a host path: `make run` mounts it at `/resources/ssl`",
     ),
     Variable(
+        "MLHUB_CERT_RELOAD_SECONDS",
+        "Hub image with `SSL_ENABLED`: seconds (1-86400) between two looks at the certificate; a changed valid "
+        "pair (e.g. renewed by cert-manager) is served after `nginx -s reload`, the self-signed one is renewed "
+        "30 days before it expires.",
+        "hub image",
+        "60",
+    ),
+    Variable(
         "MLHUB_HUB_IMAGE",
         "The hub image that `make run` starts and `make images` builds; also the image of the hub's helper "
         "containers.",
