@@ -299,3 +299,175 @@ def make_network_policy(
             "egress": egress,
         },
     }
+
+
+# ---- Pod Security: the workspace pod's security contexts ---------------------------------------
+
+POD_SECURITY_LEVELS = ("restricted", "baseline")
+UNPRIVILEGED_PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
+# the volume types Pod Security "restricted" allows (baseline: any but hostPath)
+RESTRICTED_VOLUME_TYPES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+# capabilities "baseline" allows to be added (the container runtimes' default set); "restricted": NET_BIND_SERVICE
+BASELINE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+
+
+def _api_value(value):
+    """An API value (a client model, list or dict of them) as the API's JSON (camelCase keys), copied."""
+    if hasattr(value, "attribute_map") and hasattr(value, "openapi_types"):
+        return {
+            value.attribute_map[attr]: _api_value(getattr(value, attr))
+            for attr in value.openapi_types
+            if getattr(value, attr) is not None
+        }
+    if isinstance(value, dict):
+        return {k: _api_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_api_value(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _all_containers(pod):
+    return list(pod.spec.init_containers or []) + list(pod.spec.containers or [])
+
+
+def lowest_bound_port(ports):
+    """The lowest of the ports the workspace binds, if it is a privileged one (< 1024), else None."""
+    low = min((int(p) for p in ports if p), default=None)
+    return low if low is not None and low < 1024 else None
+
+
+def secure_pod(pod, *, level="restricted", fs_group_change_policy="OnRootMismatch", low_port=None):
+    """A copy of KubeSpawner's pod with the security contexts of Pod Security ``level``.
+
+    KubeSpawner has set ``fsGroup``/``supplementalGroups`` on the pod and ``runAsUser``/``runAsGroup``
+    on the notebook container (its ``fs_gid``, ``gid``, ``uid``...). Added here, where not set already:
+    the pod's ``runAsUser``/``runAsGroup`` (the notebook's, so init containers run as the same user),
+    ``fsGroupChangePolicy`` (with an ``fsGroup``), seccomp ``RuntimeDefault``, and with ``low_port``
+    the sysctl ``net.ipv4.ip_unprivileged_port_start=<low_port>`` so a non-root sshd can bind port 22
+    (a safe sysctl, allowed by both levels). ``restricted`` also sets ``runAsNonRoot`` on the pod and,
+    on every container (init containers too), ``allowPrivilegeEscalation: false`` and dropping ALL
+    capabilities. ``baseline`` leaves privilege escalation to KubeSpawner's ``allow_privilege_escalation``
+    and the capabilities to the container runtime's default set.
+    """
+    if level not in POD_SECURITY_LEVELS:
+        raise ValueError(f"Pod Security level must be one of {POD_SECURITY_LEVELS}, got {level!r}")
+    pod = copy.deepcopy(pod)
+    psc = _api_value(pod.spec.security_context) or {}
+    notebook = _api_value(_notebook_container(pod).security_context) or {}
+    for key in ("runAsUser", "runAsGroup"):
+        if key in notebook:
+            psc.setdefault(key, notebook[key])
+    if "fsGroup" in psc and fs_group_change_policy:
+        psc.setdefault("fsGroupChangePolicy", fs_group_change_policy)
+    psc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    if low_port is not None:
+        sysctls = [s for s in psc.get("sysctls") or [] if s.get("name") != UNPRIVILEGED_PORT_SYSCTL]
+        configured = [s for s in psc.get("sysctls") or [] if s.get("name") == UNPRIVILEGED_PORT_SYSCTL]
+        if configured:  # the admin's value, unless it leaves the port privileged
+            value = min(int(configured[0]["value"]), int(low_port))
+        else:
+            value = int(low_port)
+        psc["sysctls"] = [*sysctls, {"name": UNPRIVILEGED_PORT_SYSCTL, "value": str(value)}]
+    if level == "restricted":
+        psc.setdefault("runAsNonRoot", True)
+    pod.spec.security_context = psc
+    for container in _all_containers(pod):
+        csc = _api_value(container.security_context) or {}
+        if level == "restricted":
+            csc.setdefault("allowPrivilegeEscalation", False)
+            csc.setdefault("runAsNonRoot", True)
+            capabilities = csc.setdefault("capabilities", {})
+            drop = list(capabilities.get("drop") or [])
+            if "ALL" not in drop:
+                capabilities["drop"] = ["ALL", *drop]
+        container.security_context = csc or None
+    return pod
+
+
+def pod_security_conflicts(pod, level="restricted"):
+    """What in a (secured) pod Pod Security ``level`` refuses: settings of the admin that ML Hub does not override.
+
+    A list of sentences naming the field (empty: the pod conforms as far as these settings go).
+    """
+    if level not in POD_SECURITY_LEVELS:
+        raise ValueError(f"Pod Security level must be one of {POD_SECURITY_LEVELS}, got {level!r}")
+    data = _api_value(pod)
+    spec = data.get("spec") or {}
+    psc = spec.get("securityContext") or {}
+    found = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            found.append(f"spec.{key} is true")
+    for volume in spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if "hostPath" in kinds or (level == "restricted" and not kinds <= RESTRICTED_VOLUME_TYPES):
+            found.append(f"volume {volume.get('name')!r} is of type {', '.join(sorted(kinds))}")
+    if (psc.get("seccompProfile") or {}).get("type") == "Unconfined":
+        found.append("spec.securityContext.seccompProfile is Unconfined")
+    if level == "restricted" and (psc.get("runAsUser") == 0 or psc.get("runAsNonRoot") is False):
+        found.append("the pod runs as root (uid 0 or runAsNonRoot false)")
+    containers = [("initContainers", c) for c in spec.get("initContainers") or []] + [
+        ("containers", c) for c in spec.get("containers") or []
+    ]
+    for kind, container in containers:
+        where = f"spec.{kind}[{container.get('name')}]"
+        csc = container.get("securityContext") or {}
+        if csc.get("privileged"):
+            found.append(f"{where} is privileged")
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                found.append(f"{where} uses hostPort {port['hostPort']}")
+        added = set((csc.get("capabilities") or {}).get("add") or [])
+        allowed = BASELINE_CAPABILITIES if level == "baseline" else {"NET_BIND_SERVICE"}
+        if added - allowed:
+            found.append(f"{where} adds capabilities {', '.join(sorted(added - allowed))}")
+        if (csc.get("seccompProfile") or {}).get("type") == "Unconfined":
+            found.append(f"{where} seccompProfile is Unconfined")
+        if level == "restricted":
+            if csc.get("allowPrivilegeEscalation") is not False:
+                found.append(f"{where} allows privilege escalation")
+            if csc.get("runAsUser") == 0 or csc.get("runAsNonRoot") is False:
+                found.append(f"{where} runs as root (uid 0 or runAsNonRoot false)")
+            if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+                found.append(f"{where} does not drop ALL capabilities")
+    return found
+
+
+def peers_in_namespace(peers, namespace):
+    """NetworkPolicy peers as a policy in another namespace must name them: those selecting pods only
+    (no ``namespaceSelector``, no ``ipBlock``) get ``namespaceSelector`` ``kubernetes.io/metadata.name:
+    <namespace>`` (a bare ``podSelector`` selects pods in the policy's own namespace)."""
+    result = []
+    for peer in peers:
+        peer = copy.deepcopy(dict(peer))
+        if "ipBlock" not in peer and "namespaceSelector" not in peer:
+            peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        result.append(peer)
+    return result

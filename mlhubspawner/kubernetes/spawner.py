@@ -20,7 +20,7 @@ import aiohttp
 from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client import ApiException, NetworkingV1Api
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, default, validate
+from traitlets import Bool, Callable, Dict, Enum, Float, Int, List, Unicode, Union, default, validate
 
 from .. import metrics, naming
 from ..options import OptionsError, WorkspaceOptions, gpu_count, is_extended_resource, parse_size
@@ -247,6 +247,77 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                 )
         return proposal.value
 
+    # ---- who the workspace runs as, and Pod Security --------------------------------------
+
+    uid = Union(
+        [Int(), Callable()],
+        default_value=1000,
+        allow_none=True,
+        help="""User id the workspace runs as (KubeSpawner's ``uid``: ``runAsUser``), whatever the image's ``USER``.
+
+        Default 1000 (the workspace image's user). A custom image whose ``USER`` is root or another
+        uid still runs as this one, so it can write ``/workspace`` (see ``fs_gid``) and so users cannot
+        get root by choosing an image. ``None``: the image's ``USER`` (with ``pod_security_level``
+        ``restricted`` the pod is refused if that is root). 0 needs ``pod_security_level = "baseline"``.
+        A callable ``(spawner) -> int`` as in KubeSpawner.
+        """,
+    ).tag(config=True)
+
+    gid = Union(
+        [Int(), Callable()],
+        default_value=100,
+        allow_none=True,
+        help="""Primary group id the workspace runs as (KubeSpawner's ``gid``: ``runAsGroup``). Default 100 (users).""",
+    ).tag(config=True)
+
+    fs_gid = Union(
+        [Int(), Callable()],
+        default_value=100,
+        allow_none=True,
+        help="""Group that owns the workspace's volumes (KubeSpawner's ``fs_gid``: the pod's ``fsGroup``).
+
+        Default 100. The kubelet makes a fresh volume (e.g. a block-storage CSI disk, root-owned 0755)
+        group-owned by it and group-writable, and the workspace's processes get it as a supplemental
+        group: so uid 1000 can write ``/workspace``. How often the kubelet does that is
+        ``fs_group_change_policy``. ``None``: no ``fsGroup`` (the volume keeps its owner).
+        """,
+    ).tag(config=True)
+
+    supplemental_gids = Union(
+        [List(Int()), Callable()],
+        default_value=[],
+        help="""More groups the workspace's processes get (KubeSpawner's ``supplemental_gids``:
+        ``supplementalGroups``), e.g. the group of a shared NFS volume. Default none.""",
+    ).tag(config=True)
+
+    fs_group_change_policy = Enum(
+        ["OnRootMismatch", "Always"],
+        "OnRootMismatch",
+        help="""When the kubelet applies ``fs_gid`` to a volume's files (the pod's ``fsGroupChangePolicy``).
+
+        ``OnRootMismatch`` (default): only when the volume's top directory is not already owned by
+        ``fs_gid`` with its permissions, so a restart with a volume of millions of files is not slowed
+        down by a recursive chown. ``Always``: at every mount.
+        """,
+    ).tag(config=True)
+
+    pod_security_level = Enum(
+        list(objects.POD_SECURITY_LEVELS),
+        "restricted",
+        help="""The Pod Security Standard workspace pods conform to: ``restricted`` (default) or ``baseline``.
+
+        ``restricted``: ``runAsNonRoot``, seccomp ``RuntimeDefault``, and every container (init
+        containers too) without privilege escalation and with all capabilities dropped; a namespace
+        labelled ``pod-security.kubernetes.io/enforce: restricted`` admits them. ``baseline``: for
+        images that need more (``sudo``, a root process): no ``runAsNonRoot`` and no dropped
+        capabilities (the runtime's default set), privilege escalation as KubeSpawner's
+        ``allow_privilege_escalation`` says (set it to True for ``sudo``, and ``uid`` to 0 for root);
+        seccomp ``RuntimeDefault``, the uid/gid and the port sysctl stay. A setting of the admin that
+        the level refuses (a hostPath volume, ``privileged``, uid 0 under ``restricted``...) fails the
+        start with a message naming it, before anything is created.
+        """,
+    ).tag(config=True)
+
     # ---- KubeSpawner settings with ML Hub's defaults --------------------------------------
 
     @default("port")
@@ -416,6 +487,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         )
         # KubeSpawner creates the PVC when this is on: this start decides
         self.storage_pvc_ensure = volume
+        await self.get_pod_manifest()  # settings that Pod Security refuses fail here, before anything exists
         if self.network_policy_enabled:
             await self._ensure_network_policy()
         self._starting = True
@@ -582,11 +654,28 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             env, plan.options, ssh_host=self.ssh_target()[0], gpu_count=plan.gpu_count
         )
 
+    def _secure_pod(self, pod):
+        """The pod with the security contexts of ``pod_security_level``; refused if the admin's settings conflict."""
+        pod = objects.secure_pod(
+            pod,
+            level=self.pod_security_level,
+            fs_group_change_policy=self.fs_group_change_policy,
+            low_port=objects.lowest_bound_port([self.port, self.ssh_port]),
+        )
+        conflicts = objects.pod_security_conflicts(pod, self.pod_security_level)
+        if conflicts:
+            raise ValueError(
+                f"The workspace pod of {self._log_name} does not conform to Pod Security "
+                f"{self.pod_security_level!r} (MLHubKubernetesSpawner.pod_security_level): "
+                + "; ".join(conflicts)
+            )
+        return pod
+
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()
         plan = self._start_plan
         if plan is None:
-            return pod
+            return self._secure_pod(pod)
         options = plan.options
         labels, annotations = self._owner_metadata(
             naming.COMPONENT_WORKSPACE, plan.expiration, plan.gpu_count
@@ -596,7 +685,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             volume_path=self.volume_path,
             shm_size=options.shm_size,
         )
-        return objects.customize_pod(
+        pod = objects.customize_pod(
             pod,
             image=options.image,
             labels=labels,
@@ -616,6 +705,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             tolerations=self.gpu_tolerations if plan.gpu_count else (),
             image_pull_policy="Always" if options.update else None,
         )
+        return self._secure_pod(pod)
 
     def get_pvc_manifest(self):
         labels, annotations = self._owner_metadata(naming.COMPONENT_VOLUME)
