@@ -5,6 +5,7 @@ import ipaddress
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -66,14 +67,19 @@ def _load(cert_path):
         raise ValueError(f"{cert_path}: not a PEM certificate ({e})") from None
 
 
-def _matches(cert, key_path):
-    """Whether the PEM private key at ``key_path`` belongs to ``cert``."""
+def key_matches(cert, key_pem):
+    """Whether the PEM private key ``key_pem`` (bytes) belongs to ``cert``."""
     try:
-        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
-    except (ValueError, TypeError):
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return False
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def _matches(cert, key_path):
+    """Whether the PEM private key at ``key_path`` belongs to ``cert``."""
+    return key_matches(cert, Path(key_path).read_bytes())
 
 
 def _reusable(cert_path, key_path, dns, ips):

@@ -136,6 +136,28 @@ def docker_front(settings):
     return container_id, listen
 
 
+def front_certificate(settings, listen, data_dir, run_dir, env):
+    """The mounted or generated pair, installed where nginx reads it; returns (cert, key, watch).
+
+    ``watch`` is ``(source directory, self-signed, seconds)`` for the certificate watcher.
+    """
+    from .cert_reload import check_pair, install, parse_interval
+    from .certs import ensure_certificate
+
+    dns = ["localhost", settings.hub_name, socket.gethostname(), *settings.public_hostnames]
+    ips = ["127.0.0.1", *(a for a in listen if a != "0.0.0.0")]
+    try:
+        interval = parse_interval(env.get("MLHUB_CERT_RELOAD_SECONDS"))
+        cert, key = ensure_certificate(SSL_DIR, data_dir / "ssl", settings.hub_name, dns, ips, log=log)
+        pair = Path(cert).read_bytes(), Path(key).read_bytes()
+        check_pair(*pair)  # the bytes nginx gets (the files may have changed since)
+    except ValueError as e:
+        raise SystemExit(f"ML Hub cannot start: TLS certificate: {e}") from None
+    source = Path(cert).parent
+    served_cert, served_key = install(run_dir / "tls", *pair)
+    return str(served_cert), str(served_key), (str(source), source != Path(SSL_DIR), interval)
+
+
 def prepare(settings, env):
     data_dir = Path(settings.data_dir)
     private_data_dir(data_dir)
@@ -152,15 +174,9 @@ def prepare(settings, env):
         log(f"container {container_id[:12]}; public port {L.PUBLIC_PORT} on {', '.join(listen)}")
 
     cert = key = ""
+    cert_watch = None
     if settings.ssl_enabled and settings.start_nginx:
-        from .certs import ensure_certificate
-
-        dns = ["localhost", settings.hub_name, socket.gethostname(), *settings.public_hostnames]
-        ips = ["127.0.0.1", *(a for a in listen if a != "0.0.0.0")]
-        try:
-            cert, key = ensure_certificate(SSL_DIR, data_dir / "ssl", settings.hub_name, dns, ips, log=log)
-        except ValueError as e:
-            raise SystemExit(f"ML Hub cannot start: TLS certificate: {e}") from None
+        cert, key, cert_watch = front_certificate(settings, listen, data_dir, run_dir, env)
 
     host_keys = ()
     if settings.start_ssh:
@@ -170,7 +186,13 @@ def prepare(settings, env):
         )
     try:
         layout = L.layout_from_settings(
-            settings, listen=listen, cert=cert, key=key, host_keys=host_keys, data_dir=str(data_dir)
+            settings,
+            listen=listen,
+            cert=cert,
+            key=key,
+            host_keys=host_keys,
+            data_dir=str(data_dir),
+            cert_watch=cert_watch,
         )
     except ValueError as e:
         raise SystemExit(f"ML Hub cannot start: {e}") from None

@@ -12,6 +12,7 @@ workspace can reach, on the user networks the hub container joins.
 """
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +54,11 @@ class Layout:
     chp_args: tuple = ()
     hub_url: str = f"http://127.0.0.1:{HUB_PORT}"  # the hub API: here, or the hub's Service (chart)
     proxy_api_ip: str = "127.0.0.1"  # where the proxy's API listens: loopback, or the pod (chart)
-    cert: str = ""
+    cert: str = ""  # where nginx reads the pair (a validated copy, see cert_reload.py)
     key: str = ""
+    cert_source: str = ""  # the directory the watcher looks at: mounted (operator's) or generated
+    cert_self_signed: bool = False  # the generated pair: the watcher renews it before it expires
+    cert_reload_seconds: int = 60
     run_dir: str = str(RUN_DIR)
     data_dir: str = "/data"
     host_keys: tuple = field(default_factory=tuple)
@@ -83,7 +87,10 @@ class Layout:
         return f"127.0.0.1:{REDIRECT_PORT if self.ssl else HTTP_PORT}"
 
 
-def layout_from_settings(settings, listen=("0.0.0.0",), cert="", key="", host_keys=(), data_dir="/data"):
+def layout_from_settings(
+    settings, listen=("0.0.0.0",), cert="", key="", host_keys=(), data_dir="/data", cert_watch=None
+):
+    """``cert_watch``: ``(source directory, self-signed, seconds)`` of the certificate watcher, or None."""
     if not (settings.start_nginx or settings.start_ssh or settings.start_jhub or settings.start_chp):
         raise ValueError("START_NGINX, START_SSH, START_JHUB and START_CHP are all off: nothing to run")
     if settings.ssl_enabled and settings.start_nginx and not (cert and key):
@@ -100,6 +107,9 @@ def layout_from_settings(settings, listen=("0.0.0.0",), cert="", key="", host_ke
         proxy_api_ip=settings.proxy_api_listen,
         cert=cert,
         key=key,
+        cert_source=cert_watch[0] if cert_watch else "",
+        cert_self_signed=bool(cert_watch and cert_watch[1]),
+        cert_reload_seconds=cert_watch[2] if cert_watch else Layout.cert_reload_seconds,
         host_keys=tuple(host_keys),
         data_dir=data_dir,
     )
@@ -141,6 +151,20 @@ def _supervisor_command(args):
     return " ".join(_UNSAFE.sub(r"\\\1", a) if a else "''" for a in args).replace("%", "%%")
 
 
+def cert_reload_command(layout):
+    """The certificate watcher (cert_reload.py): reloads nginx when the certificate changes."""
+    args = [
+        sys.executable,
+        "-m",
+        "mlhubspawner.front.cert_reload",
+        f"--source={layout.cert_source}",
+        f"--target={Path(layout.cert).parent}",
+        f"--nginx-conf={layout.run_dir}/nginx.conf",
+        f"--interval={layout.cert_reload_seconds}",
+    ]
+    return args + (["--self-signed"] if layout.cert_self_signed else [])
+
+
 def programs(layout, hub_command):
     """The supervisord programs: ``[(name, command, user)]``, in start order."""
     result = []
@@ -154,6 +178,8 @@ def programs(layout, hub_command):
         result.append(("nginx", ["nginx", "-c", f"{layout.run_dir}/nginx.conf", "-g", "daemon off;"], "root"))
     if layout.sslh:
         result.append(("sslh", sslh_command(layout), "sslh"))
+    if layout.nginx and layout.ssl and layout.cert_source:
+        result.append(("cert-reload", cert_reload_command(layout), "root"))
     return result
 
 
