@@ -98,6 +98,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import contextvars
 import copy
 import datetime
 import hashlib
@@ -116,6 +117,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+import pod_security
+
 log = logging.getLogger("fake_k8s")
 
 NODE_NAME = "fake-node"
@@ -128,6 +131,8 @@ WATCH_MAX_SECONDS = 3600  # server-side cap on one watch request
 BOOKMARK_SECONDS = 5.0  # idle interval between BOOKMARK events when allowWatchBookmarks
 MAX_CONTROLLER_PODS = 100  # a fake controller never creates more pods than this for one owner
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# the Warning headers of the request being handled (None outside a request: controllers, tests' calls)
+_REQUEST_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("warnings", default=None)
 
 
 @dataclass(frozen=True)
@@ -806,8 +811,14 @@ class FakeKubernetes:
     """The fake API server. Thread-safe: the public methods may be called from any thread while clients
     talk to it over HTTP. See the module docstring for what it does and does not do."""
 
-    def __init__(self, version="1.33.0", validate=True, pod_start_seconds=0.2):
+    def __init__(self, version="1.33.0", validate=True, pod_start_seconds=0.2, pod_security="privileged"):
         self.version = version.lstrip("v")
+        # Pod Security admission: the cluster-wide defaults (AdmissionConfiguration ``defaults``) for the
+        # namespaces without a pod-security.kubernetes.io/<mode> label; a level names the enforce mode's,
+        # a dict {mode: level} any of enforce/warn/audit. Warnings and audit findings are recorded here.
+        self.pod_security = pod_security
+        self.pod_security_warnings: list[dict] = []
+        self.pod_security_audit: list[dict] = []
         self.validate = validate
         self.pod_start_seconds = pod_start_seconds
         self.pod_stop_seconds = 0.1  # how long a gracefully deleted pod stays (with deletionTimestamp)
@@ -1086,6 +1097,7 @@ class FakeKubernetes:
                     rtype=rtype,
                     name=meta["name"],
                 )
+            self._admit_pod_security(rtype, obj)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"):
@@ -1147,6 +1159,10 @@ class FakeKubernetes:
                     else:
                         new.pop("status", None)
                 self._carry_over(rtype, old, new)
+                if rtype.plural == "namespaces" or pod_security.pod_template(
+                    new
+                ) != pod_security.pod_template(old):
+                    self._admit_pod_security(rtype, new)
                 if rtype.generation and self._spec_of(new) != self._spec_of(old):
                     new_meta["generation"] = old["metadata"].get("generation", 1) + 1
             return self._store_update(rtype, old, new, dry_run)
@@ -1298,6 +1314,67 @@ class FakeKubernetes:
                 for (ns, _), obj in list(self._objects[rtype.plural].items()):
                     if ns == namespace and (ns, obj["metadata"]["name"]) in self._objects[rtype.plural]:
                         self._remove(rtype, obj, "Background")
+
+    # ---- Pod Security admission ------------------------------------------------------------------------
+
+    def _namespace_policy(self, namespace) -> dict:
+        """{mode: (level, version)} of a namespace: its pod-security.kubernetes.io labels, else the defaults."""
+        ns = self._objects["namespaces"].get(("", namespace)) or {}
+        defaults = (
+            self.pod_security if isinstance(self.pod_security, dict) else {"enforce": self.pod_security}
+        )
+        policy, _ = pod_security.namespace_policy(_meta(ns).get("labels"), defaults)
+        return policy
+
+    def _admit_pod_security(self, rtype, obj):
+        """The PodSecurity admission plugin: a pod violating its namespace's enforce level is 403 Forbidden;
+        warn-level violations (and, for workloads, enforce-level ones: their pods are what gets refused)
+        become Warning headers and ``pod_security_warnings``; audit-level ones ``pod_security_audit``."""
+        if rtype.plural == "namespaces":
+            _, errors = pod_security.namespace_policy(_meta(obj).get("labels"))
+            if errors:
+                name = _meta(obj).get("name", "")
+                raise ApiError(
+                    422,
+                    f'{rtype.kind} "{name}" is invalid: {"; ".join(errors)}',
+                    rtype=rtype,
+                    name=name,
+                )
+            return
+        if rtype.plural == "pods":
+            subject = obj
+        else:
+            subject = pod_security.pod_template({**obj, "kind": rtype.kind})
+            if subject is None:
+                return
+        meta = _meta(obj)
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        policy = self._namespace_policy(namespace)
+        record = {"kind": rtype.kind, "namespace": namespace, "name": name}
+        warned = set()
+        for mode in ("enforce", "warn", "audit"):
+            level, version = policy[mode]
+            if level == "privileged":
+                continue
+            found = pod_security.violations(subject, level)
+            if not found:
+                continue
+            if mode == "audit":
+                self.pod_security_audit.append({**record, "level": level, "violations": found})
+                continue
+            if mode == "enforce" and rtype.plural == "pods":
+                self.pod_security_audit.append({**record, "level": level, "violations": found})
+                raise ApiError(
+                    403, pod_security.forbidden_message(name, level, version, found), rtype=rtype, name=name
+                )
+            warning = pod_security.warning_message(level, version, found)
+            if warning in warned:
+                continue
+            warned.add(warning)
+            self.pod_security_warnings.append({**record, "level": level, "message": warning})
+            request_warnings = _REQUEST_WARNINGS.get()
+            if request_warnings is not None:
+                request_warnings.append(warning)
 
     # ---- defaults ----------------------------------------------------------------------------------------
 
@@ -1871,6 +1948,14 @@ class FakeKubernetes:
                     log.warning(
                         "fake %s controller could not create pod %s: %s", owner_rtype.kind, name, e.message
                     )
+                    # as the real controllers report it (e.g. a pod refused by Pod Security admission)
+                    self._event(
+                        owner,
+                        "FailedCreate",
+                        f"Error creating: {e.message}",
+                        etype="Warning",
+                        component=f"{owner_rtype.singular}-controller",
+                    )
                     break
                 existing.add(name)
             return len(existing)
@@ -2003,16 +2088,64 @@ class FakeKubernetes:
             if rs is None or rs["metadata"].get("deletionTimestamp"):
                 return
             replicas = (rs.get("spec") or {}).get("replicas", 1)
-            self._ensure_pods(rs, rtype, replicas)
+            made = self._ensure_pods(rs, rtype, replicas)
             generation = rs["metadata"].get("generation", 1)
             status = {
-                "replicas": replicas,
-                "fullyLabeledReplicas": replicas,
-                "readyReplicas": replicas,
-                "availableReplicas": replicas,
+                "replicas": made,
+                "fullyLabeledReplicas": made,
+                "readyReplicas": made,
+                "availableReplicas": made,
                 "observedGeneration": generation,
             }
             self._mutate(rtype, namespace, name, rs["metadata"]["uid"], _set_status(status))
+            if made < min(replicas, MAX_CONTROLLER_PODS):
+                self._report_replica_failure(rs, made)
+
+    def _report_replica_failure(self, rs, made):
+        """A Deployment whose ReplicaSet could not create its pods (e.g. refused by Pod Security admission)
+        reports the ready ones only and a ReplicaFailure condition, as a real one does."""
+        ref = next(
+            (r for r in rs["metadata"].get("ownerReferences") or [] if r.get("kind") == "Deployment"), None
+        )
+        if ref is None:
+            return
+        failed = next(
+            (
+                e
+                for e in reversed(self.list("events", rs["metadata"]["namespace"]))
+                if e["involvedObject"].get("uid") == rs["metadata"]["uid"] and e["reason"] == "FailedCreate"
+            ),
+            None,
+        )
+
+        def fn(dep):
+            status = dep.setdefault("status", {})
+            wanted = (dep.get("spec") or {}).get("replicas", 1)
+            status.update(readyReplicas=made, availableReplicas=made, unavailableReplicas=wanted - made)
+            if not made:
+                status.pop("readyReplicas")
+                status.pop("availableReplicas")
+            now = _now()
+            conditions = [c for c in status.get("conditions") or [] if c.get("type") != "ReplicaFailure"]
+            for c in conditions:
+                if c.get("type") == "Available":
+                    c.update(status="False", reason="MinimumReplicasUnavailable")
+                    c["message"] = "Deployment does not have minimum availability."
+            conditions.append(
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": failed["message"][len("Error creating: ") :] if failed else "",
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                }
+            )
+            status["conditions"] = conditions
+
+        self._mutate(
+            resource_type("deployments"), rs["metadata"]["namespace"], ref.get("name"), ref.get("uid"), fn
+        )
 
     def _reconcile_statefulsets(self, namespace, name):
         rtype = resource_type("statefulsets")
@@ -2036,15 +2169,15 @@ class FakeKubernetes:
                             self._create(
                                 resource_type("persistentvolumeclaims"), namespace, pvc, validate=False
                             )
-            self._ensure_pods(sts, rtype, replicas, names=lambda i: f"{name}-{i}")
+            made = self._ensure_pods(sts, rtype, replicas, names=lambda i: f"{name}-{i}")
             revision = f"{name}-{self._template_hash(spec.get('template') or {})}"
             status = {
                 "observedGeneration": sts["metadata"].get("generation", 1),
-                "replicas": replicas,
-                "readyReplicas": replicas,
-                "currentReplicas": replicas,
-                "updatedReplicas": replicas,
-                "availableReplicas": replicas,
+                "replicas": made,
+                "readyReplicas": made,
+                "currentReplicas": made,
+                "updatedReplicas": made,
+                "availableReplicas": made,
                 "currentRevision": revision,
                 "updateRevision": revision,
                 "collisionCount": 0,
@@ -2057,15 +2190,15 @@ class FakeKubernetes:
             ds = self._objects["daemonsets"].get((namespace, name))
             if ds is None or ds["metadata"].get("deletionTimestamp"):
                 return
-            self._ensure_pods(ds, rtype, 1)
+            made = self._ensure_pods(ds, rtype, 1)
             status = {
                 "observedGeneration": ds["metadata"].get("generation", 1),
-                "currentNumberScheduled": 1,
+                "currentNumberScheduled": made,
                 "desiredNumberScheduled": 1,
-                "numberAvailable": 1,
+                "numberAvailable": made,
                 "numberMisscheduled": 0,
-                "numberReady": 1,
-                "updatedNumberScheduled": 1,
+                "numberReady": made,
+                "updatedNumberScheduled": made,
             }
             self._mutate(rtype, namespace, name, ds["metadata"]["uid"], _set_status(status))
 
@@ -2074,10 +2207,18 @@ class FakeKubernetes:
     @web.middleware
     async def _middleware(self, request, handler):
         self.requests.append((request.method, request.path_qs))
+        warnings: list[str] = []
+        token = _REQUEST_WARNINGS.set(warnings)
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as e:
-            return web.json_response(e.status(), status=e.code)
+            response = web.json_response(e.status(), status=e.code)
+        finally:
+            _REQUEST_WARNINGS.reset(token)
+        for warning in warnings:  # as the real server: 299 warn-code, "-" agent, the quoted text
+            escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.path.strip("/")
