@@ -9,6 +9,7 @@ the tests fail under CI=true and skip elsewhere. No cluster runs here: what need
 """
 
 import base64
+import copy
 import datetime
 import ipaddress
 import json
@@ -157,7 +158,6 @@ def test_default_objects(default_docs):
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default_docs)
     assert kinds == sorted(
         [
-            ("ConfigMap", "mlhub-hub-user-config"),
             ("Deployment", "mlhub-hub"),
             ("Deployment", "mlhub-proxy"),
             ("NetworkPolicy", "mlhub-hub"),
@@ -168,6 +168,7 @@ def test_default_objects(default_docs):
             ("PodDisruptionBudget", "mlhub-proxy"),
             ("Role", "mlhub-hub"),
             ("RoleBinding", "mlhub-hub"),
+            ("Secret", "mlhub-hub-user-config"),
             ("Secret", "mlhub-hub-values"),
             ("Secret", "mlhub-secret"),
             ("Service", "mlhub-hub"),
@@ -335,7 +336,7 @@ def test_hub_deployment(default_docs):
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert mounts["/resources/jupyterhub_user_config.py"]["subPath"] == "jupyterhub_user_config.py"
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert volumes["user-config"]["configMap"]["name"] == "mlhub-hub-user-config"
+    assert volumes["user-config"]["secret"]["secretName"] == "mlhub-hub-user-config"
     assert volumes["values"]["secret"]["secretName"] == "mlhub-hub-values"
     assert mounts["/usr/local/etc/mlhub"]["name"] == "values"
 
@@ -554,13 +555,17 @@ def pod_annotations(docs, component):
 
 def test_checksums_roll_the_hub_on_config_changes_only(render, default_docs, tmp_path):
     again = render()
-    # random generated secrets do not reach the pod templates: a second render rolls nothing
+    # offline, the generated secrets are drawn anew: both pods roll with them (checksum/secret), nothing else
+    # differs (install and upgrade keep them: test_lookup_keeps_generated_secrets)
     for component in ("hub", "proxy"):
-        a = one(default_docs, "Deployment", f"-{component}")["spec"]["template"]
+        a = copy.deepcopy(one(default_docs, "Deployment", f"-{component}")["spec"]["template"])
         b = one(again, "Deployment", f"-{component}")["spec"]["template"]
+        assert a["metadata"]["annotations"].pop("checksum/secret") != b["metadata"]["annotations"].pop(
+            "checksum/secret"
+        )
         assert a == b, component
     base = pod_annotations(default_docs, "hub")
-    assert set(base) == {"checksum/values", "checksum/user-config"}
+    assert set(base) == {"checksum/values", "checksum/user-config", "checksum/secret"}
     user_config = tmp_path / "jupyterhub_user_config.py"
     user_config.write_text("c.MLHubKubernetesSpawner.max_cpu_limit = 8\n")
     changed = pod_annotations(render("--set-file", f"userConfig={user_config}"), "hub")
@@ -569,19 +574,31 @@ def test_checksums_roll_the_hub_on_config_changes_only(render, default_docs, tmp
     values_changed = pod_annotations(render("--set", "singleuser.image.tag=0.2.0"), "hub")
     assert values_changed["checksum/values"] != base["checksum/values"]
     assert values_changed["checksum/user-config"] == base["checksum/user-config"]
-    # the proxy rolls with its certificate, not with the hub's values
-    assert pod_annotations(render("--set", "singleuser.image.tag=0.2.0"), "proxy") == pod_annotations(
-        default_docs, "proxy"
+    # the proxy rolls with its certificate (and the secrets, drawn anew offline), not with the hub's values
+    assert (
+        pod_annotations(render("--set", "singleuser.image.tag=0.2.0"), "proxy")["checksum/tls"]
+        == (pod_annotations(default_docs, "proxy")["checksum/tls"])
     )
+    gitops = ["--set", "existingSecret=mine"]
+    assert pod_annotations(
+        render(*gitops, "--set", "singleuser.image.tag=0.2.0"), "proxy"
+    ) == pod_annotations(render(*gitops), "proxy")
 
 
-def test_user_config_reaches_its_configmap(render, tmp_path):
+def test_user_config_reaches_its_secret(render, tmp_path):
+    """The user config may hold OAuth client secrets: a Secret (not a ConfigMap), mounted where it always was."""
     user_config = tmp_path / "jupyterhub_user_config.py"
-    text = 'c.JupyterHub.shutdown_on_logout = True\nprint("it\'s: #1")\n'
+    text = 'c.GenericOAuthenticator.client_secret = "s3cret"\nprint("it\'s: #1")\n'
     user_config.write_text(text)
     docs = render("--set-file", f"userConfig={user_config}")
-    assert one(docs, "ConfigMap")["data"] == {"jupyterhub_user_config.py": text}
+    assert not find(docs, "ConfigMap")
+    assert secret_data(one(docs, "Secret", "-hub-user-config")) == {"jupyterhub_user_config.py": text}
     assert "userConfig" not in hub_values(docs)
+    hub = one(docs, "Deployment", "-hub")
+    volumes = {v["name"]: v for v in hub["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["user-config"]["secret"]["secretName"] == "mlhub-hub-user-config"
+    mounts = {m["mountPath"]: m for m in container(hub)["volumeMounts"]}
+    assert mounts["/resources/jupyterhub_user_config.py"]["name"] == "user-config"
 
 
 def test_two_releases_in_one_namespace_never_collide(render):
@@ -861,9 +878,12 @@ def test_lookup_keeps_generated_secrets(render, fake):
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in existing.items()},
         },
     )
+    checksums = set()
     for _ in range(2):
         docs = render("--dry-run=server", kubeconfig=fake.kubeconfig)
         assert secret_data(one(docs, "Secret", "-secret")) == existing
+        checksums |= {pod_annotations(docs, c)["checksum/secret"] for c in ("hub", "proxy")}
+    assert len(checksums) == 1  # an upgrade rolls no pod for the secrets' sake
     # a value set in the chart's values still wins over the stored one
     docs = render("--dry-run=server", "--set", "proxy.secretToken=" + "n" * 40, kubeconfig=fake.kubeconfig)
     assert secret_data(one(docs, "Secret", "-secret"))["proxy-token"] == "n" * 40
@@ -917,7 +937,7 @@ def test_install_upgrade_uninstall(helm_bin, fake, tmp_path):
         ("serviceaccounts", "mlhub-hub"),
         ("poddisruptionbudgets", "mlhub-hub"),
         ("networkpolicies", "mlhub-singleuser"),
-        ("configmaps", "mlhub-hub-user-config"),
+        ("secrets", "mlhub-hub-user-config"),
         ("secrets", "mlhub-hub-values"),
     ):
         assert fake.get(resource, NAMESPACE, name), (resource, name)
@@ -1037,3 +1057,146 @@ def test_dns_peers_are_configurable(render):
     assert chart["dnsPorts"] == [53, 5353]
     sp = chart_values.apply_chart_values(Config(), hub_values(docs)).MLHubKubernetesSpawner
     assert sp.network_policy_dns_peers == chart["dnsPeers"] and sp.network_policy_dns_ports == [53, 5353]
+
+
+# ---- GitOps: an existing Secret, checksum/secret (issue 13, item 5) ---------------------------------------------------
+
+
+def test_checksum_secret_rolls_both_pods_when_a_secret_changes(render):
+    """Both Deployments carry the hash of the chart's Secret: a new token rolls the hub and the proxy."""
+    a = render("--set", "proxy.secretToken=" + "a" * 40)
+    b = render("--set", "proxy.secretToken=" + "b" * 40)
+    for docs in (a, b):
+        assert (
+            pod_annotations(docs, "hub")["checksum/secret"]
+            == pod_annotations(docs, "proxy")["checksum/secret"]
+        )
+    assert pod_annotations(a, "hub")["checksum/secret"] != pod_annotations(b, "hub")["checksum/secret"]
+    assert pod_annotations(a, "proxy")["checksum/secret"] != pod_annotations(b, "proxy")["checksum/secret"]
+
+
+GITOPS = ["--set", "existingSecret=mlhub-gitops", "--set", "hub.ssl.enabled=true"]
+GITOPS += ["--set", "hub.ssl.existingSecret=hub-cert"]
+
+
+def test_existing_secret_makes_renders_reproducible(helm_bin, render, tmp_path):
+    """Argo CD / Flux render with `helm template`: with existingSecret two renderings are byte-identical and
+    every secret the pods read comes from the operator's Secrets, none from the chart."""
+    user_config = tmp_path / "jupyterhub_user_config.py"
+    user_config.write_text("c.JupyterHub.shutdown_on_logout = True\n")
+    args = [
+        "template",
+        "mlhub",
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        *GITOPS,
+        "--set-file",
+        f"userConfig={user_config}",
+    ]
+    first, second = run_helm(helm_bin, *args).stdout, run_helm(helm_bin, *args).stdout
+    assert first == second
+    # without it, every rendering draws new values, and the rendered Secret says so
+    plain = ["template", "mlhub", CHART, "--namespace", NAMESPACE]
+    assert run_helm(helm_bin, *plain).stdout != run_helm(helm_bin, *plain).stdout
+    assert "For GitOps create the Secret yourself and set existingSecret" in run_helm(helm_bin, *plain).stdout
+    assert "New random values" not in first
+
+    docs = [d for d in yaml.safe_load_all(first) if d]
+    assert not find(docs, "Secret", "-secret") and not find(docs, "Secret", "-tls")
+    assert {d["metadata"]["name"] for d in find(docs, "Secret")} == {
+        "mlhub-hub-values",
+        "mlhub-hub-user-config",
+    }
+    hub, proxy = one(docs, "Deployment", "-hub"), one(docs, "Deployment", "-proxy")
+    for deployment in (hub, proxy):
+        for entry in env_of(deployment).values():
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == "mlhub-gitops", entry
+    hub_env = env_of(hub)
+    for name, key in (
+        ("CONFIGPROXY_AUTH_TOKEN", "proxy-token"),
+        ("JPY_COOKIE_SECRET", "cookie-secret"),
+        ("MLHUB_SSH_FRONT_TOKEN", "ssh-front-token"),
+    ):
+        assert hub_env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlhub-gitops", "key": key}
+    # the admin password, if the Secret has one (else generated at the first start as without the chart)
+    assert hub_env["MLHUB_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlhub-gitops",
+        "key": "admin-password",
+        "optional": True,
+    }
+    proxy_volumes = {v["name"]: v for v in proxy["spec"]["template"]["spec"]["volumes"]}
+    assert proxy_volumes["ssh-host-keys"]["secret"]["secretName"] == "mlhub-gitops"
+    assert proxy_volumes["tls"]["secret"]["secretName"] == "hub-cert"
+    # renaming the Secret (e.g. mlhub-gitops-v2) is what rolls both pods
+    renamed = render("--set", "existingSecret=mlhub-gitops-v2")
+    for component in ("hub", "proxy"):
+        assert (
+            pod_annotations(renamed, component)["checksum/secret"]
+            != pod_annotations(docs, component)["checksum/secret"]
+        )
+    for version in K8S_VERSIONS:
+        for doc in docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_existing_secret_with_an_external_database(render):
+    docs = render(
+        "--set", "existingSecret=mlhub-gitops", "--set", "hub.db.type=postgres",
+        "--set", "hub.db.url=postgresql://mlhub@db:5432/mlhub",
+    )  # fmt: skip
+    env = env_of(one(docs, "Deployment", "-hub"))
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlhub-gitops",
+        "key": "db-password",
+        "optional": True,
+    }
+    own = env_of(
+        one(
+            render("--set", "existingSecret=mlhub-gitops", "--set", "hub.existingAdminPasswordSecret=admin"),
+            "Deployment",
+            "-hub",
+        )
+    )
+    assert own["MLHUB_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "admin",
+        "key": "admin-password",
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "proxy.secretToken=" + "t" * 40,
+        "hub.cookieSecret=" + "ab" * 32,
+        "hub.adminPassword=correct-horse-battery",
+    ],
+)
+def test_existing_secret_refuses_secrets_in_the_values(helm_bin, value):
+    """A value the chart would ignore is refused, naming where it belongs."""
+    result = run_helm(
+        helm_bin, "template", "x", CHART, "--set", "existingSecret=mlhub-gitops", "--set", value, check=False
+    )
+    assert result.returncode != 0
+    assert "existingSecret is set" in result.stderr
+
+
+def test_existing_secret_install_on_the_fake(helm_bin, fake):
+    """Installed with existingSecret the release owns no Secret of generated values."""
+    common = [
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        fake.kubeconfig,
+        "--set",
+        "existingSecret=mlhub-gitops",
+    ]
+    installed = run_helm(
+        helm_bin, "install", "mlhub", CHART, *common, kubeconfig=fake.kubeconfig, check=False
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert not fake.rejected
+    assert fake.get("secrets", NAMESPACE, "mlhub-secret") is None
+    assert fake.get("secrets", NAMESPACE, "mlhub-hub-user-config") is not None

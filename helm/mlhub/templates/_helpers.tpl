@@ -30,7 +30,7 @@ DNS label (63).
 {{- define "mlhub.proxy.fullname" -}}{{ include "mlhub.fullname" . }}-proxy{{- end -}}
 {{- define "mlhub.proxy.api" -}}{{ include "mlhub.fullname" . }}-proxy-api{{- end -}}
 {{- define "mlhub.proxy.public" -}}{{ include "mlhub.fullname" . }}-proxy-public{{- end -}}
-{{- define "mlhub.secret" -}}{{ include "mlhub.fullname" . }}-secret{{- end -}}
+{{- define "mlhub.secret" -}}{{ .Values.existingSecret | default (printf "%s-secret" (include "mlhub.fullname" .)) }}{{- end -}}
 {{- define "mlhub.tlsSecret" -}}
 {{- .Values.hub.ssl.existingSecret | default (printf "%s-tls" (include "mlhub.fullname" .)) -}}
 {{- end -}}
@@ -109,17 +109,63 @@ mlhub.origin: {{ include "mlhub.hubName" . }}
 {{- end }}
 {{- end -}}
 
-{{/* an env entry from the generated Secret: include "mlhub.secretEnv" (list . "NAME" "key") */}}
+{{/*
+an env entry from the chart's Secret (or existingSecret): include "mlhub.secretEnv" (list . "NAME" "key"), or
+(list . "NAME" "key" true) for a key the Secret may lack (the variable is then unset)
+*/}}
 {{- define "mlhub.secretEnv" -}}
 - name: {{ index . 1 }}
   valueFrom:
     secretKeyRef:
       name: {{ include "mlhub.secret" (index . 0) }}
       key: {{ index . 2 }}
+      {{- if gt (len .) 3 }}
+      optional: {{ index . 3 }}
+      {{- end }}
 {{- end -}}
 
 {{/*
-The values the hub reads (mlhubspawner/chart_values.py): .Values without userConfig (its own ConfigMap) and
+The data of the chart's Secret (JSON, plain text values), computed once per rendering and kept on the root
+context, so the Secret and the checksum/secret annotations of both Deployments see the same random values.
+Each value is, in order: the chart value (if you set one), the value in the Secret this release already has
+(read with `lookup` during install/upgrade), a new random one. `helm template` (Argo CD, Flux) has no cluster:
+every rendering draws new random values; existingSecret avoids that.
+*/}}
+{{- define "mlhub.secretData" -}}
+{{- if not (hasKey . "_mlhubSecretData") -}}
+{{- $existing := (lookup "v1" "Secret" .Release.Namespace (include "mlhub.secret" .)).data | default dict -}}
+{{- $old := dict -}}
+{{- range $key, $value := $existing -}}
+{{- $_ := set $old $key (b64dec $value) -}}
+{{- end -}}
+{{- $data := dict
+    "proxy-token" (.Values.proxy.secretToken | default (get $old "proxy-token") | default (randAlphaNum 64))
+    "cookie-secret" (.Values.hub.cookieSecret | default (get $old "cookie-secret") | default (sha256sum (randAlphaNum 64)))
+    "ssh-front-token" (get $old "ssh-front-token" | default (randAlphaNum 64))
+    "ssh-host-ecdsa-key" (get $old "ssh-host-ecdsa-key" | default (genPrivateKey "ecdsa"))
+-}}
+{{- with .Values.hub.adminPassword }}{{ $_ := set $data "admin-password" . }}{{ end -}}
+{{- with .Values.hub.db.password }}{{ $_ := set $data "db-password" . }}{{ end -}}
+{{- $_ := set . "_mlhubSecretData" $data -}}
+{{- $_ := set . "_mlhubSecretFresh" (not $existing) -}}
+{{- end -}}
+{{- get . "_mlhubSecretData" | toJson -}}
+{{- end -}}
+
+{{/*
+checksum/secret of both Deployments: a changed Secret rolls the pods. The hash of the rendered data, or of the
+existingSecret's name (its contents are not the chart's to read: rename it to roll the pods).
+*/}}
+{{- define "mlhub.secretChecksum" -}}
+{{- if .Values.existingSecret -}}
+{{- printf "existingSecret:%s" .Values.existingSecret | sha256sum -}}
+{{- else -}}
+{{- include "mlhub.secretData" . | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The values the hub reads (mlhubspawner/chart_values.py): .Values without userConfig (its own Secret) and
 without the secrets the hub gets elsewhere (TLS material, tokens), plus the names this release gave its objects.
 */}}
 {{- define "mlhub.hubValues" -}}
