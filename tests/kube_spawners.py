@@ -44,8 +44,11 @@ class FakeUser:
         self.spawners = {}
 
 
-def make_spawner(fake, username, server, *, hub_name, namespace, image, user=None, config=None):
-    """A spawner of ``username``'s ``server`` on ``fake``, as the hub would make it."""
+def make_spawner(
+    fake, username, server, *, hub_name, namespace, image, user=None, config=None, hub_namespace=None
+):
+    """A spawner of ``username``'s ``server`` on ``fake``, as the hub would make it (the hub runs in
+    ``hub_namespace``, default ``namespace``)."""
     user = user or FakeUser(username)
     spawner = MLHubKubernetesSpawner(
         user=user,
@@ -58,6 +61,7 @@ def make_spawner(fake, username, server, *, hub_name, namespace, image, user=Non
         hub_name=hub_name,
         k8s_api_host=fake.url,
         namespace=namespace,
+        hub_namespace=hub_namespace or namespace,
         image=image,
         start_timeout=30,
         k8s_api_request_retry_timeout=10,

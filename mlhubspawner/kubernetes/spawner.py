@@ -237,6 +237,21 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         help="""The resolver's ports (UDP and TCP) in ``network_policy_dns_peers`` (OpenShift: 5353).""",
     ).tag(config=True)
 
+    hub_namespace = Unicode(
+        help="""The namespace the hub and proxy pods run in (the peers ``network_policy_ingress_from`` and
+        ``network_policy_hub_peers`` select pods there).
+
+        Default: the hub pod's own namespace (its service account's), as KubeSpawner's ``{hubnamespace}``.
+        With KubeSpawner's ``enable_user_namespaces`` (each user's workspaces in their own namespace) the
+        user's NetworkPolicy lives in the user's namespace, and its peers that select pods only get a
+        ``namespaceSelector`` ``kubernetes.io/metadata.name: <hub_namespace>``.
+        """,
+    ).tag(config=True)
+
+    @default("hub_namespace")
+    def _default_hub_namespace(self):
+        return self._namespace_default()
+
     @validate("network_policy_blocked_cidrs")
     def _validate_blocked_cidrs(self, proposal):
         for cidr in proposal.value:
@@ -489,6 +504,10 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         self.storage_pvc_ensure = volume
         await self.get_pod_manifest()  # settings that Pod Security refuses fail here, before anything exists
         if self.network_policy_enabled:
+            if self.enable_user_namespaces:
+                await (
+                    self._ensure_namespace()
+                )  # the policy lives in the user's namespace: it must exist first
             await self._ensure_network_policy()
         self._starting = True
         try:
@@ -588,12 +607,18 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     async def _ensure_network_policy(self):
         """Create the user's NetworkPolicy, or bring an existing one up to the current settings."""
+        ingress_from, hub_peers = self.network_policy_ingress_from, self.network_policy_hub_peers
+        if (
+            self.namespace != self.hub_namespace
+        ):  # a bare podSelector would select pods of the user's namespace
+            ingress_from = objects.peers_in_namespace(ingress_from, self.hub_namespace)
+            hub_peers = objects.peers_in_namespace(hub_peers, self.hub_namespace)
         body = objects.make_network_policy(
             name=self.network_policy_name,
             hub_name=self.hub_name,
             username=self.user.name,
-            ingress_from=self.network_policy_ingress_from,
-            hub_peers=self.network_policy_hub_peers,
+            ingress_from=ingress_from,
+            hub_peers=hub_peers,
             hub_ports=self.network_policy_hub_ports,
             blocked_cidrs=self.network_policy_blocked_cidrs,
             dns_peers=self.network_policy_dns_peers,
