@@ -28,6 +28,7 @@ from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E40
 from mlhubspawner.options import WorkspaceOptions  # noqa: E402
 
 import kube_spawners  # noqa: E402
+import pod_security  # noqa: E402
 from kube_spawners import FakeUser, kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -135,6 +136,11 @@ async def test_start_creates_pod_pvc_service_and_network_policy(fake):
     assert pod["spec"]["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
+    # Pod Security restricted; the volume writable by uid 1000 (group 100 owns it)
+    assert pod_security.violations(pod, "restricted") == []
+    psc = pod["spec"]["securityContext"]
+    assert (psc["runAsUser"], psc["runAsGroup"], psc["fsGroup"]) == (1000, 100, 100)
+    assert psc["fsGroupChangePolicy"] == "OnRootMismatch"
     env = env_of(container)
     assert env["WANDB_MODE"] == "offline" and env["HF_HOME"] == "/workspace/hf"
     assert env["JUPYTER_IMAGE_SPEC"] == IMAGE
