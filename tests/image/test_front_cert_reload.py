@@ -5,8 +5,11 @@ with a certificate directory mounted at /resources/ssl that the test changes the
 Secret volume does (cert-manager's renewal): the files are links through ``..data``, swapped at once.
 """
 
+import datetime
+import io
 import secrets
 import ssl
+import tarfile
 import time
 
 import pytest
@@ -132,3 +135,67 @@ def test_a_renewed_certificate_is_served_and_an_invalid_one_is_refused(front):
     (ssl_dir / "cert.key").write_bytes(key_a)
     (ssl_dir / "cert.crt").write_bytes(cert_a)
     assert wait_for(lambda: served_fingerprint(port) == fingerprint(cert_a), timeout=10 * INTERVAL + 10)
+
+
+def data_archive(files):
+    """A tar of ``{path in /data: (bytes, mode)}``, owned by root, for ``put_archive``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("ssl")
+        info.type, info.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(info)
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_the_self_signed_certificate_is_renewed_before_it_expires(docker):
+    """A generated certificate that enters its last 30 days while the front runs is made again."""
+    name = f"tcert{secrets.token_hex(3)}"
+    label = {"mlhub.test": name}
+    # valid for 30 days and 20 s: reused at start (more than 30 days left), due for renewal 20 s later
+    now = datetime.datetime.now(datetime.UTC)
+    lifetime = datetime.timedelta(days=30, seconds=20)
+    old_cert, old_key = certs.self_signed(
+        name,
+        ["localhost", name],
+        ["127.0.0.1"],
+        now=now + lifetime - datetime.timedelta(days=certs.VALID_DAYS),
+    )
+    port = free_port()
+    try:
+        docker.volumes.create(f"{name}-data", labels=label)
+        container = docker.containers.create(
+            f"mlhub:{__version__}",
+            name=name,
+            hostname=name,
+            labels=label,
+            environment={
+                "HUB_NAME": name,
+                "SSL_ENABLED": "true",
+                "START_JHUB": "false",
+                "START_SSH": "false",
+                "MLHUB_CERT_RELOAD_SECONDS": str(INTERVAL),
+            },
+            ports={"8080/tcp": ("127.0.0.1", port)},
+            volumes={f"{name}-data": {"bind": "/data", "mode": "rw"}},
+        )
+        files = {"ssl/cert.crt": (old_cert, 0o644), "ssl/cert.key": (old_key, 0o600)}
+        assert container.put_archive("/data", data_archive(files))
+        container.start()
+        assert wait_for(lambda: served_fingerprint(port) is not None, timeout=60, interval=0.3)
+        assert served_fingerprint(port) == fingerprint(old_cert), "the planted certificate was not reused"
+
+        assert wait_for(lambda: served_fingerprint(port) != fingerprint(old_cert), timeout=60), (
+            container.logs(tail=40).decode(errors="replace")
+        )
+        pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=3).encode()
+        renewed = x509.load_pem_x509_certificate(pem)
+        assert renewed.not_valid_after_utc > now + datetime.timedelta(days=800)
+        san = renewed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert set(san.get_values_for_type(x509.DNSName)) >= {"localhost", name}
+        assert "renewed the self-signed certificate" in container.logs().decode(errors="replace")
+    finally:
+        remove_by_label(docker, f"mlhub.test={name}")
