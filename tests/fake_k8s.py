@@ -6,7 +6,7 @@ is valid against the real Kubernetes OpenAPI schemas (``kubernetes_validate``, s
 refused with 422 Invalid and recorded in ``FakeKubernetes.rejected``).
 
 What it does NOT prove: nothing runs. There are no containers, images, networks, volumes, DNS or
-admission webhooks; RBAC only when a test asks for it (``enforce_role``: one Role, e.g. the chart's, bound
+admission webhooks (Pod Security admission aside, see below); RBAC only when a test asks for it (``enforce_role``: one Role, e.g. the chart's, bound
 to every caller, and optionally one ClusterRole's rules, which alone grant cluster-scoped resources such as
 nodes; anything they do not grant is 403 Forbidden with a real server's message). A "fake kubelet" marks pods Running (with a pod IP from 10.244.0.0/16, Ready
 conditions and Events) after ``pod_start_seconds``; fake controllers make Deployments/ReplicaSets/
@@ -63,6 +63,21 @@ DaemonSets create pods; all report ready replicas = spec.replicas at once; Jobs 
 LoadBalancers an ingress IP. Deleting an object deletes (or, with Orphan, releases) the objects whose
 ``ownerReferences`` point at its uid, at once and recursively; deleting a namespace deletes its contents.
 
+Pod Security admission (rules in ``tests/pod_security.py``: the Pod Security Standards ``baseline`` and
+``restricted`` at version ``latest``): a namespace's ``pod-security.kubernetes.io/enforce|warn|audit`` labels
+(``-version`` labels only name the version in messages), else the fake-wide defaults
+``FakeKubernetes(pod_security="restricted")`` (the enforce level; a dict {mode: level} for several modes, as an
+AdmissionConfiguration's ``defaults``; the attribute may be changed at any time; default ``privileged``, no
+checks). A pod violating the enforce level is 403 Forbidden (``pods "x" is forbidden: violates PodSecurity
+"restricted:latest": ...``), recorded in ``pod_security_audit``; Deployments, ReplicaSets, StatefulSets,
+DaemonSets, Jobs and CronJobs whose pod template violates the enforce or warn level are stored, answered with
+a ``Warning: 299 - "would violate PodSecurity ..."`` header and recorded in ``pod_security_warnings``; their
+controllers' pods are refused (event FailedCreate on the owner, ready counts stay at the pods made, a
+Deployment shows ReplicaFailure). warn: Warning headers for pods too; audit: ``pod_security_audit`` only. A
+namespace label with an unknown level is 422 Invalid. Checked at create, and at update when a workload's pod
+template changes (pod updates are not checked). Not modelled: exemptions, the older versions' rules, the
+warnings a real server gives when a namespace's labels are tightened over existing pods.
+
 Differences from a real kube-apiserver worth knowing:
 - stricter: every created/replaced/patched object is validated strictly even without
   ``?fieldValidation=Strict`` (a real server's default, Warn, drops unknown fields with a warning), and a
@@ -73,7 +88,8 @@ Differences from a real kube-apiserver worth knowing:
   ServiceAccounts.
 
 Not supported: TLS, authn/authz (everything is allowed), ``limit`` paging, server-side apply field
-ownership (apply = strategic merge), admission (quotas, limit ranges, pod security), CRDs,
+ownership (apply = strategic merge), admission other than Pod Security (quotas, limit ranges, webhooks),
+NetworkPolicy enforcement (policies are stored and validated, no traffic exists to filter), CRDs,
 exec/attach/port-forward, Table output (kubectl prints plain lists), real OpenAPI schemas.
 
 Use::
