@@ -4,8 +4,9 @@ Thin orchestration only. Options come validated from :mod:`mlhubspawner.spawner_
 same policy and quotas as Docker), names from :mod:`mlhubspawner.naming`, and the adjustments
 to KubeSpawner's pod, PVC and Service plus the per-user NetworkPolicy from the pure builders in
 :mod:`.objects`. KubeSpawner is extended through its public methods and traits only:
-``start``, ``get_pod_manifest``, ``get_pvc_manifest``, ``get_service_manifest``, ``get_env``,
-``storage_pvc_ensure``, ``services_enabled``, ``pod_name_template``, ``pvc_name_template``.
+``start`` (a plain method setting ``_start_future``, as KubeSpawner's), ``get_pod_manifest``,
+``get_pvc_manifest``, ``get_service_manifest``, ``get_env``, ``storage_pvc_ensure``,
+``services_enabled``, ``pod_name_template``, ``pvc_name_template``.
 
 One start: validate the options (a 400 naming the field, before anything is created) → the
 user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the PVC (unless
@@ -487,7 +488,17 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             raise options_error(OptionsError("gpu_type", f"{options.gpu_type!r} is no longer offered"))
         return gpu_type.resource, gpu_type.product
 
-    async def start(self):
+    def start(self):
+        """KubeSpawner's contract: a plain method that sets ``_start_future`` to this start and returns it.
+
+        KubeSpawner's ``progress()`` follows ``_start_future`` until it is done: set here at once, a
+        restart's progress follows the restart, not the previous start's finished future.
+        """
+        self._start_future = asyncio.ensure_future(self._start_workspace())
+        return self._start_future
+
+    async def _start_workspace(self):
+        this_start = asyncio.current_task()
         options = await self.validated_options()
         policy = await self.current_policy()
         count = self._gpu_count(options, policy)
@@ -511,7 +522,9 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             await self._ensure_network_policy()
         self._starting = True
         try:
-            started = await super().start()
+            kubespawner_start = super().start()
+            self._start_future = this_start  # progress() keeps following the whole start
+            started = await kubespawner_start
         finally:
             self._starting = False
         if count:

@@ -345,3 +345,18 @@ async def test_node_size_caps_the_policy_and_the_form_is_ml_hubs(fake):
 async def test_bad_settings_name_the_setting(fake, trait, value):
     with pytest.raises((ValueError, TraitError), match=trait):
         make_spawner(fake, "hal", "s", **{trait: value})
+
+
+async def test_a_restarts_progress_follows_the_restart(fake):
+    spawner = make_spawner(fake, "kim", "again")
+    await spawner.start()
+    await spawner.stop(now=True)
+    # as the hub does: start, then the spawn page asks for progress at once
+    started = spawner.start()
+    assert spawner._start_future is started  # KubeSpawner's contract: set by start() itself
+    events = [event async for event in spawner.progress()]
+    # the previous start's finished future would have ended it at once, mid-restart
+    assert started.done(), events
+    assert started.result() == f"http://{spawner.pod_name}.{NS}.svc.cluster.local:8080"
+    assert fake.get("pods", NS, spawner.pod_name) is not None
+    await spawner.stop(now=True)
