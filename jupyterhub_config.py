@@ -144,6 +144,8 @@ c.JupyterHub.services = [
             "CLEANUP_VOLUME_GRACE_SECONDS": str(settings.cleanup_volume_grace_seconds),
             "MLHUB_DATA_DIR": str(data_dir),
             "MLHUB_HUB_CONTAINER": settings.hub_container,
+            # its REST API's address: loopback, unless the chart's proxy pod must reach it (k8s section)
+            "MLHUB_CLEANUP_LISTEN": os.environ.get("MLHUB_CLEANUP_LISTEN", "127.0.0.1"),
             # how to reach the engine or the cluster (JupyterHub passes services no other variables)
             **{
                 k: v
@@ -224,6 +226,14 @@ if settings.execution_mode == "k8s":
             chart_values.apply_chart_values(c, values, data_dir=str(data_dir))
     except chart_values.ChartValuesError as e:
         sys.exit(f"ML Hub cannot start: {e}")
+    if settings.hub_service_url:
+        # the proxy runs in its own pod: it routes /services/cleanup-service/ to the hub's Service (the chart
+        # opens the port there, and the service listens on the pod's addresses: MLHUB_CLEANUP_LISTEN)
+        for service in c.JupyterHub.services:
+            if service["name"] == "cleanup-service":
+                service["url"] = chart_values.service_url_beside_hub(
+                    settings.hub_service_url, settings.cleanup_port
+                )
 
 # --- the operator's overrides, last -------------------------------------------------------
 if os.path.exists(settings.user_config):

@@ -18,6 +18,7 @@ server anyway). Anonymous requests get 401, others 403.
 """
 
 import asyncio
+import ipaddress
 import json
 import os
 import time
@@ -284,6 +285,14 @@ def create_application(cleaner, hub_auth, prefix="/"):
     )
 
 
+def listen_address(value):
+    """The IP address the API listens on (``listen``, ``$MLHUB_CLEANUP_LISTEN``), or ValueError naming it."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"MLHUB_CLEANUP_LISTEN={value!r}: expected an IP address, e.g. 0.0.0.0") from None
+
+
 class CleanupService(Application):
     """``python -m cleanup_service``: started by JupyterHub as the ``cleanup-service`` service."""
 
@@ -317,6 +326,10 @@ class CleanupService(Application):
     state_dir = Unicode(help="Where the service keeps its small state file ($MLHUB_DATA_DIR).").tag(
         config=True
     )
+    listen = Unicode(
+        help="Address the REST API listens on ($MLHUB_CLEANUP_LISTEN): loopback, where the proxy runs beside "
+        "the hub; 0.0.0.0 in the helm chart, whose proxy pod reaches it through the hub's Service."
+    ).tag(config=True)
 
     @default("hub_name")
     def _default_hub_name(self):
@@ -342,6 +355,10 @@ class CleanupService(Application):
     def _default_state_dir(self):
         return os.environ.get("MLHUB_DATA_DIR", ".")
 
+    @default("listen")
+    def _default_listen(self):
+        return os.environ.get("MLHUB_CLEANUP_LISTEN", "127.0.0.1")
+
     def build(self):
         """The cleaner with its real hub client and backend."""
         validate_hub_name(self.hub_name)
@@ -363,12 +380,14 @@ class CleanupService(Application):
             self.log.info("Cleanup service stopped")
 
     async def serve(self):
+        address = listen_address(self.listen)  # checked before anything starts
         cleaner = self.build()
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8002"))
         app = create_application(cleaner, HubAuth(), os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"))
-        app.listen(url.port, address="127.0.0.1")  # loopback only, whatever the URL says
+        # the URL's port on `listen` (loopback unless told), whatever host the URL names
+        self.http_server = app.listen(url.port, address=address)
         self.log.info(
-            "Cleanup service for hub %s on 127.0.0.1:%s, every %ss", self.hub_name, url.port, self.interval
+            "Cleanup service for hub %s on %s:%s, every %ss", self.hub_name, address, url.port, self.interval
         )
         if self.interval > 0:
             periodic = asyncio.create_task(cleaner.periodic(self.interval))

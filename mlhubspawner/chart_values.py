@@ -12,6 +12,7 @@ through this module.
 """
 
 import os
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -70,6 +71,15 @@ def get_value(key, default=None, values=_MISSING):
             return default
         value = value[part]
     return default if value is None else value
+
+
+def service_url_beside_hub(hub_service_url, port):
+    """The URL of a hub service listening on ``port`` in the hub pod, reached through the hub's Service
+    (``hub_service_url``, ``$MLHUB_HUB_SERVICE_URL``): what the proxy in its own pod routes to."""
+    host = urlsplit(hub_service_url).hostname
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _image(name, tag):

@@ -304,7 +304,12 @@ VARIABLES = (
         "hub",
         "86400",
     ),
-    Variable("MLHUB_CLEANUP_PORT", "Loopback port of the cleanup service.", "hub", "8002"),
+    Variable(
+        "MLHUB_CLEANUP_PORT",
+        "Port of the cleanup service's REST API (on loopback unless `MLHUB_CLEANUP_LISTEN`).",
+        "hub",
+        "8002",
+    ),
     Variable(
         "MLHUB_EGRESS_FIREWALL",
         "Docker: the hub's nftables table that closes workspaces' egress to the host, link-local and "
@@ -390,10 +395,18 @@ VARIABLES = (
     # Kubernetes: the chart sets these
     Variable(
         "MLHUB_HUB_SERVICE_URL",
-        "Hub image in the chart's proxy pod: the hub's Service (`http://host:port`) that nginx, the proxy and "
-        "the SSH key lookup reach.",
-        "hub image",
+        "The chart's hub Service (`http://host:port`): in the proxy pod what nginx, the proxy and the SSH key "
+        "lookup reach; in the hub pod the host the proxy reaches the cleanup service at (`MLHUB_CLEANUP_PORT`).",
+        "hub, hub image",
         not_passed=_CHART,
+    ),
+    Variable(
+        "MLHUB_CLEANUP_LISTEN",
+        "IP address the cleanup service's REST API listens on (the chart's hub pod: `0.0.0.0`, for the proxy "
+        "pod; the API still wants a hub token).",
+        "hub, cleanup service",
+        "127.0.0.1",
+        _CHART,
     ),
     Variable(
         "MLHUB_PROXY_API_LISTEN",

@@ -330,7 +330,10 @@ def test_hub_deployment(default_docs):
         ("MLHUB_SSH_FRONT_TOKEN", "ssh-front-token"),
     ):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlhub-secret", "key": key}
-    assert c["ports"] == [{"name": "hub", "containerPort": 8081, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "hub", "containerPort": 8081, "protocol": "TCP"},
+        {"name": "cleanup", "containerPort": 8002, "protocol": "TCP"},
+    ]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/hub/health", "port": "hub"}, probe
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
@@ -509,8 +512,14 @@ def test_network_policies(request, which):
         "mlhub.component": "workspace",
         "mlhub.origin": hub_name,
     }
-    # the hub API: from the proxy, the workspaces and the hub itself, on 8081 only
-    (hub_in,) = policies["hub"]["spec"]["ingress"]
+    # the hub API: from the proxy, the workspaces and the hub itself, on 8081 only; the cleanup service's
+    # API (8002) from the proxy (its route /services/cleanup-service/) and the hub's own health check only
+    hub_in, cleanup_in = policies["hub"]["spec"]["ingress"]
+    assert cleanup_in["ports"] == [{"port": 8002, "protocol": "TCP"}]
+    cleanup_sources = [peer["podSelector"] for peer in cleanup_in["from"]]
+    assert [selects(s, proxy_labels) for s in cleanup_sources] == [True, False]
+    assert [selects(s, hub_labels) for s in cleanup_sources] == [False, True]
+    assert not any(selects(s, workspace_labels) for s in cleanup_sources)
     assert hub_in["ports"] == [{"port": 8081, "protocol": "TCP"}]
     sources = [peer["podSelector"] for peer in hub_in["from"]]
     assert any(selects(s, proxy_labels) for s in sources)
@@ -521,6 +530,13 @@ def test_network_policies(request, which):
     assert api["ports"] == [{"port": 8001, "protocol": "TCP"}]
     assert [selects(p["podSelector"], hub_labels) for p in api["from"]] == [True]
     assert not egress_reaches(policies["proxy"], "93.184.216.34", 443)
+    # the proxy reaches the hub pod on the hub API and the cleanup service's port, nothing else of it
+    to_hub = [
+        r
+        for r in policies["proxy"]["spec"]["egress"]
+        if any(selects(p.get("podSelector", {"matchLabels": {"x": "y"}}), hub_labels) for p in r["to"])
+    ]
+    assert [p["port"] for r in to_hub for p in r["ports"]] == [8081, 8002]
     # workspaces: reachable from the hub and proxy pods only (the spawner adds the same user's pods)
     (ws_in,) = policies["singleuser"]["spec"]["ingress"]
     peers = [p["podSelector"] for p in ws_in["from"]]
@@ -1200,3 +1216,26 @@ def test_existing_secret_install_on_the_fake(helm_bin, fake):
     assert not fake.rejected
     assert fake.get("secrets", NAMESPACE, "mlhub-secret") is None
     assert fake.get("secrets", NAMESPACE, "mlhub-hub-user-config") is not None
+
+
+# ---- the cleanup service through the proxy (issue 13, item 4) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_cleanup_service_is_reachable_through_the_hub_service(request, which):
+    """The proxy pod routes /services/cleanup-service/ to http://<hub Service>:8002: the Service has the port, the
+    hub pod names it and its cleanup service listens on the pod's addresses."""
+    docs = request.getfixturevalue(f"{which}_docs")
+    hub = one(docs, "Deployment", "-hub")
+    service = one(docs, "Service", "-hub")
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["cleanup"] == {"name": "cleanup", "port": 8002, "targetPort": "cleanup", "protocol": "TCP"}
+    assert {"name": "cleanup", "containerPort": 8002, "protocol": "TCP"} in container(hub)["ports"]
+    secrets = secret_data(one(docs, "Secret", "-secret"))
+    settings = load_settings(pod_env_for_settings(hub, secrets))
+    assert settings.hub_service_url == f"http://{service['metadata']['name']}:8081"
+    assert settings.cleanup_port == 8002
+    assert env_of(hub)["MLHUB_CLEANUP_LISTEN"]["value"] == "0.0.0.0"
+    # the proxy pod uses the same Service URL
+    proxy_env = env_of(one(docs, "Deployment", "-proxy"))
+    assert proxy_env["MLHUB_HUB_SERVICE_URL"]["value"] == settings.hub_service_url

@@ -347,6 +347,7 @@ LOAD_CONFIG = textwrap.dedent(
         "services": sorted(services),
         "ssh_front_token": services["ssh-front"]["api_token"],
         "cleanup_env": services["cleanup-service"]["environment"],
+        "cleanup_url": services["cleanup-service"]["url"],
     }))
     """
 )
@@ -422,3 +423,36 @@ def test_hub_config_in_docker_mode_ignores_chart_values(tmp_path):
     assert out["spawner_class"] == "mlhub-docker"
     assert out["api_url"] == "http://127.0.0.1:8001"
     assert out["image"] is None
+
+
+def test_hub_config_in_k8s_mode_routes_the_cleanup_service_through_the_hub_service(tmp_path):
+    """The proxy runs in its own pod: /services/cleanup-service/ must go to the hub's Service, not loopback
+    (else 503), and the service must listen on the pod's addresses (the chart's env of the hub pod)."""
+    out = load_hub_config(
+        tmp_path,
+        {
+            "EXECUTION_MODE": "k8s",
+            "HUB_NAME": "team",
+            "MLHUB_HUB_SERVICE_URL": "http://team-mlhub-hub:8081",
+            "MLHUB_CLEANUP_LISTEN": "0.0.0.0",
+        },
+        values=rendered(),
+    )
+    assert out["cleanup_url"] == "http://team-mlhub-hub:8002"
+    assert out["cleanup_env"]["MLHUB_CLEANUP_LISTEN"] == "0.0.0.0"
+    # one container (make run): loopback, as before
+    docker = load_hub_config(tmp_path, {"EXECUTION_MODE": "docker"})
+    assert docker["cleanup_url"] == "http://127.0.0.1:8002"
+    assert docker["cleanup_env"].get("MLHUB_CLEANUP_LISTEN", "127.0.0.1") == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "hub_url, port, expected",
+    [
+        ("http://team-mlhub-hub:8081", 8002, "http://team-mlhub-hub:8002"),
+        ("http://team-mlhub-hub.ml.svc:8081/", 9002, "http://team-mlhub-hub.ml.svc:9002"),
+        ("http://[fd00::1]:8081", 8002, "http://[fd00::1]:8002"),
+    ],
+)
+def test_service_url_beside_the_hub(hub_url, port, expected):
+    assert cv.service_url_beside_hub(hub_url, port) == expected
