@@ -104,15 +104,24 @@ c.JupyterHub.named_server_limit_per_user = 5
 
 # the lifetime API (/hub/api/mlhub/...): only the hub can change a server's expiration;
 # the SSH keys API: users' public keys, the SSH front's key lookups, ssh config blocks
+# the SSH front's public port (the chart: its Service's SSH port); the host is the request's
 try:
-    ssh_public_host = sshkeys.parse_public_host(os.environ["MLHUB_SSH_PUBLIC_HOST"])
+    ssh_public_port = sshkeys.parse_public_port(os.environ["MLHUB_SSH_PUBLIC_PORT"])
+except KeyError:
+    ssh_public_port = None  # the Host header's port, else 8080
+except ValueError as e:
+    sys.exit(f"ML Hub cannot start: MLHUB_SSH_PUBLIC_PORT: {e}")
+try:
+    ssh_public_host = sshkeys.parse_public_host(
+        os.environ["MLHUB_SSH_PUBLIC_HOST"], default_port=ssh_public_port or 8080
+    )
 except KeyError:
     ssh_public_host = None  # the Host header of each request
 except ValueError as e:
     sys.exit(f"ML Hub cannot start: MLHUB_SSH_PUBLIC_HOST: {e}")
 ssh_key_store = SSHKeyStore(data_dir / "ssh-keys.sqlite")
 c.JupyterHub.extra_handlers = lifetime_api.handlers + sshkeys_api.make_handlers(
-    ssh_key_store, ssh_public_host
+    ssh_key_store, ssh_public_host, public_port=ssh_public_port
 )
 # the pages: /hub/mlhub/admin, /hub/mlhub/ssh-keys, /hub/mlhub/static/...
 c.JupyterHub.extra_handlers += ui.make_handlers(ssh_key_store) + update_api.handlers + gpus_api.handlers

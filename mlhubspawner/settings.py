@@ -293,6 +293,13 @@ VARIABLES = (
         "hub",
     ),
     Variable(
+        "MLHUB_SSH_PUBLIC_PORT",
+        "The port users' SSH clients reach the public port at, with the host of each request (or of "
+        "`MLHUB_SSH_PUBLIC_HOST` without a port); unset: the Host header's port, else 8080. The chart sets its "
+        "Service's SSH port.",
+        "hub",
+    ),
+    Variable(
         "MLHUB_WORKSPACE_IMAGE",
         "The default workspace image (built by `make images`).",
         "hub, build scripts",

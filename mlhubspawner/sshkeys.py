@@ -403,6 +403,24 @@ def parse_public_host(value, default_port=8080):
     return host, int(port)
 
 
+def parse_public_port(value):
+    """The SSH front's public port from ``$MLHUB_SSH_PUBLIC_PORT`` (1-65535); ValueError otherwise."""
+    value = (value or "").strip()
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"invalid port {value!r}: expected 1-65535")
+    return int(value)
+
+
+def ssh_front_address(request_host, public_host=None, public_port=None):
+    """``(host, port)`` users' ssh clients jump through: ``public_host`` if configured, else the request's
+    ``Host`` header with ``public_port`` (the Service's SSH port) instead of its port, if given; ValueError
+    for an unsafe Host header."""
+    if public_host:
+        return public_host
+    host, port = parse_public_host(request_host)
+    return host, public_port or port
+
+
 def jump_host(user, host, port):
     """``user@host:port`` for ``ssh -J`` and ``ProxyJump`` (IPv6 addresses in brackets)."""
     return f"{user}@[{host}]:{port}" if ":" in host else f"{user}@{host}:{port}"

@@ -121,9 +121,10 @@ def running_ssh_targets(user):
 
 
 class _SSHKeysBaseHandler(WorkspaceAPIHandler):
-    def initialize(self, store, public_host=None, ssh_keygen="ssh-keygen"):
+    def initialize(self, store, public_host=None, ssh_keygen="ssh-keygen", public_port=None):
         self.store = store
         self.public_host = public_host
+        self.public_port = public_port
         self.ssh_keygen = ssh_keygen
 
     async def new_challenge(self, user):
@@ -333,13 +334,12 @@ class SSHConfigHandler(_SSHKeysBaseHandler):
     async def get(self, user_name, server_name=""):
         user, spawner = self.workspace(user_name, server_name, default_always=True)
         hostname, port = spawner.ssh_target()
-        if self.public_host:
-            public_host, public_port = self.public_host
-        else:
-            try:
-                public_host, public_port = sshkeys.parse_public_host(self.request.host)
-            except ValueError as e:
-                raise web.HTTPError(400, "%s", f"Host header: {e}") from None
+        try:
+            public_host, public_port = sshkeys.ssh_front_address(
+                self.request.host, self.public_host, self.public_port
+            )
+        except ValueError as e:
+            raise web.HTTPError(400, "%s", f"Host header: {e}") from None
         alias = sshkeys.host_alias(spawner.hub_name, user.name, server_name)
         proxy_jump = sshkeys.jump_host("tunnel", public_host, public_port)
         self.finish(
@@ -357,8 +357,9 @@ class SSHConfigHandler(_SSHKeysBaseHandler):
         )
 
 
-def make_handlers(store, public_host=None, ssh_keygen=None):
-    """``extra_handlers`` entries; ``public_host`` is ``(host, port)`` of the SSH front, else the Host header.
+def make_handlers(store, public_host=None, ssh_keygen=None, public_port=None):
+    """``extra_handlers`` entries; ``public_host`` is ``(host, port)`` of the SSH front, else the Host header
+    with ``public_port`` (the port users' ssh clients reach the front at), if given, else the header's port.
 
     ``ssh_keygen``: OpenSSH's ``ssh-keygen`` (default: from PATH), which checks signatures; without
     one the hub cannot start.
@@ -366,7 +367,12 @@ def make_handlers(store, public_host=None, ssh_keygen=None):
     ssh_keygen = ssh_keygen or shutil.which("ssh-keygen")
     if not ssh_keygen:
         raise RuntimeError("the SSH keys API needs OpenSSH's ssh-keygen on PATH to check signatures")
-    kwargs = {"store": store, "public_host": public_host, "ssh_keygen": ssh_keygen}
+    kwargs = {
+        "store": store,
+        "public_host": public_host,
+        "ssh_keygen": ssh_keygen,
+        "public_port": public_port,
+    }
     return [
         (r"/api/mlhub/users/([^/]+)/ssh-keys", SSHKeysHandler, kwargs),
         (r"/api/mlhub/users/([^/]+)/ssh-keys/challenge", SSHKeyChallengeHandler, kwargs),

@@ -1239,3 +1239,34 @@ def test_cleanup_service_is_reachable_through_the_hub_service(request, which):
     # the proxy pod uses the same Service URL
     proxy_env = env_of(one(docs, "Deployment", "-proxy"))
     assert proxy_env["MLHUB_HUB_SERVICE_URL"]["value"] == settings.hub_service_url
+
+
+# ---- the SSH front's public port (issue 13, item 3) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, port",
+    [
+        ([], "80"),
+        (["--set", "hub.ssl.enabled=true"], "443"),
+        (["--set", "hub.ssl.enabled=true", "--set", "proxy.service.sshPort=22"], "22"),
+        (["--set", "proxy.service.port=8443"], "8443"),
+        (["--set", "hub.sshPublicHost=ssh.example.org:2222", "--set", "proxy.service.sshPort=22"], "22"),
+    ],
+)
+def test_generated_ssh_configs_jump_through_the_service_port(render, args, port):
+    """Without hub.sshPublicHost the ssh configs take the request's host and the Service's SSH port (not 8080):
+    proxy.service.sshPort, else the public port (443 with TLS, else 80)."""
+    docs = render(*args)
+    hub = one(docs, "Deployment", "-hub")
+    env = env_of(hub)
+    assert env["MLHUB_SSH_PUBLIC_PORT"]["value"] == port
+    service_ports = {p["port"] for p in one(docs, "Service", "-proxy-public")["spec"]["ports"]}
+    assert int(port) in service_ports
+    # the hub reads it as the ssh-config's port for requests to https://hub.example.org (no port in Host)
+    from mlhubspawner import sshkeys
+
+    assert sshkeys.ssh_front_address("hub.example.org", public_port=sshkeys.parse_public_port(port)) == (
+        "hub.example.org",
+        int(port),
+    )

@@ -348,6 +348,9 @@ LOAD_CONFIG = textwrap.dedent(
         "ssh_front_token": services["ssh-front"]["api_token"],
         "cleanup_env": services["cleanup-service"]["environment"],
         "cleanup_url": services["cleanup-service"]["url"],
+        "ssh_front": [
+            [h[2]["public_host"], h[2]["public_port"]] for h in hub.extra_handlers if h[0].endswith("ssh-config")
+        ][0],
     }))
     """
 )
@@ -456,3 +459,18 @@ def test_hub_config_in_k8s_mode_routes_the_cleanup_service_through_the_hub_servi
 )
 def test_service_url_beside_the_hub(hub_url, port, expected):
     assert cv.service_url_beside_hub(hub_url, port) == expected
+
+
+def test_hub_config_ssh_public_port_from_the_chart(tmp_path):
+    """The chart's Service port (MLHUB_SSH_PUBLIC_PORT) reaches the ssh-config handlers; the host stays the
+    request's unless MLHUB_SSH_PUBLIC_HOST names one (its port, else the public port)."""
+    k8s = {"EXECUTION_MODE": "k8s", "HUB_NAME": "team"}
+    out = load_hub_config(tmp_path, {**k8s, "MLHUB_SSH_PUBLIC_PORT": "443"}, values=rendered())
+    assert out["ssh_front"] == [None, 443]
+    named = {**k8s, "MLHUB_SSH_PUBLIC_PORT": "22", "MLHUB_SSH_PUBLIC_HOST": "hub.example.org"}
+    assert load_hub_config(tmp_path, named)["ssh_front"] == [["hub.example.org", 22], 22]
+    named["MLHUB_SSH_PUBLIC_HOST"] = "hub.example.org:2222"
+    assert load_hub_config(tmp_path, named)["ssh_front"] == [["hub.example.org", 2222], 22]
+    assert load_hub_config(tmp_path, {"EXECUTION_MODE": "docker"})["ssh_front"] == [None, None]
+    bad = load_hub_config(tmp_path, {**k8s, "MLHUB_SSH_PUBLIC_PORT": "https"})
+    assert bad["exit"].startswith("ML Hub cannot start: MLHUB_SSH_PUBLIC_PORT")
