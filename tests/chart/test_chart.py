@@ -993,6 +993,7 @@ METADATA_ADDRESSES = [
     "100.100.100.200",
     "168.63.129.16",
     "fd00:ec2::254",
+    "fd00:ec2::23",
     "fe80::1",
 ]
 PRIVATE_ADDRESSES = ["10.1.2.3", "172.16.5.4", "192.168.1.10", "100.64.0.1", "fd12:3456::1"]
@@ -1270,3 +1271,97 @@ def test_generated_ssh_configs_jump_through_the_service_port(render, args, port)
         "hub.example.org",
         int(port),
     )
+
+
+# ---- network policy escape hatches, duplicate Service ports (issue 13, item 7) -----------------------------------------
+
+
+def policy_of(docs, component):
+    (policy,) = [
+        p
+        for p in find(docs, "NetworkPolicy")
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return policy
+
+
+def test_api_server_egress_escape_hatch(render, default_docs):
+    """Cilium does not match the API server with 0.0.0.0/0: its addresses and ports can be named for the hub."""
+    rule = {
+        "to": [{"ipBlock": {"cidr": "172.20.0.1/32"}}, {"ipBlock": {"cidr": "fd00:10::1/128"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+    }
+    assert rule not in policy_of(default_docs, "hub")["spec"]["egress"]
+    docs = render("--set-json", 'networkPolicy.apiServer.cidrs=["172.20.0.1/32", "fd00:10::1/128"]')
+    hub = policy_of(docs, "hub")
+    assert rule in hub["spec"]["egress"]
+    assert egress_reaches(hub, "fd00:10::1", 6443)
+    for component in ("proxy", "singleuser"):  # nobody else gets it
+        assert rule not in policy_of(docs, component)["spec"]["egress"]
+    ports = render("--set-json", 'networkPolicy.apiServer={"cidrs": ["10.0.0.1/32"], "ports": [16443]}')
+    assert {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [{"port": 16443, "protocol": "TCP"}]} in (
+        policy_of(ports, "hub")["spec"]["egress"]
+    )
+
+
+def test_extra_rules_per_component(render):
+    """z2jh-style extra rules: appended to the policy of their component only, as given."""
+    ldap = {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 636, "protocol": "TCP"}]}
+    monitoring = {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"port": 8081, "protocol": "TCP"}],
+    }
+    args = []
+    for key, rule in (
+        ("networkPolicy.hub.extraEgress", ldap),
+        ("networkPolicy.hub.extraIngress", monitoring),
+        ("networkPolicy.proxy.extraEgress", ldap),
+        ("networkPolicy.proxy.extraIngress", monitoring),
+        ("singleuser.networkPolicy.extraIngress", monitoring),
+    ):
+        args += ["--set-json", f"{key}={json.dumps([rule])}"]
+    docs = render(*args)
+    for component in ("hub", "proxy"):
+        spec = policy_of(docs, component)["spec"]
+        assert spec["egress"][-1] == ldap and spec["ingress"][-1] == monitoring
+    workspaces = policy_of(docs, "singleuser")["spec"]
+    assert workspaces["ingress"][-1] == monitoring and ldap not in workspaces["egress"]
+    assert egress_reaches(policy_of(docs, "proxy"), "10.1.2.3", 636)
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+def test_cloud_metadata_for_the_hub_only_when_asked(render, default_docs):
+    """Workload Identity (GKE) and EKS Pod Identity need the metadata addresses: the hub's, on request only."""
+    assert not egress_reaches(policy_of(default_docs, "hub"), "169.254.169.254", 80)
+    docs = render("--set", "networkPolicy.hub.cloudMetadata=true")
+    hub = policy_of(docs, "hub")
+    for address in ("169.254.169.254", "169.254.170.23"):
+        assert egress_reaches(hub, address, 80), address
+    assert not egress_reaches(hub, "169.254.170.2", 80)  # ECS task credentials stay closed
+    for component in ("proxy", "singleuser"):
+        for address in METADATA_ADDRESSES + ["169.254.170.23"]:
+            assert not egress_reaches(policy_of(docs, component), address, 80), (component, address)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "proxy.service.sshPort=80"],
+        ["--set", "hub.ssl.enabled=true", "--set", "proxy.service.sshPort=443"],
+        ["--set", "proxy.service.port=8443", "--set", "proxy.service.sshPort=8443"],
+    ],
+    ids=["http", "https", "explicit"],
+)
+def test_ssh_port_equal_to_the_main_port_is_refused(helm_bin, args):
+    """Two Service ports with one number would be refused by the API server at install, after a long wait.
+    The schema refuses the default ports (lint too); an explicit proxy.service.port is compared by the template
+    (install, upgrade, template: helm lint treats a template's `fail` as information only)."""
+    commands = [["template", "x", CHART]] + (
+        [] if "proxy.service.port=8443" in args else [["lint", "--strict", CHART]]
+    )
+    for command in commands:
+        result = run_helm(helm_bin, *command, *args, check=False)
+        assert result.returncode != 0, (command, args)
+        assert "proxy.service.sshPort" in result.stdout + result.stderr
+    run_helm(helm_bin, "template", "x", CHART, "--set", "proxy.service.sshPort=443")  # 80 + 443 is fine

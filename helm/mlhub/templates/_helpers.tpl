@@ -257,17 +257,72 @@ the LAN or the nodes would be reachable through it. The spawner's per-user polic
     {{- end }}
 {{- end -}}
 
-{{- define "mlhub.cloudMetadata" -}}169.254.169.254/32{{- end -}}
+{{/*
+The hub's internet: every IPv4 and IPv6 address but link-local (the metadata services of every cloud), Alibaba's
+100.100.100.200, Azure's WireServer 168.63.129.16 and AWS's IPv6 IMDS and Pod Identity addresses. Its metadata
+access is networkPolicy.hub.cloudMetadata (mlhub.egress.cloudMetadata).
+*/}}
+{{- define "mlhub.hubInternetPeers" -}}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except: [169.254.0.0/16, 100.100.100.200/32, 168.63.129.16/32]
+- ipBlock:
+    cidr: ::/0
+    except: [fe80::/10, fd00:ec2::254/128, fd00:ec2::23/128]
+{{- end -}}
+
+{{/*
+Cloud metadata, for the hub only when networkPolicy.hub.cloudMetadata: IMDS (169.254.169.254, AWS IPv6
+fd00:ec2::254), GKE's metadata server for Workload Identity (169.254.169.252), EKS Pod Identity (169.254.170.23,
+fd00:ec2::23).
+*/}}
+{{- define "mlhub.egress.cloudMetadata" -}}
+- to:
+    {{- range list "169.254.169.254/32" "169.254.169.252/32" "169.254.170.23/32" "fd00:ec2::254/128" "fd00:ec2::23/128" }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/* The hub's egress to the API server's addresses (networkPolicy.apiServer), if any are named. */}}
+{{- define "mlhub.egress.apiServer" -}}
+{{- with .Values.networkPolicy.apiServer -}}
+{{- if .cidrs }}
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+proxy.service.sshPort must not be the main port: two Service ports of one number are refused by the API server.
+The schema refuses it for the default ports (80, 443); this for an explicit proxy.service.port.
+*/}}
+{{- define "mlhub.checkSshPort" -}}
+{{- $ssh := .Values.proxy.service.sshPort -}}
+{{- if and $ssh (eq (int $ssh) (include "mlhub.proxy.port" . | int)) -}}
+{{- fail (printf "proxy.service.sshPort: %v is the Service's main port already (proxy.service.port); leave sshPort empty or pick another" $ssh) -}}
+{{- end -}}
+{{- end -}}
 
 {{/*
 The ranges workspaces may not reach (JSON list, IPv4 first, then IPv6); the spawner's per-user policies get the
 same. Always: link-local (169.254/16, fe80::/10: the metadata services of AWS, GCP, Azure, Oracle, OpenStack, ECS
-tasks, Tencent), Alibaba's 100.100.100.200, Azure's WireServer 168.63.129.16, AWS's IPv6 metadata fd00:ec2::254.
+tasks, Tencent), Alibaba's 100.100.100.200, Azure's WireServer 168.63.129.16, AWS's IPv6 metadata fd00:ec2::254 and
+EKS Pod Identity fd00:ec2::23 (inside fc00::/7, which privateIPs opens).
 Unless privateIPs: 10/8, 172.16/12, 192.168/16, 100.64/10 (shared/CGNAT) and fc00::/7 (the nodes, the LAN).
 */}}
 {{- define "mlhub.blockedCIDRList" -}}
 {{- $np := .Values.singleuser.networkPolicy -}}
-{{- $blocked := list "169.254.0.0/16" "100.100.100.200/32" "168.63.129.16/32" "fe80::/10" "fd00:ec2::254/128" -}}
+{{- $blocked := list "169.254.0.0/16" "100.100.100.200/32" "168.63.129.16/32" "fe80::/10" "fd00:ec2::254/128" "fd00:ec2::23/128" -}}
 {{- if not $np.privateIPs -}}
 {{- $blocked = concat $blocked (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "fc00::/7") -}}
 {{- end -}}
