@@ -294,9 +294,8 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_SSH_PUBLIC_PORT",
-        "The port users' SSH clients reach the public port at, with the host of each request (or of "
-        "`MLHUB_SSH_PUBLIC_HOST` without a port); unset: the Host header's port, else 8080. The chart sets its "
-        "Service's SSH port.",
+        "The port of generated ssh configs when the request's Host header has none (or `MLHUB_SSH_PUBLIC_HOST` "
+        "names none); unset: 8080. The chart sets its Service's SSH port.",
         "hub",
     ),
     Variable(

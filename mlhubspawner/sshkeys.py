@@ -413,12 +413,12 @@ def parse_public_port(value):
 
 def ssh_front_address(request_host, public_host=None, public_port=None):
     """``(host, port)`` users' ssh clients jump through: ``public_host`` if configured, else the request's
-    ``Host`` header with ``public_port`` (the Service's SSH port) instead of its port, if given; ValueError
-    for an unsafe Host header."""
+    ``Host`` header. Its port, if it has one, reached the public listener, which serves SSH too (a NodePort, a
+    ``kubectl port-forward``); without one (https://hub.example.org) ``public_port``, the Service's SSH port,
+    else 8080. ValueError for an unsafe Host header."""
     if public_host:
         return public_host
-    host, port = parse_public_host(request_host)
-    return host, public_port or port
+    return parse_public_host(request_host, default_port=public_port or 8080)
 
 
 def jump_host(user, host, port):

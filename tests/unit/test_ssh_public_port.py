@@ -2,7 +2,8 @@
 
 Behind the chart's Service (80, 443 or proxy.service.sshPort) the request's Host header names the right host but
 not the SSH port (a browser on https://hub.example.org sends no port at all, which used to mean 8080):
-MLHUB_SSH_PUBLIC_PORT gives the port, the host still comes from the request.
+MLHUB_SSH_PUBLIC_PORT gives the port, the host still comes from the request. A port in the Host header reached
+the public listener, which serves SSH too (NodePort, kubectl port-forward): it stays.
 """
 
 import pytest
@@ -16,9 +17,12 @@ from mlhubspawner import sshkeys
         # the chart with TLS: browsers send no port; the SSH front is the Service's 443
         ("hub.example.org", 443, ("hub.example.org", 443)),
         ("hub.example.org", 80, ("hub.example.org", 80)),
-        # proxy.service.sshPort=22: the HTTPS port in the Host header is not the SSH port
-        ("hub.example.org:8443", 22, ("hub.example.org", 22)),
-        ("[fd00::7]:443", 22, ("fd00::7", 22)),
+        # proxy.service.sshPort=22: browsers on https://hub.example.org send no port
+        ("hub.example.org", 22, ("hub.example.org", 22)),
+        ("[fd00::7]", 22, ("fd00::7", 22)),
+        # a port the request came in on reaches the same listener: kubectl port-forward, a NodePort
+        ("localhost:8080", 80, ("localhost", 8080)),
+        ("node-1.example.org:30080", 443, ("node-1.example.org", 30080)),
         # no public port (make run): the Host header's port, else 8080 as before
         ("hub.example.org", None, ("hub.example.org", 8080)),
         ("127.0.0.1:9000", None, ("127.0.0.1", 9000)),
