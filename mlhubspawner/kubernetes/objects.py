@@ -27,7 +27,7 @@ SHM_VOLUME = "mlhub-shm"
 WORKSPACE_VOLUME = "mlhub-workspace"
 METADATA_CIDR = "169.254.169.254/32"
 # link-local (the metadata services of AWS, GCP, Azure, Oracle, OpenStack, ECS tasks, Tencent), Alibaba's
-# metadata, Azure's WireServer, AWS's IPv6 metadata; then the private ranges (the nodes, the LAN): the chart's
+# metadata, Azure's WireServer, AWS's IPv6 metadata and EKS Pod Identity (IPv6); then the private ranges (the nodes, the LAN): the chart's
 # defaults (privateIPs: false)
 ALWAYS_BLOCKED_CIDRS = (
     "169.254.0.0/16",
@@ -35,6 +35,7 @@ ALWAYS_BLOCKED_CIDRS = (
     "168.63.129.16/32",
     "fe80::/10",
     "fd00:ec2::254/128",
+    "fd00:ec2::23/128",
 )
 PRIVATE_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 DEFAULT_BLOCKED_CIDRS = ALWAYS_BLOCKED_CIDRS + PRIVATE_CIDRS

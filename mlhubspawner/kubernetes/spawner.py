@@ -216,7 +216,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
         The default (the chart's with ``privateIPs: false``) blocks link-local ranges and the other
         cloud metadata addresses (169.254/16, fe80::/10, 100.100.100.200, 168.63.129.16,
-        fd00:ec2::254) and private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7: the
+        fd00:ec2::254, fd00:ec2::23) and private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7: the
         nodes, the LAN). ``list(objects.ALWAYS_BLOCKED_CIDRS)`` opens the private ranges.
         """,
     ).tag(config=True)

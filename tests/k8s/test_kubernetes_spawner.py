@@ -176,7 +176,7 @@ async def test_start_creates_pod_pvc_service_and_network_policy(fake):
     # closed by default: metadata and private ranges (IPv4 and IPv6), DNS only to kube-dns
     internet_v4, internet_v6 = policy["spec"]["egress"][-1]["to"]
     assert {"169.254.0.0/16", "10.0.0.0/8", "100.64.0.0/10"} <= set(internet_v4["ipBlock"]["except"])
-    assert {"fd00:ec2::254/128", "fc00::/7"} <= set(internet_v6["ipBlock"]["except"])
+    assert {"fd00:ec2::254/128", "fd00:ec2::23/128", "fc00::/7"} <= set(internet_v6["ipBlock"]["except"])
     assert policy["spec"]["egress"][0]["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
 
     state = spawner.get_state()

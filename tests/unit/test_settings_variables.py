@@ -201,6 +201,7 @@ VALID = {
     "MLHUB_PUBLIC_HOSTNAMES": "hub.example.org,ml.example.org",
     "MLHUB_SSH_PUBLIC_HOST": "hub.example.org:2222",
     "MLHUB_SSH_PUBLIC_PORT": "2222",
+    "MLHUB_CERT_RELOAD_SECONDS": "120",
     "MLHUB_WORKSPACE_IMAGE": "mlhub-workspace:test",
     "MLHUB_IDLE_TIMEOUT_SECONDS": "7200",
     "MLHUB_CLEANUP_PORT": "8003",
