@@ -8,6 +8,8 @@ must carry ``{"key", "challenge", "signature"}``: the hub checks the signature w
 ``GET /ssh/authorized-keys?key=<base64>``: for the SSH front's ``AuthorizedKeysCommand``, the owner
 of a key as one authorized_keys line that only permits forwarding to the owner's running workspaces.
 ``GET /users/{user}[/servers/{name}]/ssh-config``: a ``~/.ssh/config`` block for a workspace.
+Both the lookup and the config offer a running workspace only while its own sshd answers
+(:mod:`mlhubspawner.ssh_health`): the config is then 409, the lookup leaves it out.
 
 A key whose hub user is gone, or was re-created since the key was added, is stale: it is treated
 as absent and deleted on sight, so keys never outlive their user or pass to a namesake.
@@ -28,7 +30,7 @@ from urllib.parse import quote
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from . import sshkeys
+from . import ssh_health, sshkeys
 from .api_base import WorkspaceAPIHandler
 from .sshkeys_store import ChallengeUsedError, KeyExistsError, KeyLimitError, utc_iso
 
@@ -108,16 +110,23 @@ def key_model(row):
     }
 
 
-def running_ssh_targets(user):
-    """``(host, port)`` of the user's ready (running, not pending) ML Hub workspaces, sorted."""
-    targets = set()
+def running_ssh_spawners(user):
+    """The user's ready (running, not pending) ML Hub workspaces' spawners."""
+    spawners = []
     for name, orm_spawner in user.orm_spawners.items():
         if orm_spawner.server is None:
             continue
         spawner = user.spawners[name]
         if spawner.ready and hasattr(spawner, "ssh_target"):
-            targets.add(tuple(spawner.ssh_target()))
-    return sorted(targets)
+            spawners.append(spawner)
+    return spawners
+
+
+async def answering_ssh_targets(health, user):
+    """``(host, port)`` of the user's ready ML Hub workspaces whose sshd answers, sorted."""
+    spawners = running_ssh_spawners(user)
+    statuses = await asyncio.gather(*(health.check(spawner) for spawner in spawners))
+    return sorted({tuple(s.ssh_target()) for s, status in zip(spawners, statuses, strict=True) if status.ok})
 
 
 class _SSHKeysBaseHandler(WorkspaceAPIHandler):
@@ -313,9 +322,11 @@ class AuthorizedKeysLookupHandler(_SSHKeysBaseHandler):
                 "SSH front: key %s is registered as %s, not %s", row.fingerprint, row.type, key_type
             )
             return self.write_text([])
-        targets = running_ssh_targets(user)
+        targets = await answering_ssh_targets(ssh_health.health(self.settings, self.log), user)
         if not targets:
-            self.log.debug("SSH front: key %s of %s: no running workspace", row.fingerprint, user.name)
+            self.log.debug(
+                "SSH front: key %s of %s: no running workspace with sshd", row.fingerprint, user.name
+            )
             return self.write_text([])
         self.log.info(
             "SSH front: key %s of %s may forward to %s",
@@ -328,12 +339,22 @@ class AuthorizedKeysLookupHandler(_SSHKeysBaseHandler):
 
 
 class SSHConfigHandler(_SSHKeysBaseHandler):
-    """``/users/{user}[/servers/{name}]/ssh-config``: how to reach a workspace with ssh."""
+    """``/users/{user}[/servers/{name}]/ssh-config``: how to reach a workspace with ssh (409 for a
+    running workspace whose sshd does not answer)."""
 
     @needs_scope("read:servers")
     async def get(self, user_name, server_name=""):
         user, spawner = self.workspace(user_name, server_name, default_always=True)
         hostname, port = spawner.ssh_target()
+        if spawner.ready:  # a stopped workspace's config serves once it runs
+            status = await ssh_health.health(self.settings, self.log).check(spawner)
+            if not status.ok:
+                raise web.HTTPError(
+                    409,
+                    "%s",
+                    f"the workspace's SSH server is not running: {status.reason} "
+                    f"({ssh_health.NOT_RUNNING_HINT}; otherwise restarting the workspace may help)",
+                )
         try:
             public_host, public_port = sshkeys.ssh_front_address(
                 self.request.host, self.public_host, self.public_port
