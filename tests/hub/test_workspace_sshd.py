@@ -2,6 +2,7 @@
 spawned by the real hub onto the real engine, and the real OpenSSH client connecting straight to the
 container's address on its user network (the last hop of ``ssh -J tunnel@hub jovyan@<workspace>``)."""
 
+import re
 import socket
 import subprocess
 import time
@@ -12,6 +13,7 @@ import pytest
 from mlhubspawner import naming
 
 from ssh_signing import register_ssh_key
+from support import Hub
 
 KEYS_COMMAND = "/usr/local/bin/mlhub-authorized-keys"
 
@@ -252,3 +254,104 @@ def test_host_key_survives_recreation(hub, docker, keydir):
     result = ssh(ip, "true", key, known_hosts, options=(*alias, "-o", "StrictHostKeyChecking=yes"))
     assert result.returncode == 0, result.stderr
     hub.stop_server(user)
+
+
+# ---- a workspace whose sshd does not answer is not offered for SSH --------------------------------
+
+HEALTH_CONFIG = (
+    "c.SSHHealth.cache_seconds = 1\n"  # the default 30 s would hold a dead sshd's workspace for that long
+    "c.MLHubDockerSpawner.max_total_mem_per_user = '2G'\n"
+)
+SMALL = {"mem_limit": "512M"}
+
+
+@pytest.fixture(scope="module")
+def health_hub(docker, tmp_path_factory):
+    """A hub of its own: probes of workspaces' sshd cached for 1 s."""
+    hub = Hub(tmp_path_factory.mktemp("hub-sshd-health"), user_config=HEALTH_CONFIG)
+    try:
+        hub.start()
+        yield hub
+    finally:
+        hub.destroy(docker)
+
+
+def front_lookup(hub, key):
+    """The line the hub answers the SSH front for ``key`` (what its AuthorizedKeysCommand prints)."""
+    token = (hub.workdir / "data" / "ssh-front.token").read_text().strip()
+    key_type, blob = key.public.split()[:2]
+    r = hub.api("GET", "mlhub/ssh/authorized-keys", token=token, params={"key": blob, "type": key_type})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def permitted(hub, user, key):
+    """The servers of ``user`` the front lets ``key`` forward to."""
+    line = front_lookup(hub, key)
+    names = {naming.workspace_name(hub.hub_name, user, s): s for s in ("good", "bad")}
+    return {names[target] for target in re.findall(r'permitopen="([^":]+):22"', line) if target in names}
+
+
+def wait_until(predicate, timeout=20, interval=0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def ssh_config(hub, user, server):
+    return hub.api("GET", f"mlhub/users/{user}/servers/{server}/ssh-config")
+
+
+def test_a_workspace_without_sshd_is_not_offered(health_hub, docker, keydir):
+    hub = health_hub
+    user = hub.create_user("sshdead")
+    key = Key(keydir, "dead")
+    register(hub, user, key)
+    for server in ("good", "bad"):
+        assert hub.spawn(user, server, SMALL).status_code in (201, 202)
+    (_, good_ip), (bad, bad_ip) = workspace(docker, hub, user, "good"), workspace(docker, hub, user, "bad")
+    wait_port(good_ip)
+    wait_port(bad_ip)
+    assert wait_until(lambda: permitted(hub, user, key) == {"good", "bad"}), front_lookup(hub, key)
+    assert ssh_config(hub, user, "bad").status_code == 200
+
+    # sshd dies (as when it could not bind its port, or the image has none): the Jupyter server runs on
+    code, out = exec_out(bad, "sh", "-c", "kill $(cat /run/mlhub-sshd/sshd.pid)")
+    assert code == 0, out
+    assert wait_until(lambda: permitted(hub, user, key) == {"good"}), front_lookup(hub, key)
+    r = ssh_config(hub, user, "bad")
+    assert r.status_code == 409, r.text
+    message = r.json()["message"]  # what the home page's SSH button shows (mlhub.js: data.message)
+    assert message.startswith("the workspace's SSH server is not running: "), message
+    assert "images without sshd cannot be reached over SSH" in message
+    assert ssh_config(hub, user, "good").status_code == 200
+    assert hub.get_through_proxy(user, "bad").status_code == 200  # the workspace itself still runs
+
+    # another listener on the port is not sshd either
+    listener = bad.exec_run(
+        [
+            "python3",
+            "-c",
+            "import http.server as h; h.HTTPServer(('', 22), h.BaseHTTPRequestHandler).serve_forever()",
+        ],
+        detach=True,
+    )
+    assert listener is not None
+    wait_port(bad_ip)
+    time.sleep(1.2)  # past the cache
+    r = ssh_config(hub, user, "bad")
+    assert r.status_code == 409 and "sent no SSH banner" in r.json()["message"], r.text
+    assert permitted(hub, user, key) == {"good"}
+
+    # a restart brings sshd back: offered again at once (a new start is probed anew)
+    hub.stop_server(user, "bad")
+    assert hub.spawn(user, "bad", SMALL).status_code in (201, 202)
+    _, bad_ip = workspace(docker, hub, user, "bad")
+    wait_port(bad_ip)
+    assert ssh_config(hub, user, "bad").status_code == 200
+    assert permitted(hub, user, key) == {"good", "bad"}
+    hub.stop_server(user, "good")
+    hub.stop_server(user, "bad")
