@@ -12,6 +12,8 @@ nodes; anything they do not grant is 403 Forbidden with a real server's message)
 conditions and Events) after ``pod_start_seconds``; fake controllers make Deployments/ReplicaSets/
 StatefulSets/DaemonSets/Jobs report themselves ready, bind PVCs and give Services a clusterIP. It is not an
 end-to-end test of pods: a workspace image that crashes on a real cluster is "Running" here.
+``tests/fake_kubelet.py`` (opt-in, ``FakeKubelet(fake, docker).start()``) runs the pods on the Docker
+engine instead, through the ``kubelet`` hook, ``update_pod_status`` and ``record_event``.
 
 Speaks (HTTP, no TLS, any or no bearer token is accepted) on ``http://127.0.0.1:<free port>``:
 
@@ -849,6 +851,9 @@ class FakeKubernetes:
         self.forbidden: list[str] = []
         self.fail_pods: Callable[[dict], str | None] = lambda pod: None
         self.pod_exit: Callable[[dict], int | None] = _default_pod_exit
+        # opt-in real kubelet (tests/fake_kubelet.py): called (on the server loop, must not block) with each
+        # newly scheduled pod; True means it runs the pod and reports its status (see update_pod_status)
+        self.kubelet: Callable[[dict], bool] | None = None
         self.url = ""
         self._lock = threading.RLock()
         self._objects: dict[str, dict[tuple[str, str], dict]] = {r.plural: {} for r in RESOURCE_TYPES}
@@ -1703,6 +1708,15 @@ class FakeKubernetes:
                 return obj
             return self._commit(rtype, "MODIFIED", new, obj)
 
+    def update_pod_status(self, namespace, name, uid, fn) -> dict | None:
+        """For an external kubelet: apply fn to a copy of the pod (if it is still the one with ``uid``) and
+        store it as a status update does; returns the stored pod, None if it is gone."""
+        return self._mutate(resource_type("pods"), namespace, name, uid, fn)
+
+    def record_event(self, obj, reason, message, etype="Normal") -> None:
+        """For an external kubelet: an Event about ``obj`` from the kubelet."""
+        self._event(obj, reason, message, etype=etype)
+
     def _event(self, obj, reason, message, etype="Normal", component="kubelet"):
         meta = obj["metadata"]
         now = _now()
@@ -1752,6 +1766,8 @@ class FakeKubernetes:
             f"Successfully assigned {namespace}/{name} to {pod['spec']['nodeName']}",
             component="default-scheduler",
         )
+        if self.kubelet is not None and self.kubelet(copy.deepcopy(pod)):
+            return
         await asyncio.sleep(self.pod_start_seconds)
         pod = self._mutate(pods, namespace, name, uid, lambda p: None)
         if pod is None or pod["metadata"].get("deletionTimestamp"):

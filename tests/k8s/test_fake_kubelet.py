@@ -1,0 +1,241 @@
+"""The fake kubelet (``tests/fake_kubelet.py``) runs the fake API server's pods on the real Docker engine and
+shows what only a real kubelet shows: a fresh PVC is root-owned (fsGroup makes it writable), an unprivileged
+uid cannot bind port 22 unless the pod lowers ``net.ipv4.ip_unprivileged_port_start`` as containerd's
+default (1024) demands. Needs the engine: fails, never skips, without one."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fake_k8s import running_fake  # noqa: E402
+
+from fake_kubelet import LABEL, FakeKubelet, pod_sysctls, security_settings  # noqa: E402
+from support import base_image  # noqa: E402
+
+NS = "default"
+BIND_22 = "import socket; s = socket.socket(); s.bind(('', 22)); print('bound')"
+
+
+@pytest.fixture
+def cluster(docker):
+    """A fake API server with a fake kubelet on the engine; everything it made is removed after."""
+    with running_fake() as fake:
+        kubelet = FakeKubelet(fake, docker).start()
+        try:
+            yield fake, kubelet
+        finally:
+            kubelet.stop()
+            left = [
+                *docker.containers.list(all=True, filters={"label": f"{LABEL}={kubelet.label}"}),
+                *docker.volumes.list(filters={"label": f"{LABEL}={kubelet.label}"}),
+                *docker.networks.list(filters={"label": f"{LABEL}={kubelet.label}"}),
+            ]
+            assert not left, left
+    assert not kubelet.errors, kubelet.errors
+
+
+def wait_pod(fake, name, phases=("Succeeded", "Failed"), timeout=60):
+    deadline = time.monotonic() + timeout
+    pod = None
+    while time.monotonic() < deadline:
+        pod = fake.get("pods", NS, name)
+        if pod and pod["status"].get("phase") in phases:
+            return pod
+        time.sleep(0.2)
+    raise AssertionError(f"pod {name} not in {phases} after {timeout} s: {pod and pod['status']}")
+
+
+def pod_manifest(name, image, command, security=None, volumes=(), mounts=(), container_security=None):
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": security or {},
+            "volumes": list(volumes),
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "command": command,
+                    "volumeMounts": list(mounts),
+                    "securityContext": container_security or {},
+                }
+            ],
+        },
+    }
+
+
+def logs(kubelet, pod):
+    return kubelet.container_of(pod, "main").logs().decode(errors="replace")
+
+
+def make_pvc(fake, name):
+    fake.create(
+        "persistentvolumeclaims",
+        NS,
+        {
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+
+
+def test_mapping_is_containerd_like():
+    """Pure mapping: containerd's unprivileged-port default unless the pod sets it; securityContext."""
+    assert pod_sysctls({}) == {"net.ipv4.ip_unprivileged_port_start": "1024"}
+    assert pod_sysctls({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "22"}]}) == {
+        "net.ipv4.ip_unprivileged_port_start": "22"
+    }
+    settings = security_settings(
+        {"runAsUser": 1000, "fsGroup": 100, "supplementalGroups": [5]},
+        {"runAsGroup": 100, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    )
+    assert settings == {
+        "user": "1000:100",
+        "group_add": ["100", "5"],
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+    }
+
+
+@pytest.mark.parametrize("fs_group", [100, None])
+def test_pvc_writable_only_with_fs_group(cluster, docker, fs_group):
+    """Issue 13 item 1: a fresh PVC is root-owned 0755; uid 1000 writes it only thanks to fsGroup."""
+    fake, kubelet = cluster
+    make_pvc(fake, "data")
+    security = {"runAsUser": 1000, "runAsGroup": 1000}
+    if fs_group is not None:
+        security["fsGroup"] = fs_group
+    script = "stat -c '%u:%g %a' /data; id; echo hi > /data/file && echo wrote"
+    fake.create(
+        "pods",
+        NS,
+        pod_manifest(
+            "writer",
+            base_image(docker),
+            ["sh", "-c", script],
+            security=security,
+            volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            mounts=[{"name": "data", "mountPath": "/data"}],
+        ),
+    )
+    pod = wait_pod(fake, "writer")
+    out = logs(kubelet, pod)
+    state = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert pod["status"]["podIP"]
+    if fs_group is None:
+        assert pod["status"]["phase"] == "Failed", out
+        assert state["exitCode"] != 0
+        assert "Permission denied" in out, out
+        assert "0:0 755" in out, out
+    else:
+        assert pod["status"]["phase"] == "Succeeded", out
+        assert state["exitCode"] == 0 and "wrote" in out, out
+        assert "0:100 2775" in out, out
+
+
+@pytest.mark.parametrize("sysctl", [None, "22"])
+def test_unprivileged_port_22_needs_sysctl(cluster, docker, sysctl):
+    """uid 1000 binding port 22: refused under containerd's default (1024), allowed with the pod sysctl."""
+    fake, kubelet = cluster
+    security = {"runAsUser": 1000, "runAsNonRoot": True}
+    if sysctl:
+        security["sysctls"] = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": sysctl}]
+    fake.create(
+        "pods",
+        NS,
+        pod_manifest(
+            "sshd",
+            base_image(docker),
+            ["python3", "-c", BIND_22],
+            security=security,
+            container_security={"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        ),
+    )
+    pod = wait_pod(fake, "sshd")
+    out = logs(kubelet, pod)
+    if sysctl is None:
+        assert pod["status"]["phase"] == "Failed", out
+        assert "Permission denied" in out, out
+    else:
+        assert pod["status"]["phase"] == "Succeeded", out
+        assert "bound" in out
+
+
+def test_running_pod_env_secret_files_and_deletion(cluster, docker):
+    """A long-running pod: Running with a real IP, env from a Secret, Secret files with their modes, an
+    init container ran first; deleting the pod removes its containers."""
+    fake, kubelet = cluster
+    fake.create("secrets", NS, {"metadata": {"name": "s"}, "stringData": {"token": "t0k", "other": "x"}})
+    manifest = pod_manifest(
+        "runner",
+        base_image(docker),
+        ["sh", "-c", "cat /init/done; stat -c '%a' /sec/dir/tok; echo $TOKEN; sleep infinity"],
+        security={"runAsUser": 1000, "fsGroup": 100},
+        volumes=[
+            {
+                "name": "sec",
+                "secret": {
+                    "secretName": "s",
+                    "items": [{"key": "token", "path": "dir/tok"}],
+                    "defaultMode": 0o400,
+                },
+            },
+            {"name": "init", "emptyDir": {}},
+        ],
+        mounts=[{"name": "sec", "mountPath": "/sec"}, {"name": "init", "mountPath": "/init"}],
+    )
+    manifest["spec"]["restartPolicy"] = "Always"
+    manifest["spec"]["containers"][0]["env"] = [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}
+    ]
+    manifest["spec"]["initContainers"] = [
+        {
+            "name": "prep",
+            "image": base_image(docker),
+            "command": ["sh", "-c", "echo init-ran > /init/done"],
+            "volumeMounts": [{"name": "init", "mountPath": "/init"}],
+        }
+    ]
+    fake.create("pods", NS, manifest)
+    pod = wait_pod(fake, "runner", phases=("Running", "Failed"))
+    assert pod["status"]["phase"] == "Running", pod["status"]
+    status = pod["status"]["containerStatuses"][0]
+    assert status["ready"] and "running" in status["state"]
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    container = kubelet.container_of(pod, "main")
+    network = container.client.containers.get(f"{container.name.rsplit('-c-', 1)[0]}-pause")
+    network.reload()
+    assert (
+        pod["status"]["podIP"]
+        == network.attrs["NetworkSettings"]["Networks"][kubelet.network_name]["IPAddress"]
+    )
+    deadline = time.monotonic() + 10
+    while "t0k" not in logs(kubelet, pod) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert logs(kubelet, pod).split() == ["init-ran", "440", "t0k"]
+    fake.delete("pods", NS, "runner")
+    deadline = time.monotonic() + 20
+    selector = {"label": f"mlhub.test.pod={NS}/runner/{pod['metadata']['uid']}"}
+    while docker.containers.list(all=True, filters=selector) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not docker.containers.list(all=True, filters=selector)
+
+
+def test_missing_image_is_never_pulled(cluster):
+    fake, _ = cluster
+    fake.create("pods", NS, pod_manifest("ghost", "mlhub-test-missing:1", ["true"]))
+    deadline = time.monotonic() + 20
+    reason = None
+    while time.monotonic() < deadline:
+        statuses = (fake.get("pods", NS, "ghost")["status"].get("containerStatuses")) or [{}]
+        reason = (statuses[0].get("state") or {}).get("waiting", {}).get("reason")
+        if reason == "ErrImageNeverPull":
+            break
+        time.sleep(0.2)
+    assert reason == "ErrImageNeverPull"
+    assert fake.get("pods", NS, "ghost")["status"]["phase"] == "Pending"
