@@ -158,9 +158,11 @@ def test_default_objects(default_docs):
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default_docs)
     assert kinds == sorted(
         [
+            ("DaemonSet", "mlhub-image-puller"),
             ("Deployment", "mlhub-hub"),
             ("Deployment", "mlhub-proxy"),
             ("NetworkPolicy", "mlhub-hub"),
+            ("NetworkPolicy", "mlhub-image-puller"),
             ("NetworkPolicy", "mlhub-proxy"),
             ("NetworkPolicy", "mlhub-singleuser"),
             ("PersistentVolumeClaim", "mlhub-hub-db"),
@@ -497,7 +499,7 @@ def test_network_policies(request, which):
     policies = {
         p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in find(docs, "NetworkPolicy")
     }
-    assert set(policies) == {"hub", "proxy", "singleuser"}
+    assert set(policies) == {"hub", "proxy", "singleuser", "image-puller"}
     hub_labels = one(docs, "Deployment", "-hub")["spec"]["template"]["metadata"]["labels"]
     proxy_labels = one(docs, "Deployment", "-proxy")["spec"]["template"]["metadata"]["labels"]
     workspace_labels = {"mlhub.component": "workspace", "mlhub.origin": hub_name, "mlhub.user": "alice"}
@@ -846,6 +848,11 @@ def test_hub_reads_the_rendered_values(max_docs):
         (["--set", "singleuser.gpu.resourceNames={cpu}"], "singleuser.gpu.resourceNames.0"),
         (["--set", "singleuser.gpu.resourceNames={kubernetes.io/gpu}"], "singleuser.gpu.resourceNames.0"),
         (["--set", "rbac.listNodes=yes"], "rbac.listNodes"),
+        (["--set", "prePuller.enabled=yes"], "prePuller.enabled"),
+        (["--set", "prePuller.extraImages={Not An Image}"], "prePuller.extraImages.0"),
+        (["--set", "prePuller.pause.image=https://example.org/pause"], "prePuller.pause.image"),
+        (["--set", "prePuller.bogus=1"], "Additional property bogus is not allowed"),
+        (["--set", "prePuller.priorityClassName=Low_Priority"], "prePuller.priorityClassName"),
     ],
 )
 def test_schema_refuses_bad_values(helm_bin, args, message):
@@ -1041,6 +1048,9 @@ def test_dns_goes_to_the_cluster_resolver_only(request, which):
     docs = request.getfixturevalue(which + "_docs")
     for policy in find(docs, "NetworkPolicy"):
         component = policy["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component == "image-puller":  # no network at all, DNS included
+            assert "Egress" in policy["spec"]["policyTypes"] and not policy["spec"].get("egress")
+            continue
         # the hub (trusted) reaches every address but metadata: only its DNS rule is checked; workspaces reach
         # the internet on every port (public resolvers too), the proxy only the hub, workspaces and DNS
         addresses = {"hub": (), "singleuser": ("10.0.0.10", "169.254.169.254", "192.168.1.1")}
@@ -1365,3 +1375,85 @@ def test_ssh_port_equal_to_the_main_port_is_refused(helm_bin, args):
         assert result.returncode != 0, (command, args)
         assert "proxy.service.sshPort" in result.stdout + result.stderr
     run_helm(helm_bin, "template", "x", CHART, "--set", "proxy.service.sshPort=443")  # 80 + 443 is fine
+
+
+# ---- image pre-puller (issue 13, item 11) -----------------------------------------------------------------------------
+
+
+def puller_pod(docs):
+    return one(docs, "DaemonSet", "-image-puller")["spec"]["template"]
+
+
+def test_image_puller_pulls_every_workspace_image(render, default_docs):
+    """One init container per workspace image (default, the form's, the extra ones), each exiting at once."""
+    pod = puller_pod(default_docs)["spec"]
+    assert [c["image"] for c in pod["initContainers"]] == ["mlhub-workspace:0.1.0"]
+    assert pod["containers"][0]["image"] == "mlhub:0.1.0"  # the hub image: nothing from elsewhere
+    assert pod["containers"][0]["command"] == ["sleep", "infinity"]
+    # GPU nodes pull too: the workspaces' GPU tolerations
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    docs = render(
+        "--set", "singleuser.images={lab/a:1,lab/b:2}",
+        "--set", "prePuller.extraImages={lab/b:2,registry.example.org/cuda:12}",
+        "--set", "singleuser.nodeSelector.pool=gpu",
+        "--set", "prePuller.tolerations[0].key=spot,prePuller.tolerations[0].operator=Exists",
+        "--set", "prePuller.priorityClassName=low",
+        "--set", "imagePullSecrets={regcred}",
+    )  # fmt: skip
+    pod = puller_pod(docs)["spec"]
+    inits = pod["initContainers"]
+    assert [c["image"] for c in inits] == [
+        "mlhub-workspace:0.1.0",
+        "lab/a:1",
+        "lab/b:2",
+        "registry.example.org/cuda:12",
+    ]
+    assert len({c["name"] for c in inits}) == len(inits)
+    assert all(c["command"] == ["true"] for c in inits)
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert {"key": "spot", "operator": "Exists"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "low"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_image_puller_pause_image_is_a_value(render):
+    docs = render("--set", "prePuller.pause.image=registry.example.org/pause:3.10")
+    main = puller_pod(docs)["spec"]["containers"][0]
+    assert main["image"] == "registry.example.org/pause:3.10"
+    assert "command" not in main  # the pause image's own entrypoint
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(one(docs, "DaemonSet"), version, strict=True)
+
+
+@pytest.mark.parametrize("args", [[], ["-f", VALUES_MAX], ["--set", "prePuller.pause.image=pause:3.10"]])
+def test_image_puller_is_pod_security_restricted(render, args):
+    import pod_security
+
+    docs = render(*args)
+    template = puller_pod(docs)
+    assert pod_security.violations(template, "restricted") == []
+    for c in template["spec"]["initContainers"] + template["spec"]["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
+    # no network: a policy selecting the pods with no rule
+    policy = one(docs, "NetworkPolicy", "-image-puller")
+    assert selects(policy["spec"]["podSelector"], template["metadata"]["labels"])
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert not policy["spec"].get("ingress") and not policy["spec"].get("egress")
+
+
+def test_image_puller_rolls_when_an_image_changes(render, default_docs):
+    before = puller_pod(default_docs)["metadata"]["annotations"]["checksum/images"]
+    after = puller_pod(render("--set", "singleuser.image.tag=0.2.0"))
+    assert after["metadata"]["annotations"]["checksum/images"] != before
+    assert after["spec"]["initContainers"][0]["image"] == "mlhub-workspace:0.2.0"
+    same = puller_pod(render("--set", "hub.debug=true"))["metadata"]["annotations"]["checksum/images"]
+    assert same == before
+
+
+def test_image_puller_can_be_turned_off(render):
+    docs = render("--set", "prePuller.enabled=false")
+    assert not find(docs, "DaemonSet")
+    assert not find(docs, "NetworkPolicy", "-image-puller")
+    assert find(docs, "Deployment", "-hub")

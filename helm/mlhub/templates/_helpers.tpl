@@ -342,3 +342,31 @@ Unless privateIPs: 10/8, 172.16/12, 192.168/16, 100.64/10 (shared/CGNAT) and fc0
 {{- $peers = append $peers (dict "ipBlock" (dict "cidr" "::/0" "except" $v6)) -}}
 {{- toYaml $peers -}}
 {{- end -}}
+
+{{- define "mlhub.imagePuller.fullname" -}}{{ include "mlhub.fullname" . }}-image-puller{{- end -}}
+
+{{/*
+The images the pre-puller pulls (JSON list, no duplicates): the default workspace image, the form's images
+(singleuser.images), then prePuller.extraImages.
+*/}}
+{{- define "mlhub.prePuller.images" -}}
+{{- $default := .Values.singleuser.image.name -}}
+{{- with .Values.singleuser.image.tag }}{{ $default = printf "%s:%s" $default . }}{{ end -}}
+{{- concat (list $default) .Values.singleuser.images .Values.prePuller.extraImages | uniq | toJson -}}
+{{- end -}}
+
+{{/* resources and security context of every container of the pre-puller (Pod Security restricted) */}}
+{{- define "mlhub.prePuller.container" -}}
+resources:
+  {{- toYaml .Values.prePuller.resources | nindent 2 }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  runAsNonRoot: true
+  runAsUser: 65534
+  runAsGroup: 65534
+  capabilities:
+    drop: [ALL]
+  seccompProfile:
+    type: RuntimeDefault
+{{- end -}}
