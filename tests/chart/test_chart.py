@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -1457,3 +1458,78 @@ def test_image_puller_can_be_turned_off(render):
     assert not find(docs, "DaemonSet")
     assert not find(docs, "NetworkPolicy", "-image-puller")
     assert find(docs, "Deployment", "-hub")
+
+
+# ---- the generated certificate is renewed before it expires (issue 13, item 8b) ---------------------------------------
+
+DAY = 86400
+
+
+def patch_annotation(fake, name, key, value):
+    """Merge-patch one annotation of a Secret through the fake's API, as `kubectl annotate` would."""
+    body = json.dumps({"metadata": {"annotations": {key: value}}}).encode()
+    request = urllib.request.Request(
+        f"{fake.url}/api/v1/namespaces/{NAMESPACE}/secrets/{name}",
+        data=body,
+        method="PATCH",
+        headers={"Content-Type": "application/merge-patch+json", "Authorization": "Bearer fake-token"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_generated_certificate_is_renewed_within_30_days_of_expiry(helm_bin, fake):
+    common = ["--namespace", NAMESPACE, "--kubeconfig", fake.kubeconfig, "--set", "hub.ssl.enabled=true"]
+
+    def tls():
+        secret = fake.get("secrets", NAMESPACE, "mlhub-tls")
+        cert = x509.load_pem_x509_certificate(secret_data(secret)["tls.crt"].encode())
+        return secret, cert
+
+    def upgrade():
+        run_helm(helm_bin, "upgrade", "mlhub", CHART, *common, kubeconfig=fake.kubeconfig)
+
+    run_helm(helm_bin, "install", "mlhub", CHART, *common, kubeconfig=fake.kubeconfig)
+    secret, cert = tls()
+    # the recorded expiry is the certificate's
+    not_after = int(secret["metadata"]["annotations"]["mlhub/not-after"])
+    assert abs(not_after - cert.not_valid_after_utc.timestamp()) < 120
+    assert cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=800)
+    proxy_before = fake.get("deployments", NAMESPACE, "mlhub-proxy")["spec"]["template"]
+
+    # 200 days left: kept
+    now = int(datetime.datetime.now(datetime.UTC).timestamp())
+    patch_annotation(fake, "mlhub-tls", "mlhub/not-after", str(now + 200 * DAY))
+    upgrade()
+    kept, kept_cert = tls()
+    assert kept_cert == cert
+    assert kept["metadata"]["annotations"]["mlhub/not-after"] == str(now + 200 * DAY)
+
+    # 10 days left: a new certificate for the same names, valid 825 days, recorded
+    patch_annotation(fake, "mlhub-tls", "mlhub/not-after", str(now + 10 * DAY))
+    upgrade()
+    renewed, renewed_cert = tls()
+    assert renewed_cert != cert and renewed_cert.serial_number != cert.serial_number
+    assert certificate_names(secret_data(renewed)["tls.crt"]) == certificate_names(
+        secret_data(secret)["tls.crt"]
+    )
+    assert renewed_cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(
+        days=800
+    )
+    assert abs(int(renewed["metadata"]["annotations"]["mlhub/not-after"]) - now - 825 * DAY) < 120
+    # the proxy is not restarted for it: it serves the new mounted pair after a reload (MLHUB_CERT_RELOAD_SECONDS)
+    proxy_after = fake.get("deployments", NAMESPACE, "mlhub-proxy")["spec"]["template"]
+    assert proxy_after["metadata"]["annotations"] == proxy_before["metadata"]["annotations"]
+    tls_mounts = [m for m in proxy_after["spec"]["containers"][0]["volumeMounts"] if m["name"] == "tls"]
+    assert tls_mounts and not any("subPath" in m for m in tls_mounts)  # the kubelet updates the files
+
+    # a Secret of an older chart (no recorded expiry), created now: kept, its expiry estimated and recorded
+    patch_annotation(fake, "mlhub-tls", "mlhub/not-after", None)
+    assert "mlhub/not-after" not in tls()[0]["metadata"]["annotations"]
+    upgrade()
+    old_chart, old_chart_cert = tls()
+    assert old_chart_cert == renewed_cert
+    created = datetime.datetime.fromisoformat(old_chart["metadata"]["creationTimestamp"]).timestamp()
+    assert int(old_chart["metadata"]["annotations"]["mlhub/not-after"]) == int(created) + 825 * DAY
+    run_helm(helm_bin, "uninstall", "mlhub", "--namespace", NAMESPACE, "--kubeconfig", fake.kubeconfig,
+             kubeconfig=fake.kubeconfig)  # fmt: skip
