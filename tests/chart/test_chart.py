@@ -1389,7 +1389,8 @@ def test_image_puller_pulls_every_workspace_image(render, default_docs):
     """One init container per workspace image (default, the form's, the extra ones), each exiting at once."""
     pod = puller_pod(default_docs)["spec"]
     assert [c["image"] for c in pod["initContainers"]] == ["mlhub-workspace:0.1.0"]
-    assert pod["containers"][0]["image"] == "mlhub:0.1.0"  # the hub image: nothing from elsewhere
+    # the waiting container uses the image pulled already: no other image on the node, nothing from elsewhere
+    assert pod["containers"][0]["image"] == "mlhub-workspace:0.1.0"
     assert pod["containers"][0]["command"] == ["sleep", "infinity"]
     # GPU nodes pull too: the workspaces' GPU tolerations
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
