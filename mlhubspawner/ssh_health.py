@@ -43,12 +43,15 @@ def banner_status(lines, target):
     return SSHStatus(False, f"{host}:{port} answers, but it is not an SSH server")
 
 
-def fresh(entry, key, now, ttl):
-    """Whether a cached ``(key, checked_at, status)`` answers for ``key`` at ``now`` (monotonic seconds)."""
-    if entry is None or ttl <= 0:
+def fresh(entry, key, now, ttl, failure_ttl=None):
+    """Whether a cached ``(key, checked_at, status)`` answers for ``key`` at ``now`` (monotonic seconds):
+    a success for ``ttl`` seconds, a failure for ``failure_ttl`` (at most ``ttl``)."""
+    if entry is None:
         return False
-    cached_key, checked_at, _ = entry
-    return cached_key == key and 0 <= now - checked_at < ttl
+    cached_key, checked_at, status = entry
+    if not status.ok and failure_ttl is not None:
+        ttl = min(ttl, failure_ttl)
+    return ttl > 0 and cached_key == key and 0 <= now - checked_at < ttl
 
 
 def probe_targets(spawner):
@@ -124,6 +127,12 @@ class SSHHealth(LoggingConfigurable):
         """,
     ).tag(config=True)
 
+    failure_cache_seconds = Float(
+        3.0,
+        help="""Seconds a failed probe stands (at most ``cache_seconds``): short, so that a workspace whose sshd
+        was still starting when first asked is offered soon after.""",
+    ).tag(config=True)
+
     max_entries = Integer(
         10000, help="""Most servers whose results are kept; older results are dropped beyond it."""
     ).tag(config=True)
@@ -144,7 +153,9 @@ class SSHHealth(LoggingConfigurable):
         """The :class:`SSHStatus` of ``spawner``'s sshd, from the cache when fresh."""
         key = self.key(spawner)
         slot = key[:2]
-        if fresh(self._cache.get(slot), key, time.monotonic(), self.cache_seconds):
+        if fresh(
+            self._cache.get(slot), key, time.monotonic(), self.cache_seconds, self.failure_cache_seconds
+        ):
             return self._cache[slot][2]
         pending = self._pending.get(key)
         if pending is None:  # one probe at a time per server: concurrent lookups share it

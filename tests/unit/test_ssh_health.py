@@ -51,6 +51,12 @@ def test_cache_decision():
     assert not fresh(None, key, 100.0, 30)
     restarted = ("ann", "", "2026-12-02 03:05:00", (TARGET,))
     assert not fresh(entry, restarted, 101.0, 30)  # a restarted workspace is probed anew
+    # a failure stands for a short time only: sshd may have been starting still
+    failed = (key, 100.0, SSHStatus(False, "nothing listens"))
+    assert fresh(failed, key, 102.9, 30, failure_ttl=3)
+    assert not fresh(failed, key, 103.0, 30, failure_ttl=3)
+    assert fresh(entry, key, 110.0, 30, failure_ttl=3)  # successes keep the long duration
+    assert not fresh(failed, key, 100.5, 0.5, failure_ttl=3)  # never longer than the success's
 
 
 @contextlib.asynccontextmanager
