@@ -1534,3 +1534,18 @@ def test_generated_certificate_is_renewed_within_30_days_of_expiry(helm_bin, fak
     assert int(old_chart["metadata"]["annotations"]["mlhub/not-after"]) == int(created) + 825 * DAY
     run_helm(helm_bin, "uninstall", "mlhub", "--namespace", NAMESPACE, "--kubeconfig", fake.kubeconfig,
              kubeconfig=fake.kubeconfig)  # fmt: skip
+
+
+def test_image_puller_pods_are_admitted_under_restricted(helm_bin, fake):
+    """Installed into a namespace enforcing Pod Security `restricted`: the fake's DaemonSet controller makes the
+    pre-puller's pods and admission lets them in (the hub and proxy pods need `baseline`)."""
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    fake.create("namespaces", None, {"metadata": {"name": "strict", "labels": labels}})
+    run_helm(helm_bin, "install", "mlhub", CHART, "--namespace", "strict", "--kubeconfig", fake.kubeconfig,
+             kubeconfig=fake.kubeconfig)  # fmt: skip
+    pods = fake.list("pods", "strict", label_selector="app.kubernetes.io/component=image-puller")
+    assert pods and all(p["status"]["phase"] == "Running" for p in pods)
+    audited = {a["name"] for a in fake.pod_security_audit if a["namespace"] == "strict"}
+    assert any(name.startswith("mlhub-hub") for name in audited)  # admission is on: the root hub is refused
+    assert not any("image-puller" in name for name in audited)
+    assert [c["image"] for c in pods[0]["spec"]["initContainers"]] == ["mlhub-workspace:0.1.0"]
