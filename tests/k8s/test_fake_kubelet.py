@@ -13,7 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fake_k8s import running_fake  # noqa: E402
 
+from mlhubspawner import naming  # noqa: E402
+from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
+
+import kube_spawners  # noqa: E402
 from fake_kubelet import LABEL, FakeKubelet, pod_sysctls, security_settings  # noqa: E402
+from kube_spawners import kubeconfig_for  # noqa: E402
 from support import base_image  # noqa: E402
 
 NS = "default"
@@ -239,3 +244,46 @@ def test_missing_image_is_never_pulled(cluster):
         time.sleep(0.2)
     assert reason == "ErrImageNeverPull"
     assert fake.get("pods", NS, "ghost")["status"]["phase"] == "Pending"
+
+
+WORKSPACE_IMAGE = "mlhub-workspace:0.1.0"
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_spawned_workspace_runs_with_writable_workspace_and_sshd_on_22(cluster, tmp_path):
+    """MLHubKubernetesSpawner's pod with the real workspace image on the fake + kubelet: Running, its
+    /workspace (a fresh root-owned volume) writable by its user, its non-root sshd listening on port 22."""
+    fake, kubelet = cluster
+    with kubeconfig_for(fake, tmp_path, NS):
+        spawner = kube_spawners.make_spawner(
+            fake, "alice", "ws", hub_name="fkhub", namespace=NS, image=WORKSPACE_IMAGE
+        )
+        spawner.api_token = "not-checked"  # sshd starts only with hub credentials (used at login only)
+        # no hub answers here: the image's start script (sshd) with a command that does not call the hub
+        spawner.cmd = ["sleep", "infinity"]
+        try:
+            await spawner.start()
+            pod = fake.get("pods", NS, naming.workspace_name("fkhub", "alice", "ws"))
+            assert pod["status"]["phase"] == "Running", pod["status"]
+            container = kubelet.container_of(pod, "notebook")
+            deadline = time.monotonic() + 30
+            listening = ""
+            while time.monotonic() < deadline:
+                result = container.exec_run(["sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"])
+                listening = result.output.decode()
+                # 0016 = port 22, state 0A = LISTEN
+                if any(
+                    line.split()[1].endswith(":0016") and line.split()[3] == "0A"
+                    for line in listening.splitlines()[1:]
+                    if len(line.split()) > 3 and ":" in line.split()[1]
+                ):
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError(f"no sshd on 22:\n{container.logs().decode(errors='replace')[:3000]}")
+            write = container.exec_run(["sh", "-c", "id -u; touch /workspace/probe && echo ok"])
+            assert write.exit_code == 0 and b"ok" in write.output, write.output
+            assert write.output.split()[0] != b"0"
+        finally:
+            await spawner.stop(now=True)
+            await MLHubKubernetesSpawner._stop_all_reflectors()
