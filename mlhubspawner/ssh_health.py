@@ -82,7 +82,10 @@ async def probe(host, port, timeout):
     except TimeoutError:
         return SSHStatus(False, f"{host}:{port} did not accept a connection within {timeout:g} s")
     except OSError as e:
-        return SSHStatus(False, f"nothing listens on {host}:{port} ({e.strerror or e})")
+        why = (
+            "connection refused" if isinstance(e, ConnectionRefusedError) else e.strerror or type(e).__name__
+        )
+        return SSHStatus(False, f"nothing listens on {host}:{port} ({why})")
     lines = []
     try:
         while len(lines) < MAX_LINES:

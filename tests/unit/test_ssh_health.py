@@ -104,6 +104,7 @@ def test_probe_of_local_listeners():
             assert not (await probe("127.0.0.1", port, 2)).ok
         status = await probe("127.0.0.1", free_port(), 2)
         assert not status.ok and "nothing listens on 127.0.0.1:" in status.reason
+        assert status.reason.endswith(" (connection refused)"), status.reason
         with pytest.raises(socket.gaierror):
             await probe("mlhub-no-such-host.invalid", 22, 2)
 
