@@ -35,7 +35,8 @@ completion in order, + its main containers, all joined to the pause container's 
   match). volumeMounts: ``readOnly``; ``subPath`` is refused (CreateContainerConfigError: Docker 20.10 cannot
   mount a volume's subdirectory). Other volume types are mounted as an empty volume with a Warning event.
 - restartPolicy: Never -> the pod ends Succeeded/Failed when its containers exit; Always/OnFailure ->
-  restarted after a back-off (1 s doubling to 10 s; ``waiting: CrashLoopBackOff`` meanwhile).
+  restarted after a back-off (1 s doubling to 10 s; ``waiting: CrashLoopBackOff`` meanwhile). A failing
+  init container fails the pod whatever the policy (a kubelet would retry it under Always/OnFailure).
 
 Not done (yet): Services do not resolve by DNS name (pods reach each other by pod IP only; no kube-proxy,
 no clusterIP), no probes (a running container is ready), no resource limits, no hostPath/projected/
@@ -326,7 +327,7 @@ class FakeKubelet:
             )
             self.fake.record_event(pod, "Failed", f"Error: {e.message}", etype="Warning")
             self._wait_until_gone(pod)
-        except docker.errors.DockerException as e:
+        except Exception as e:  # the engine or this double went wrong: visible in the pod and in errors
             log.exception("fake kubelet: pod %s", pod["metadata"]["name"])
             self.errors.append(f"{pod['metadata']['name']}: {e}")
             self._report(pod, "Failed", reason="Error", message=str(e))
