@@ -287,3 +287,37 @@ async def test_spawned_workspace_runs_with_writable_workspace_and_sshd_on_22(clu
         finally:
             await spawner.stop(now=True)
             await MLHubKubernetesSpawner._stop_all_reflectors()
+
+
+def test_containers_of_a_pod_share_localhost(cluster, docker):
+    """Two containers of one pod: the second reaches the first on localhost, as in a Kubernetes pod."""
+    fake, kubelet = cluster
+    manifest = pod_manifest(
+        "pair", base_image(docker), ["python3", "-m", "http.server", "8080"], security={"runAsUser": 1000}
+    )
+    manifest["spec"]["containers"].append(
+        {
+            "name": "client",
+            "image": base_image(docker),
+            "command": [
+                "python3",
+                "-c",
+                "import time, urllib.request\n"
+                "for _ in range(50):\n"
+                "    try: print(urllib.request.urlopen('http://127.0.0.1:8080/').status); break\n"
+                "    except OSError: time.sleep(0.2)\n",
+            ],
+        }
+    )
+    fake.create("pods", NS, manifest)
+    deadline = time.monotonic() + 30
+    client = {}
+    while time.monotonic() < deadline:
+        statuses = fake.get("pods", NS, "pair")["status"].get("containerStatuses") or []
+        client = next((s for s in statuses if s["name"] == "client"), {})
+        if "terminated" in client.get("state", {}):
+            break
+        time.sleep(0.2)
+    assert client["state"]["terminated"]["exitCode"] == 0, client
+    assert kubelet.container_of(fake.get("pods", NS, "pair"), "client").logs().split() == [b"200"]
+    assert fake.get("pods", NS, "pair")["status"]["phase"] == "Running"
