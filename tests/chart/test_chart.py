@@ -1543,8 +1543,13 @@ def test_image_puller_pods_are_admitted_under_restricted(helm_bin, fake):
     fake.create("namespaces", None, {"metadata": {"name": "strict", "labels": labels}})
     run_helm(helm_bin, "install", "mlhub", CHART, "--namespace", "strict", "--kubeconfig", fake.kubeconfig,
              kubeconfig=fake.kubeconfig)  # fmt: skip
-    pods = fake.list("pods", "strict", label_selector="app.kubernetes.io/component=image-puller")
-    assert pods and all(p["status"]["phase"] == "Running" for p in pods)
+
+    def running_pullers():  # the fake's controllers and kubelet act just after the install returns
+        pods = fake.list("pods", "strict", label_selector="app.kubernetes.io/component=image-puller")
+        return pods if pods and all(p["status"].get("phase") == "Running" for p in pods) else None
+
+    assert support.wait_for(running_pullers, timeout=30, interval=0.2)
+    pods = running_pullers()
     audited = {a["name"] for a in fake.pod_security_audit if a["namespace"] == "strict"}
     assert any(name.startswith("mlhub-hub") for name in audited)  # admission is on: the root hub is refused
     assert not any("image-puller" in name for name in audited)
