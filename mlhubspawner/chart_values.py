@@ -136,6 +136,7 @@ def spawner_settings(values):
     _set(traits, "min_mem_limit", v("memory.min"))
     _set(traits, "max_mem_limit", v("memory.max"))
     _set(traits, "resource_request_ratio", v("requestRatio"))
+    _set(traits, "pod_security_level", v("podSecurityLevel"))
     _set(traits, "node_cpus", v("nodeCapacity.cpu"))
     _set(traits, "node_memory", v("nodeCapacity.memory"))
     _set(traits, "default_shm_size", v("shm.default"))

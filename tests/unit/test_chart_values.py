@@ -172,6 +172,7 @@ def test_default_spawner_settings():
     assert (sp.default_cpu_limit, sp.max_cpu_limit) == (1, 4)
     assert (sp.default_mem_limit, sp.min_mem_limit, sp.max_mem_limit) == ("2G", "128M", "16G")
     assert sp.resource_request_ratio == 0.5
+    assert sp.pod_security_level == "restricted"
     assert sp.persistent_volumes is True
     assert sp.storage_capacity == "10Gi"
     assert sp.storage_access_modes == ["ReadWriteOnce"]
@@ -212,6 +213,7 @@ def test_every_singleuser_value_reaches_its_trait():
             "cpu": {"default": 2, "max": 8},
             "memory": {"default": "4G", "min": "512M", "max": "64G"},
             "requestRatio": 1,
+            "podSecurityLevel": "baseline",
             "nodeCapacity": {"cpu": 32, "memory": "256G"},
             "shm": {"default": "1G", "max": "8G"},
             "gpu": {
@@ -246,6 +248,7 @@ def test_every_singleuser_value_reaches_its_trait():
     assert sp.allow_custom_image is True
     assert (sp.start_timeout, sp.http_timeout) == (600, 60)
     assert (sp.default_cpu_limit, sp.max_cpu_limit, sp.resource_request_ratio) == (2, 8, 1)
+    assert sp.pod_security_level == "baseline"
     assert (sp.default_mem_limit, sp.min_mem_limit, sp.max_mem_limit) == ("4G", "512M", "64G")
     assert (sp.node_cpus, sp.node_memory) == (32, "256G")
     assert (sp.default_shm_size, sp.max_shm_size) == ("1G", "8G")
