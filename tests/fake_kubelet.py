@@ -33,13 +33,26 @@ completion in order, + its main containers, all joined to the pause container's 
   ``optional``), group fsGroup when set. fsGroup is applied as the kubelet does: chgrp, g+rw(x) and setgid on
   directories, recursively (``fsGroupChangePolicy: OnRootMismatch``: only when the root does not already
   match). volumeMounts: ``readOnly``; ``subPath`` is refused (CreateContainerConfigError: Docker 20.10 cannot
-  mount a volume's subdirectory). Other volume types are mounted as an empty volume with a Warning event.
+  mount a volume's subdirectory), except for Secret/ConfigMap files (below). Other volume types are mounted as an empty volume with a Warning event.
 - restartPolicy: Never -> the pod ends Succeeded/Failed when its containers exit; Always/OnFailure ->
   restarted after a back-off (1 s doubling to 10 s; ``waiting: CrashLoopBackOff`` meanwhile). A failing
   init container fails the pod whatever the policy (a kubelet would retry it under Always/OnFailure).
 
-Not done (yet): Services do not resolve by DNS name (pods reach each other by pod IP only; no kube-proxy,
-no clusterIP), no probes (a running container is ready), no resource limits, no hostPath/projected/
+Services resolve by DNS name: the pause container gets Docker network aliases ``<svc>``, ``<svc>.<ns>``,
+``<svc>.<ns>.svc``, ``<svc>.<ns>.svc.cluster.local`` for every Service of its namespace whose selector matches
+the pod (re-checked every poll: a Service made later is added by reconnecting the pod at the same IP). A name
+resolves to the pod IPs themselves: no clusterIP, no kube-proxy, no load balancing, and no port remapping (a
+Service's ``port`` is not opened: clients must use the ``targetPort``, e.g. proxy-public 80 -> 8080).
+
+The API server as pods see it: ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` point at a TLS
+forwarder (``ApiForwarder``) on the kubelet network's gateway IP that relays to the fake's plain-HTTP
+127.0.0.1 port; unless ``automountServiceAccountToken: false`` the pod gets
+``/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}`` (ca.crt: the forwarder's
+self-signed certificate; the token is a dummy the fake accepts), so in-cluster clients work unchanged.
+``subPath`` of a Secret/ConfigMap file is copied into the container before it starts; ``fieldRef``
+status.podIP/status.hostIP are set.
+
+Not done (yet): no probes (a running container is ready), no resource limits, no hostPath/projected/
 downwardAPI volumes, no image pulls, no NetworkPolicy, no ephemeral containers, no pod-level ``hostNetwork``,
 no graceful termination hooks (a deleted pod's containers are removed with SIGKILL after ``stop_timeout``),
 no re-scheduling after ``stop()``. Updates of Secrets/ConfigMaps do not reach mounted files.
@@ -49,13 +62,18 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import logging
+import os
 import re
+import socket
+import ssl
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import docker
 from docker.types import Mount
@@ -67,6 +85,8 @@ LABEL = "mlhub.test"
 LABEL_POD = "mlhub.test.pod"  # <namespace>/<name>/<uid> of the pod a container belongs to
 UNPRIVILEGED_PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 CONTAINERD_UNPRIVILEGED_PORT_START = "1024"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+CLUSTER_DOMAIN = "cluster.local"
 
 
 class PodConfigError(Exception):
@@ -146,6 +166,139 @@ def command_settings(container: dict) -> dict:
     return out
 
 
+def selector_matches(selector: dict | None, labels: dict | None) -> bool:
+    """A Service's equality selector against a pod's labels (pure; an empty selector selects nothing)."""
+    labels = labels or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def service_aliases(services: list[dict], pod: dict) -> list[str]:
+    """The DNS names a pod answers to: for every Service of its namespace selecting it, ``<svc>``,
+    ``<svc>.<ns>``, ``<svc>.<ns>.svc`` and ``<svc>.<ns>.svc.cluster.local`` (pure, sorted)."""
+    ns = pod["metadata"]["namespace"]
+    names = set()
+    for svc in services:
+        if svc["metadata"].get("namespace", ns) != ns:
+            continue
+        if selector_matches((svc.get("spec") or {}).get("selector"), pod["metadata"].get("labels")):
+            name = svc["metadata"]["name"]
+            names.update({name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}"})
+    return sorted(names)
+
+
+def api_certificate(ip: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate (PEM) and its key for the API server at ``ip`` (also the pods' ca.crt)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-apiserver")])
+    now = datetime.now(UTC)
+    names = [x509.IPAddress(ipaddress.ip_address(ip))] + [
+        x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc")
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class ApiForwarder:
+    """The API server as pods see it: TLS on ``ip:port`` (the kubelet network's gateway), forwarded in
+    plain HTTP to the fake on 127.0.0.1 (the fake serves no TLS and listens on loopback only)."""
+
+    def __init__(self, ip: str, target_port: int):
+        self.ip, self.target_port = ip, target_port
+        self.ca_pem, key_pem = api_certificate(ip)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_file, key_file = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+            with open(cert_file, "wb") as f:
+                f.write(self.ca_pem)
+            with open(key_file, "wb") as f:
+                f.write(key_pem)
+            self._context.load_cert_chain(cert_file, key_file)
+        self._server = socket.create_server((ip, 0))
+        self._server.settimeout(0.5)
+        self.port = self._server.getsockname()[1]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="fake-kubelet-api")
+        self._thread.start()
+
+    def _serve(self):
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        try:
+            conn.settimeout(10)
+            tls = self._context.wrap_socket(conn, server_side=True)
+            tls.settimeout(None)
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            upstream.settimeout(None)
+        except (OSError, ssl.SSLError) as e:
+            log.info("fake kubelet API forwarder: %s", e)
+            conn.close()
+            return
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
+        pump(tls, upstream)
+
+    def stop(self):
+        self._stopping.set()
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
+def _single_file_archive(archive: bytes, member: str, name: str) -> bytes | None:
+    """The file ``member`` of a tar ``archive`` as a one-file tar named ``name`` (None when absent)."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        try:
+            info = tar.getmember(member)
+        except KeyError:
+            return None
+        content = tar.extractfile(info).read()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        new = tarfile.TarInfo(name)
+        new.size, new.mode, new.gid = len(content), info.mode, info.gid
+        tar.addfile(new, io.BytesIO(content))
+    return out.getvalue()
+
+
 class FakeKubelet:
     """Runs the pods ``fake`` binds to ``node`` as containers on the engine of ``client``."""
 
@@ -164,13 +317,28 @@ class FakeKubelet:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pvc_lock = threading.Lock()
+        self.api: ApiForwarder | None = None
+        self._pod_ips: dict[str, str] = {}  # pod uid -> IP, for fieldRef status.podIP
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> FakeKubelet:
+        # a subnet of our own choosing (the engine's next free pool) so that a pod keeps its IP when it is
+        # reconnected with new Service aliases (Docker assigns fixed addresses only on such networks)
+        probe = self.client.networks.create(self.network_name, driver="bridge", labels={LABEL: self.label})
+        probe.reload()
+        pool = dict(probe.attrs["IPAM"]["Config"][0])
+        probe.remove()
         self.network = self.client.networks.create(
-            self.network_name, driver="bridge", labels={LABEL: self.label}
+            self.network_name,
+            driver="bridge",
+            labels={LABEL: self.label},
+            ipam=docker.types.IPAMConfig(
+                pool_configs=[docker.types.IPAMPool(subnet=pool["Subnet"], gateway=pool["Gateway"])]
+            ),
         )
+        self.gateway = pool["Gateway"]
+        self.api = ApiForwarder(self.gateway, int(self.fake.url.rsplit(":", 1)[1]))
         self.fake.kubelet = self._claim
         return self
 
@@ -181,6 +349,8 @@ class FakeKubelet:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=self.stop_timeout + 10)
+        if self.api is not None:
+            self.api.stop()
         self.remove_all()
 
     def remove_all(self) -> None:
@@ -352,6 +522,8 @@ class FakeKubelet:
         pause = self._start_pause(pod, main_specs[0]["image"])
         pause.reload()
         ip = pause.attrs["NetworkSettings"]["Networks"][self.network_name]["IPAddress"]
+        self._pod_ips[pod["metadata"]["uid"]] = ip
+        aliases = self._sync_aliases(pod, pause, ip, [])
         init_done = []
         for i, c in enumerate(init_specs):
             if self._gone(pod):
@@ -389,9 +561,18 @@ class FakeKubelet:
             container.start()
             self.fake.record_event(pod, "Started", f"Started container {c['name']}")
             containers.append(container)
-        self._supervise(pod, main_specs, containers, init_done, ip)
+        self._supervise(pod, main_specs, containers, init_done, ip, pause, aliases)
 
-    def _supervise(self, pod, specs, containers, init_done, ip):
+    def _sync_aliases(self, pod, pause, ip, current) -> list[str]:
+        """Give the pause container the DNS names of the Services selecting the pod (reconnecting it to the
+        network at the same IP when they changed); returns the names now set."""
+        wanted = service_aliases(self.fake.list("services", pod["metadata"]["namespace"]), pod)
+        if wanted != current:
+            self.network.disconnect(pause)
+            self.network.connect(pause, aliases=wanted, ipv4_address=ip)
+        return wanted
+
+    def _supervise(self, pod, specs, containers, init_done, ip, pause, aliases):
         """Report the containers' states until the pod is deleted (or ends, restartPolicy Never)."""
         policy = pod["spec"].get("restartPolicy") or "Always"
         restarts = [0] * len(specs)
@@ -399,6 +580,7 @@ class FakeKubelet:
         restart_at: list[float | None] = [None] * len(specs)
         reported = None
         while not self._gone(pod):
+            aliases = self._sync_aliases(pod, pause, ip, aliases)  # Services created after the pod
             entries = []
             for i, (c, container) in enumerate(zip(specs, containers, strict=True)):
                 container.reload()
@@ -467,6 +649,7 @@ class FakeKubelet:
 
     def _remove_pod(self, pod):
         """Remove the pod's containers and its own volumes (PVC volumes stay until stop())."""
+        self._pod_ips.pop(pod["metadata"]["uid"], None)
         selector = {"label": f"{LABEL_POD}={self._labels(pod)[LABEL_POD]}"}
         for container in self.client.containers.list(all=True, filters=selector):
             try:
@@ -521,13 +704,22 @@ class FakeKubelet:
                 f"container has runAsNonRoot and image has non-numeric user ({effective}), "
                 "cannot verify user is non-root",
             )
-        container_mounts = []
+        container_mounts, copies = [], []
         for m in c.get("volumeMounts") or []:
+            kind, source, extra = mounts[m["name"]]
+            if m.get("subPath") and "files" in extra:
+                # a Secret/ConfigMap file by subPath: copied in before the start (a subPath mount never sees
+                # updates either; read-only is not enforced)
+                archive = _single_file_archive(extra["files"], m["subPath"], os.path.basename(m["mountPath"]))
+                if archive is None:
+                    raise PodConfigError("CreateContainerConfigError", f"subPath {m['subPath']} not found")
+                copies.append((os.path.dirname(m["mountPath"]), archive))
+                continue
             if m.get("subPath") or m.get("subPathExpr"):
                 raise PodConfigError(
-                    "CreateContainerConfigError", "subPath is not supported by the fake kubelet"
+                    "CreateContainerConfigError",
+                    "subPath is supported by the fake kubelet only for Secret/ConfigMap files",
                 )
-            kind, source, extra = mounts[m["name"]]
             read_only = bool(m.get("readOnly")) or extra.get("read_only", False)
             if kind == "tmpfs":
                 container_mounts.append(
@@ -537,7 +729,19 @@ class FakeKubelet:
                 container_mounts.append(
                     Mount(m["mountPath"], source, type="volume", read_only=read_only, no_copy=True)
                 )
-        return self.client.containers.create(
+        if "serviceaccount" in mounts and not any(
+            m["mountPath"] == SERVICE_ACCOUNT_DIR for m in c.get("volumeMounts") or []
+        ):
+            container_mounts.append(
+                Mount(
+                    SERVICE_ACCOUNT_DIR,
+                    mounts["serviceaccount"][1],
+                    type="volume",
+                    read_only=True,
+                    no_copy=True,
+                )
+            )
+        container = self.client.containers.create(
             c["image"],
             name=self._name(pod, f"c-{c['name']}"),
             labels=self._labels(pod),
@@ -550,6 +754,9 @@ class FakeKubelet:
             **command_settings(c),
             **settings,
         )
+        for path, archive in copies:
+            container.put_archive(path, archive)
+        return container
 
     def _lookup(self, kind, namespace, ref, key=None):
         """A Secret's/ConfigMap's data (decoded), or one key of it; None when optional and missing."""
@@ -581,7 +788,12 @@ class FakeKubelet:
 
     def _environment(self, pod, c) -> dict:
         namespace = pod["metadata"]["namespace"]
-        env: dict[str, str] = {}
+        # what a kubelet gives every container: the API server's address (here the TLS forwarder)
+        env: dict[str, str] = {
+            "KUBERNETES_SERVICE_HOST": self.gateway,
+            "KUBERNETES_SERVICE_PORT": str(self.api.port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(self.api.port),
+        }
         for source in c.get("envFrom") or []:
             prefix = source.get("prefix") or ""
             for kind, field in (("secrets", "secretRef"), ("configmaps", "configMapRef")):
@@ -594,6 +806,8 @@ class FakeKubelet:
             "metadata.uid": pod["metadata"]["uid"],
             "spec.nodeName": self.node,
             "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
+            "status.podIP": self._pod_ips.get(pod["metadata"]["uid"], ""),
+            "status.hostIP": NODE_IP,
         }
         for item in c.get("env") or []:
             source = item.get("valueFrom")
@@ -680,7 +894,7 @@ class FakeKubelet:
                 data = self._lookup(kind, namespace, ref) or {}
                 archive = self._files_archive(data, source, fs_group)
                 self._helper(pod, image, volume.name, "chmod 0755 /v", files=archive)
-                mounts[name] = ("volume", volume.name, {"read_only": True})
+                mounts[name] = ("volume", volume.name, {"read_only": True, "files": archive})
             else:
                 kinds = ", ".join(k for k in v if k != "name")
                 self.fake.record_event(
@@ -690,6 +904,16 @@ class FakeKubelet:
                     "Warning",
                 )
                 mounts[name] = ("volume", volume.name, {})
+        if spec.get("automountServiceAccountToken") is not False:
+            volume = self.client.volumes.create(self._name(pod, "v-sa"), labels=self._labels(pod))
+            files = {
+                "token": f"fake-token-{spec.get('serviceAccountName') or 'default'}".encode(),
+                "ca.crt": self.api.ca_pem,
+                "namespace": namespace.encode(),
+            }
+            archive = self._files_archive(files, {"defaultMode": 0o644}, None)
+            self._helper(pod, image, volume.name, "chmod 0755 /v", files=archive)
+            mounts["serviceaccount"] = ("volume", volume.name, {"read_only": True})
         return mounts
 
     def _pvc_volume(self, pod, namespace, claim, image) -> str:
