@@ -210,5 +210,10 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
             timeout=60,
         )
         assert through[0] == 200
+        login = http_get(f"http://{proxy_ip}:8080/hub/login")
+        assert login[0] == 200 and "ML Hub" in login[1]
+        hub_log = kubelet.container_of(hub, "hub").logs().decode(errors="replace")
+        assert "JupyterHub is now running" in hub_log
+        assert "Kubernetes cleanup backend: namespace mlhub" in hub_log
     except AssertionError as e:
         raise AssertionError(f"{e}\n{diagnose()}") from None
