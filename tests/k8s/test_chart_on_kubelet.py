@@ -160,6 +160,10 @@ def http_get(url, timeout=3):
         return None
 
 
+def hub_logs(kubelet, hub):
+    return kubelet.container_of(hub, "hub").logs().decode(errors="replace")
+
+
 def running_pod(fake, component):
     pods = fake.list("pods", CHART_NS, label_selector=f"app.kubernetes.io/component={component}")
     running = [p for p in pods if p["status"].get("phase") == "Running"]
@@ -212,8 +216,11 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
         assert through[0] == 200
         login = http_get(f"http://{proxy_ip}:8080/hub/login")
         assert login[0] == 200 and "ML Hub" in login[1]
-        hub_log = kubelet.container_of(hub, "hub").logs().decode(errors="replace")
-        assert "JupyterHub is now running" in hub_log
+        hub_log = wait_for(
+            "hub started",
+            lambda: "JupyterHub is now running" in (text := hub_logs(kubelet, hub)) and text,
+            timeout=30,
+        )
         assert "Kubernetes cleanup backend: namespace mlhub" in hub_log
     except AssertionError as e:
         raise AssertionError(f"{e}\n{diagnose()}") from None
