@@ -172,7 +172,7 @@ def running_pod(fake, component):
 
 def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
     """``helm install`` on the fake: the hub and proxy pods run their real image; the hub answers
-    /hub/health on its pod IP, the proxy forwards to it on its pod IP:8080."""
+    /hub/health on its pod IP, the proxy forwards to it on its pod IP:8080; the admin spawns a workspace."""
     fake, kubelet = cluster
     fake.create("namespaces", None, {"metadata": {"name": CHART_NS}})
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", CHART_NS)
@@ -222,5 +222,58 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
             timeout=30,
         )
         assert "Kubernetes cleanup backend: namespace mlhub" in hub_log
+        spawn_through_the_proxy(fake, kubelet, hub, f"http://{proxy_ip}:8080")
     except AssertionError as e:
         raise AssertionError(f"{e}\n{diagnose()}") from None
+
+
+def api(base, path, token=None, method="GET", body=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"token {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text.strip().startswith(("{", "[")) else text
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def spawn_through_the_proxy(fake, kubelet, hub, base):
+    """The admin logs in (the generated password, read as an operator would) and starts a workspace: the
+    hub creates its pod through the API server, the kubelet runs it, the proxy routes /user/admin/ to it;
+    stopping it deletes the pod."""
+    password = (
+        kubelet.container_of(hub, "hub").exec_run(["cat", "/data/admin-password"]).output.decode().strip()
+    )
+    status, body = api(
+        base,
+        "/hub/api/users/admin/tokens",
+        method="POST",
+        body={"auth": {"username": "admin", "password": password}},
+    )
+    assert status == 201, body
+    token = body["token"]
+    status, body = api(base, "/hub/api/users/admin/server", token, method="POST", body={})
+    assert status in (201, 202), body
+    wait_for(
+        "workspace ready",
+        lambda: (api(base, "/hub/api/users/admin", token)[1].get("servers") or {}).get("", {}).get("ready"),
+        timeout=60,
+    )
+    (workspace,) = fake.list("pods", CHART_NS, label_selector="component=singleuser-server")
+    assert workspace["status"]["phase"] == "Running"
+    assert kubelet.container_of(workspace, workspace["spec"]["containers"][0]["name"]).image.tags == [
+        "mlhub-workspace:0.1.0"
+    ]
+    status, body = api(base, "/user/admin/api/status", token)
+    assert status == 200 and "started" in body, body  # Jupyter Server's own answer, through the proxy
+    status, body = api(base, "/hub/api/users/admin/server", token, method="DELETE")
+    assert status in (202, 204), body
+    wait_for(
+        "workspace pod deleted",
+        lambda: not fake.list("pods", CHART_NS, label_selector="component=singleuser-server"),
+        timeout=30,
+    )
