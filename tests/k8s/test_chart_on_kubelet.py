@@ -256,6 +256,12 @@ def spawn_through_the_proxy(fake, kubelet, hub, base):
     )
     assert status == 201, body
     token = body["token"]
+    # the cleanup service runs in the hub pod: the proxy pod reaches it through the hub Service (item 4); its own
+    # answer without a token is 401/403, while 503 would mean the proxy could not reach it at all
+    status, body = api(base, "/services/cleanup-service/")
+    assert status in (401, 403), (status, body)
+    status, body = api(base, "/services/cleanup-service/", token)
+    assert status != 503, (status, body)
     status, body = api(base, "/hub/api/users/admin/server", token, method="POST", body={})
     assert status in (201, 202), body
     wait_for(
