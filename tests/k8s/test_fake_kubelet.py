@@ -11,36 +11,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from fake_kubelet import LABEL, FakeKubelet, pod_sysctls, security_settings  # noqa: E402
+from fake_kubelet import pod_sysctls, security_settings  # noqa: E402
 from kube_spawners import kubeconfig_for  # noqa: E402
 from support import base_image  # noqa: E402
 
 NS = "default"
 BIND_22 = "import socket; s = socket.socket(); s.bind(('', 22)); print('bound')"
-
-
-@pytest.fixture
-def cluster(docker):
-    """A fake API server with a fake kubelet on the engine; everything it made is removed after."""
-    with running_fake() as fake:
-        kubelet = FakeKubelet(fake, docker).start()
-        try:
-            yield fake, kubelet
-        finally:
-            kubelet.stop()
-            left = [
-                *docker.containers.list(all=True, filters={"label": f"{LABEL}={kubelet.label}"}),
-                *docker.volumes.list(filters={"label": f"{LABEL}={kubelet.label}"}),
-                *docker.networks.list(filters={"label": f"{LABEL}={kubelet.label}"}),
-            ]
-            assert not left, left
-    assert not kubelet.errors, kubelet.errors
 
 
 def wait_pod(fake, name, phases=("Succeeded", "Failed"), timeout=60):

@@ -1,0 +1,30 @@
+"""Fixtures of the Kubernetes tests: a fake API server with a fake kubelet on the Docker engine."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fake_k8s import running_fake  # noqa: E402
+
+from fake_kubelet import LABEL, FakeKubelet  # noqa: E402
+
+
+@pytest.fixture
+def cluster(docker):
+    """A fake API server with a fake kubelet on the engine; everything it made is removed after."""
+    with running_fake() as fake:
+        kubelet = FakeKubelet(fake, docker).start()
+        try:
+            yield fake, kubelet
+        finally:
+            kubelet.stop()
+            left = [
+                *docker.containers.list(all=True, filters={"label": f"{LABEL}={kubelet.label}"}),
+                *docker.volumes.list(filters={"label": f"{LABEL}={kubelet.label}"}),
+                *docker.networks.list(filters={"label": f"{LABEL}={kubelet.label}"}),
+            ]
+            assert not left, left
+    assert not kubelet.errors, kubelet.errors
