@@ -1,7 +1,7 @@
 """The front's certificate watcher: a renewed certificate is served after a reload, a bad one never.
 
 Pure parts (fingerprint, pair check, decision, renewal) and one Watcher over real files in tmp_path
-with a stand-in reload command; the image test (tests/image/test_front_cert_reload.py) runs real nginx.
+with a stand-in reload command; the image test (tests/image/test_hub_image_cert_reload.py) runs real nginx.
 """
 
 import datetime
