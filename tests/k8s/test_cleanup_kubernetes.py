@@ -244,7 +244,8 @@ async def test_users_sweep_removes_a_deleted_users_workspace_and_its_pvc_only_af
     result = await cleaner.run("users")
     assert (result["done"], result["failed"]) == (len(expected_removed | expected_marked), 0)
     marked_at = clock["t"]
-    after = await settle(fake, ns, lambda f: not any(k.startswith("pods/") and "bob" in k for k in f))
+    gone_pods = {f"pods/{naming.workspace_name(HUB, user, s)}" for user in gone for s in ("", "gpu")}
+    after = await settle(fake, ns, lambda f: not gone_pods & set(f))  # every removed pod, not only bob's
     for user in ("alice", "Dora.Lee"):  # existing users: every object as it was
         assert of_user(after, user) == of_user(before, user)
     for user in gone:
