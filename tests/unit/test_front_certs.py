@@ -11,7 +11,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mlhubspawner.front import certs
 
-NOW = datetime.datetime.now(datetime.UTC)
 DNS = ["localhost", "mlhub", "4f1c0a9e4f1c"]
 IPS = ["127.0.0.1", "172.18.0.5"]
 
@@ -36,7 +35,13 @@ class Log(list):
         self.append(message)
 
 
+def now():
+    """The time of the test itself (a module-level constant is stale when the suite runs long)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
 def test_self_signed_has_exactly_the_names_asked_for():
+    issued = now()
     cert_pem, key_pem = certs.self_signed(
         "mlhub",
         ["localhost", "Hub.Example.org", "", "localhost"],
@@ -54,7 +59,7 @@ def test_self_signed_has_exactly_the_names_asked_for():
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert datetime.timedelta(days=825) <= lifetime <= datetime.timedelta(days=825, minutes=10)
-    assert abs(cert.not_valid_before_utc - NOW) < datetime.timedelta(minutes=10)
+    assert abs(cert.not_valid_before_utc - issued) < datetime.timedelta(minutes=10)
     key = serialization.load_pem_private_key(key_pem, password=None)
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
 
@@ -113,13 +118,13 @@ def test_stored_certificate_is_replaced_when_a_new_name_is_needed(tmp_path, dns,
 @pytest.mark.parametrize("days_left,replaced", [(20, True), (60, False)])
 def test_stored_certificate_is_replaced_within_30_days_of_expiry(tmp_path, days_left, replaced):
     generated = tmp_path / "ssl"
-    issued = NOW - datetime.timedelta(days=certs.VALID_DAYS - days_left)
+    issued = now() - datetime.timedelta(days=certs.VALID_DAYS - days_left)
     write_pair(generated, *certs.self_signed("mlhub", DNS, IPS, now=issued))
     old = (generated / "cert.crt").read_bytes()
     certs.ensure_certificate(tmp_path / "mounted", generated, "mlhub", DNS, IPS, log=Log())
     assert ((generated / "cert.crt").read_bytes() != old) is replaced
     expires = load(generated / "cert.crt").not_valid_after_utc
-    assert expires - NOW > datetime.timedelta(days=30)
+    assert expires - now() > datetime.timedelta(days=30)
 
 
 def test_mounted_pair_wins_over_generating_one(tmp_path):
