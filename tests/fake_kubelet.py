@@ -856,7 +856,9 @@ class FakeKubelet:
                 logs = helper.logs().decode(errors="replace")
                 raise docker.errors.DockerException(f"volume helper for {volume_name} failed: {logs}")
         finally:
-            helper.remove(force=True)
+            helper.remove(
+                force=True, v=True
+            )  # an image VOLUME (the hub image: /data) leaves no anonymous volume
 
     def _prepare_volumes(self, pod) -> dict:
         """Create the pod's volumes; returns {volume name: (kind, docker volume, extra)}."""

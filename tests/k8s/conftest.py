@@ -15,6 +15,7 @@ from fake_kubelet import LABEL, FakeKubelet  # noqa: E402
 @pytest.fixture
 def cluster(docker):
     """A fake API server with a fake kubelet on the engine; everything it made is removed after."""
+    volumes_before = {v.name for v in docker.volumes.list()}
     with running_fake() as fake:
         kubelet = FakeKubelet(fake, docker).start()
         try:
@@ -27,4 +28,7 @@ def cluster(docker):
                 *docker.networks.list(filters={"label": f"{LABEL}={kubelet.label}"}),
             ]
             assert not left, left
+            # anonymous volumes too (an image's VOLUME, e.g. the hub image's /data, when a container is removed)
+            new_volumes = {v.name for v in docker.volumes.list()} - volumes_before
+            assert not new_volumes, new_volumes
     assert not kubelet.errors, kubelet.errors
