@@ -535,6 +535,14 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     _starting = False
 
+    async def _ensure_namespace(self):
+        """KubeSpawner's, with the hub's origin label on the user's namespace whatever
+        ``user_namespace_labels`` says: the cleanup service and the chart's policies find users' namespaces by
+        it. A namespace that exists already keeps its labels (KubeSpawner leaves it as it is)."""
+        if self.user_namespace_labels.get(naming.LABEL_ORIGIN) != self.hub_name:
+            self.user_namespace_labels = {**self.user_namespace_labels, naming.LABEL_ORIGIN: self.hub_name}
+        await super()._ensure_namespace()
+
     async def _read_metadata(self, kind, name):
         """The metadata of ``kind``/``name`` in our namespace, or None if there is none."""
         if kind == "network_policy":
