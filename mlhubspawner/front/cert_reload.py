@@ -235,12 +235,16 @@ def main(argv=None):
     parser.add_argument("--nginx-conf", required=True, help="nginx's config (for `nginx -s reload`)")
     parser.add_argument("--interval", type=int, default=DEFAULT_INTERVAL, help="seconds between looks")
     parser.add_argument("--self-signed", action="store_true", help="renew the certificate before it expires")
+    parser.add_argument(
+        "--nginx-stderr", action="store_true", help="`nginx -e stderr` (not root: no built-in error log)"
+    )
     args = parser.parse_args(argv)
     interval = parse_interval(str(args.interval))
+    log_option = ["-e", "stderr"] if args.nginx_stderr else []
     watcher = Watcher(
         args.source,
         args.target,
-        ["nginx", "-c", args.nginx_conf, "-s", "reload"],
+        ["nginx", *log_option, "-c", args.nginx_conf, "-s", "reload"],
         self_signed=args.self_signed,
     )
     what = "renews and reloads the self-signed certificate" if args.self_signed else "reloads nginx"

@@ -1,12 +1,17 @@
 """``mlhub-entrypoint``: prepare the hub container, render its config files, exec supervisord.
 
-Runs as root under tini at every container start. Config files are rendered from templates into
+Runs under tini at every container start. Config files are rendered from templates into
 ``/run/mlhub`` (never edited in place); data (database, cookie secret, SSH host keys, generated
 certificate, SSH key registry) lives in ``$MLHUB_DATA_DIR`` (``/data``).
+
+As root (Docker mode) each program runs as its own account. As any other user (the chart's pods: read-only
+root filesystem, Pod Security ``restricted``) everything runs as that user and nothing is written outside
+``/run/mlhub``, ``/tmp`` and the data directory; sshd then needs that user to be the jump account ``tunnel``.
 """
 
 import json
 import os
+import pwd
 import socket
 import stat
 import subprocess
@@ -46,13 +51,47 @@ def ssh_host_keys(directory):
     return paths
 
 
+def whoami():
+    """``uid N (name) gid M`` of this process, for error messages."""
+    uid = os.geteuid()
+    try:
+        name = f" ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        name = ""
+    return f"uid {uid}{name} gid {os.getegid()}"
+
+
+def unreadable(path):
+    """Why ``path`` cannot be read by this process, or None when it can (or does not exist)."""
+    try:
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def check_readable(paths):
+    """Refuse to start naming the mounted files this process cannot read (a Secret's mode or group)."""
+    problems = [f"{p} ({why})" for p in paths if (why := unreadable(p))]
+    if problems:
+        raise SystemExit(
+            f"ML Hub cannot start: cannot read {', '.join(problems)} as {whoami()}. Mount them readable "
+            "by this user or its group (Kubernetes: the pod's securityContext.fsGroup and the volume's "
+            "defaultMode, e.g. 0440)"
+        )
+
+
 def mounted_host_keys(source, target):
-    """Host keys handed in by the chart (a Secret): private root-owned copies, as sshd requires."""
+    """Host keys handed in by the chart (a Secret): private copies owned by this process, as sshd requires."""
     keys = sorted(Path(source).glob("ssh_host_*_key"))
     if not keys:
         raise SystemExit(
-            f"ML Hub cannot start: MLHUB_SSH_HOST_KEYS_DIR={source} holds no ssh_host_*_key file"
+            f"ML Hub cannot start: MLHUB_SSH_HOST_KEYS_DIR={source} holds no ssh_host_*_key file "
+            f"readable by {whoami()}"
         )
+    check_readable(keys)
     target = Path(target)
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = []
@@ -61,6 +100,51 @@ def mounted_host_keys(source, target):
         write_atomic(copy, key.read_text(), 0o600)
         paths.append(str(copy))
     return paths
+
+
+def check_tunnel_account(uid, gid, tunnel):
+    """Not root, sshd logs in only the account it runs as: that must be the jump account ``tunnel``.
+
+    ``tunnel`` is its passwd entry (None when missing). Raises SystemExit naming the fix.
+    """
+    if tunnel is not None and (uid, gid) == (tunnel.pw_uid, tunnel.pw_gid):
+        return
+    ids = f"uid {tunnel.pw_uid} gid {tunnel.pw_gid}" if tunnel is not None else "missing from this image"
+    raise SystemExit(
+        f"ML Hub cannot start: START_SSH=true, but this container runs as uid {uid} gid {gid}. Not root, sshd "
+        f"can only log in the account it runs as, which must be the SSH jump account {L.TUNNEL_USER!r} "
+        f"({ids}). Run the proxy as that account (Helm: proxy.containerSecurityContext.runAsUser and "
+        "runAsGroup), or set START_SSH=false"
+    )
+
+
+def tunnel_account():
+    try:
+        return pwd.getpwnam(L.TUNNEL_USER)
+    except KeyError:
+        return None
+
+
+def home_dir(env, unprivileged):
+    """The HOME programs get: kept as root or when writable, else /tmp (not root, read-only root filesystem)."""
+    home = env.get("HOME", "")
+    if not unprivileged or (home and os.path.isdir(home) and os.access(home, os.W_OK | os.X_OK)):
+        return home
+    return "/tmp"
+
+
+def check_run_dir(run_dir):
+    """The run directory must be writable (not root: an emptyDir or tmpfs mounted there)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(
+            f"ML Hub cannot start: {run_dir} is not writable by {whoami()} ({e.strerror or e}). Mount a "
+            f"writable directory there (Kubernetes: an emptyDir; Docker: --tmpfs {run_dir})"
+        ) from None
 
 
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -146,6 +230,7 @@ def front_certificate(settings, listen, data_dir, run_dir, env):
 
     dns = ["localhost", settings.hub_name, socket.gethostname(), *settings.public_hostnames]
     ips = ["127.0.0.1", *(a for a in listen if a != "0.0.0.0")]
+    check_readable([Path(SSL_DIR) / "cert.crt", Path(SSL_DIR) / "cert.key"])
     try:
         interval = parse_interval(env.get("MLHUB_CERT_RELOAD_SECONDS"))
         cert, key = ensure_certificate(SSL_DIR, data_dir / "ssl", settings.hub_name, dns, ips, log=log)
@@ -158,10 +243,21 @@ def front_certificate(settings, listen, data_dir, run_dir, env):
     return str(served_cert), str(served_key), (str(source), source != Path(SSL_DIR), interval)
 
 
-def prepare(settings, env):
+def prepare(settings, env, unprivileged=None):
+    if unprivileged is None:
+        unprivileged = os.geteuid() != 0
+    run_dir = L.RUN_DIR
+    if unprivileged:
+        if settings.start_ssh:
+            check_tunnel_account(os.geteuid(), os.getegid(), tunnel_account())
+        env["HOME"] = home_dir(env, unprivileged)
+        check_run_dir(run_dir)
+    if settings.start_jhub:
+        from ..chart_values import values_path
+
+        check_readable([HUB_CONFIG, values_path(env), settings.user_config])
     data_dir = Path(settings.data_dir)
     private_data_dir(data_dir)
-    run_dir = L.RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
 
     listen = ["0.0.0.0"]
@@ -193,6 +289,7 @@ def prepare(settings, env):
             host_keys=host_keys,
             data_dir=str(data_dir),
             cert_watch=cert_watch,
+            unprivileged=unprivileged,
         )
     except ValueError as e:
         raise SystemExit(f"ML Hub cannot start: {e}") from None
@@ -209,7 +306,10 @@ def prepare(settings, env):
             "token": token,
             "user": L.TUNNEL_USER,
         }
-        write_atomic(run_dir / "ssh-front.json", json.dumps(lookup), 0o640, group=L.KEYS_USER)
+        if unprivileged:  # the lookup runs as sshd's own account
+            write_atomic(run_dir / "ssh-front.json", json.dumps(lookup), 0o600)
+        else:
+            write_atomic(run_dir / "ssh-front.json", json.dumps(lookup), 0o640, group=L.KEYS_USER)
     if layout.chp:
         env["CONFIGPROXY_AUTH_TOKEN"] = env.get("CONFIGPROXY_AUTH_TOKEN") or read_or_create_token(
             data_dir / "proxy.token"
@@ -234,7 +334,11 @@ def main(argv=None):
     except SettingsError as e:
         log(f"cannot start: {e}")
         return 1
-    prepare(settings, env)
+    try:
+        prepare(settings, env)
+    except OSError as e:  # a file or directory this user cannot use: one line, not a traceback
+        log(f"cannot start as {whoami()}: {e}")
+        return 1
     log("starting supervisord")
     os.execvpe("supervisord", ["supervisord", "-c", str(L.RUN_DIR / "supervisord.conf")], env)
 

@@ -9,6 +9,11 @@ One public port (8080) carries HTTP(S) and SSH:
 
 Everything behind the public port listens on loopback only; the hub API (8081) is the one port a
 workspace can reach, on the user networks the hub container joins.
+
+Started as root (Docker mode), supervisord runs each program as its own account. Started as another user
+(``unprivileged``: the chart's pods under Pod Security ``restricted``), everything runs as that user: no
+``user`` switches, nginx's pid and temp files in the run directory, and sshd can only log in the account it
+runs as, so the proxy pod runs as the jump account ``tunnel`` itself.
 """
 
 import re
@@ -62,6 +67,7 @@ class Layout:
     run_dir: str = str(RUN_DIR)
     data_dir: str = "/data"
     host_keys: tuple = field(default_factory=tuple)
+    unprivileged: bool = False  # not started as root: every program runs as the current user
 
     @property
     def sslh(self):
@@ -88,9 +94,19 @@ class Layout:
 
 
 def layout_from_settings(
-    settings, listen=("0.0.0.0",), cert="", key="", host_keys=(), data_dir="/data", cert_watch=None
+    settings,
+    listen=("0.0.0.0",),
+    cert="",
+    key="",
+    host_keys=(),
+    data_dir="/data",
+    cert_watch=None,
+    unprivileged=False,
 ):
-    """``cert_watch``: ``(source directory, self-signed, seconds)`` of the certificate watcher, or None."""
+    """``cert_watch``: ``(source directory, self-signed, seconds)`` of the certificate watcher, or None.
+
+    ``unprivileged``: the entrypoint does not run as root (``os.geteuid() != 0``).
+    """
     if not (settings.start_nginx or settings.start_ssh or settings.start_jhub or settings.start_chp):
         raise ValueError("START_NGINX, START_SSH, START_JHUB and START_CHP are all off: nothing to run")
     if settings.ssl_enabled and settings.start_nginx and not (cert and key):
@@ -112,6 +128,7 @@ def layout_from_settings(
         cert_reload_seconds=cert_watch[2] if cert_watch else Layout.cert_reload_seconds,
         host_keys=tuple(host_keys),
         data_dir=data_dir,
+        unprivileged=unprivileged,
     )
 
 
@@ -162,11 +179,21 @@ def cert_reload_command(layout):
         f"--nginx-conf={layout.run_dir}/nginx.conf",
         f"--interval={layout.cert_reload_seconds}",
     ]
+    args += ["--nginx-stderr"] if layout.unprivileged else []
     return args + (["--self-signed"] if layout.cert_self_signed else [])
 
 
+def nginx_command(layout):
+    # -e stderr: not root, nginx could not open its built-in error log (before it reads the config)
+    log = ["-e", "stderr"] if layout.unprivileged else []
+    return ["nginx", *log, "-c", f"{layout.run_dir}/nginx.conf", "-g", "daemon off;"]
+
+
 def programs(layout, hub_command):
-    """The supervisord programs: ``[(name, command, user)]``, in start order."""
+    """The supervisord programs: ``[(name, command, user)]``, in start order.
+
+    ``user`` is None when unprivileged: the program runs as the current user.
+    """
     result = []
     if layout.jhub:
         result.append(("jupyterhub", hub_command, "root"))
@@ -175,11 +202,13 @@ def programs(layout, hub_command):
     if layout.ssh:
         result.append(("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", f"{layout.run_dir}/sshd_config"], "root"))
     if layout.nginx:
-        result.append(("nginx", ["nginx", "-c", f"{layout.run_dir}/nginx.conf", "-g", "daemon off;"], "root"))
+        result.append(("nginx", nginx_command(layout), "root"))
     if layout.sslh:
         result.append(("sslh", sslh_command(layout), "sslh"))
     if layout.nginx and layout.ssl and layout.cert_source:
         result.append(("cert-reload", cert_reload_command(layout), "root"))
+    if layout.unprivileged:
+        return [(name, command, None) for name, command, _ in result]
     return result
 
 
@@ -206,6 +235,7 @@ def render_sshd(layout, keys_command):
         layout=layout,
         port=SSHD_PORT,
         tunnel_user=TUNNEL_USER,
-        keys_user=KEYS_USER,
+        # sshd not root runs the lookup as itself: the tunnel account (the proxy pod runs as it)
+        keys_user=TUNNEL_USER if layout.unprivileged else KEYS_USER,
         keys_command=keys_command,
     )

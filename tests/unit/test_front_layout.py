@@ -23,10 +23,12 @@ KEYS_COMMAND = "/usr/local/libexec/mlhub/front-authorized-keys"
 HUB_COMMAND = ["/opt/mlhub/venv/bin/python", "-m", "jupyterhub", "-f", "/etc/mlhub/jupyterhub_config.py"]
 
 
-def make_layout(env=None, listen=FRONT):
+def make_layout(env=None, listen=FRONT, unprivileged=False):
     settings = load_settings(env or {})
     cert, key = (CERT, KEY) if settings.ssl_enabled else ("", "")
-    return L.layout_from_settings(settings, listen=listen, cert=cert, key=key, host_keys=HOST_KEYS)
+    return L.layout_from_settings(
+        settings, listen=listen, cert=cert, key=key, host_keys=HOST_KEYS, unprivileged=unprivileged
+    )
 
 
 TLS_ON = {"SSL_ENABLED": "true"}
@@ -46,7 +48,7 @@ FRONT_LAYOUTS = {
 
 
 def supervisor_programs(text):
-    """``{name: (argv, user)}`` as supervisord reads them.
+    """``{name: (argv, user)}`` as supervisord reads them (user None: no ``user=``, the current user).
 
     supervisord's parser strips inline ``;``/``#`` comments, expands ``%(...)s`` (``%%`` is a literal
     ``%``) and splits ``command`` with shlex.
@@ -68,12 +70,12 @@ def supervisor_programs(text):
             "ENV_HOME": "/root",
         }
         command = parser.get(section, "command") % expansions
-        programs[name] = (shlex.split(command), parser.get(section, "user"))
+        programs[name] = (shlex.split(command), parser.get(section, "user", fallback=None))
     return programs
 
 
-def rendered_programs(env=None, listen=FRONT, hub_command=HUB_COMMAND):
-    return supervisor_programs(L.render_supervisord(make_layout(env, listen), hub_command))
+def rendered_programs(env=None, listen=FRONT, hub_command=HUB_COMMAND, unprivileged=False):
+    return supervisor_programs(L.render_supervisord(make_layout(env, listen, unprivileged), hub_command))
 
 
 def test_default_image_runs_hub_sshd_nginx_and_sslh_in_order():
@@ -167,6 +169,89 @@ def test_tls_without_a_certificate_is_refused():
         L.layout_from_settings(load_settings(TLS_ON), listen=FRONT, host_keys=HOST_KEYS)
     with pytest.raises(ValueError, match="SSL_ENABLED"):
         L.layout_from_settings(load_settings(TLS_ON), listen=FRONT, cert=CERT, host_keys=HOST_KEYS)
+
+
+# --- not root (the chart's pods) -------------------------------------------------------------
+
+PROXY_POD = {"START_JHUB": "false", "START_CHP": "true", "START_NGINX": "true", "START_SSH": "true"}
+HUB_POD = {"START_JHUB": "true", "START_CHP": "false", "START_NGINX": "false", "START_SSH": "false"}
+
+
+@pytest.mark.parametrize(
+    "env", [PROXY_POD, {**PROXY_POD, **TLS_ON}, HUB_POD, {}], ids=["proxy", "tls", "hub", "all"]
+)
+def test_not_root_every_program_runs_as_the_current_user(env):
+    """supervisord refuses ``user=`` when not root: neither it nor any program switches account."""
+    layout = make_layout(env, unprivileged=True)
+    text = L.render_supervisord(layout, HUB_COMMAND)
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
+    parser.read_string(text)
+    assert not parser.has_option("supervisord", "user")
+    programs = supervisor_programs(text)
+    # the same programs as when root, in the same order
+    assert list(programs) == list(supervisor_programs(L.render_supervisord(make_layout(env), HUB_COMMAND)))
+    assert {user for _, user in programs.values()} == {None}
+    for section in (s for s in parser.sections() if s.startswith("program:")):
+        assert parser.get(section, "directory") == "/data", section  # its own data directory
+
+
+def test_as_root_each_program_keeps_its_account():
+    programs = rendered_programs({**TLS_ON, "START_CHP": "true"})
+    assert {name: user for name, (_, user) in programs.items()} == {
+        "jupyterhub": "root",
+        "configurable-http-proxy": "nobody",
+        "sshd": "root",
+        "nginx": "root",
+        "sslh": "sslh",
+    }
+    text = L.render_supervisord(make_layout(TLS_ON), HUB_COMMAND)
+    assert "\nuser=root\n" in text.split("[unix_http_server]")[0]
+
+
+def test_not_root_nginx_logs_to_stderr_from_the_start_and_keeps_its_files_in_the_run_dir():
+    argv, _ = rendered_programs(PROXY_POD, unprivileged=True)["nginx"]
+    # nginx opens its built-in /var/log/nginx/error.log before reading the config, unless told -e
+    assert argv == ["nginx", "-e", "stderr", "-c", "/run/mlhub/nginx.conf", "-g", "daemon off;"]
+    for env in (PROXY_POD, {**PROXY_POD, **TLS_ON}, {**PROXY_POD, **NO_SSH}):
+        conf = parse_nginx(L.render_nginx(make_layout(env, unprivileged=True)))
+        assert find(conf, "user") == []  # nginx warns, and cannot switch, when not root
+        assert one(conf, "pid").args == ["/run/mlhub/nginx.pid"]
+        http = one(conf, "http")
+        temp = {d.name: d.args for d in http.block if d.name.endswith("_temp_path")}
+        assert set(temp) == {f"{k}_temp_path" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        for args in temp.values():
+            assert len(args) == 1 and args[0].startswith("/run/mlhub/"), args
+        assert len({args[0] for args in temp.values()}) == 5
+    # as root: the workers as www-data, nginx's own temp paths
+    conf = parse_nginx(L.render_nginx(make_layout(PROXY_POD)))
+    assert one(conf, "user").args == ["www-data"]
+    assert not [d for d in walk(conf) if d.name.endswith("_temp_path")]
+    assert rendered_programs(PROXY_POD)["nginx"][0][:2] == ["nginx", "-c"]
+
+
+def test_not_root_the_certificate_watcher_reloads_nginx_with_stderr_logging():
+    layout = L.Layout(
+        ssl=True, nginx=True, ssh=True, jhub=False, chp=True, cert=CERT, key=KEY, cert_source="/resources/ssl",
+        unprivileged=True,
+    )  # fmt: skip
+    assert "--nginx-stderr" in L.cert_reload_command(layout)
+    assert "--nginx-stderr" not in L.cert_reload_command(
+        L.Layout(**{**layout.__dict__, "unprivileged": False})
+    )
+
+
+def test_not_root_sshd_looks_keys_up_as_the_tunnel_account_it_runs_as():
+    conf = sshd_options(L.render_sshd(make_layout(PROXY_POD, unprivileged=True), KEYS_COMMAND))
+    assert conf["allowusers"] == ["tunnel"]
+    assert conf["authorizedkeyscommanduser"] == ["tunnel"]
+    assert conf["authorizedkeyscommand"] == [f"{KEYS_COMMAND} %u %t %k"]
+    assert conf["permitrootlogin"] == ["no"]
+    assert conf["forcecommand"] == ["/usr/sbin/nologin"]
+    root = sshd_options(L.render_sshd(make_layout(PROXY_POD), KEYS_COMMAND))
+    assert root["authorizedkeyscommanduser"] == ["mlhub-keys"]
+    assert {k: v for k, v in root.items() if k != "authorizedkeyscommanduser"} == {
+        k: v for k, v in conf.items() if k != "authorizedkeyscommanduser"
+    }
 
 
 # --- sslh -----------------------------------------------------------------------------------
