@@ -49,7 +49,8 @@ forwarder (``ApiForwarder``) on the kubelet network's gateway IP that relays to 
 127.0.0.1 port; unless ``automountServiceAccountToken: false`` the pod gets
 ``/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}`` (ca.crt: the forwarder's
 self-signed certificate; the token is a dummy the fake accepts), so in-cluster clients work unchanged.
-``subPath`` of a Secret/ConfigMap file is copied into the container before it starts; ``fieldRef``
+``subPath`` of a Secret/ConfigMap file is bind-mounted read-only from its volume's directory on the engine's
+host, as a kubelet bind-mounts it (so it works under ``readOnlyRootFilesystem``; no updates either); ``fieldRef``
 status.podIP/status.hostIP are set.
 
 Not done (yet): no probes (a running container is ready), no resource limits, no hostPath/projected/
@@ -283,20 +284,13 @@ class ApiForwarder:
         self._thread.join(timeout=5)
 
 
-def _single_file_archive(archive: bytes, member: str, name: str) -> bytes | None:
-    """The file ``member`` of a tar ``archive`` as a one-file tar named ``name`` (None when absent)."""
+def _archive_has_file(archive: bytes, member: str) -> bool:
+    """Whether the tar ``archive`` holds the regular file ``member`` (pure)."""
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         try:
-            info = tar.getmember(member)
+            return tar.getmember(member).isfile()
         except KeyError:
-            return None
-        content = tar.extractfile(info).read()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        new = tarfile.TarInfo(name)
-        new.size, new.mode, new.gid = len(content), info.mode, info.gid
-        tar.addfile(new, io.BytesIO(content))
-    return out.getvalue()
+            return False
 
 
 class FakeKubelet:
@@ -704,16 +698,18 @@ class FakeKubelet:
                 f"container has runAsNonRoot and image has non-numeric user ({effective}), "
                 "cannot verify user is non-root",
             )
-        container_mounts, copies = [], []
+        container_mounts = []
         for m in c.get("volumeMounts") or []:
             kind, source, extra = mounts[m["name"]]
             if m.get("subPath") and "files" in extra:
-                # a Secret/ConfigMap file by subPath: copied in before the start (a subPath mount never sees
-                # updates either; read-only is not enforced)
-                archive = _single_file_archive(extra["files"], m["subPath"], os.path.basename(m["mountPath"]))
-                if archive is None:
+                # a Secret/ConfigMap file by subPath: a read-only bind mount of that file of the volume, as a
+                # kubelet does (copying it in fails under a read-only root filesystem)
+                if not _archive_has_file(extra["files"], m["subPath"]):
                     raise PodConfigError("CreateContainerConfigError", f"subPath {m['subPath']} not found")
-                copies.append((os.path.dirname(m["mountPath"]), archive))
+                host_dir = self.client.volumes.get(source).attrs["Mountpoint"]
+                container_mounts.append(
+                    Mount(m["mountPath"], f"{host_dir}/{m['subPath']}", type="bind", read_only=True)
+                )
                 continue
             if m.get("subPath") or m.get("subPathExpr"):
                 raise PodConfigError(
@@ -754,8 +750,6 @@ class FakeKubelet:
             **command_settings(c),
             **settings,
         )
-        for path, archive in copies:
-            container.put_archive(path, archive)
         return container
 
     def _lookup(self, kind, namespace, ref, key=None):
