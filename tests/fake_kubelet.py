@@ -14,7 +14,13 @@ capabilities; it owns the network namespace, hostname, sysctls and the pod IP) +
 completion in order, + its main containers, all joined to the pause container's network
 (``network_mode=container:``). Mapped, per container:
 
-- image: must exist on the engine (never pulled: a missing one is ``waiting: ErrImageNeverPull``);
+- image: must exist on the engine (never pulled), with the kubelet's Events just before each container is
+  created: ``imagePullPolicy`` (default: Always for ``:latest``/untagged, else IfNotPresent) IfNotPresent or
+  Never -> ``Pulled`` "Container image "X" already present on machine"; Always -> ``Pulling`` "Pulling image
+  "X"" and ``Pulled`` "Successfully pulled image "X" in 3ms (3ms including waiting). Image size: N bytes."
+  (the time the engine took to find it); a missing image is ``waiting: ErrImageNeverPull`` under Never, else
+  ``Pulling`` + Warning ``Failed`` "Failed to pull image ..." and ``waiting: ErrImagePull`` (no back-off
+  retries); then ``Created`` "Created container: <name>" and ``Started``;
   ``command``/``args`` as Kubernetes means them (entrypoint / cmd); ``workingDir``; ``env`` with plain values,
   ``valueFrom`` secretKeyRef/configMapKeyRef (from the fake's stored objects; ``optional``) and fieldRef
   metadata.name/namespace/uid, spec.nodeName/serviceAccountName; ``envFrom`` secretRef/configMapRef.
@@ -54,7 +60,7 @@ host, as a kubelet bind-mounts it (so it works under ``readOnlyRootFilesystem``;
 status.podIP/status.hostIP are set.
 
 Not done (yet): no probes (a running container is ready), no resource limits, no hostPath/projected/
-downwardAPI volumes, no image pulls, no NetworkPolicy, no ephemeral containers, no pod-level ``hostNetwork``,
+downwardAPI volumes, no real image pulls, no NetworkPolicy, no ephemeral containers, no pod-level ``hostNetwork``,
 no graceful termination hooks (a deleted pod's containers are removed with SIGKILL after ``stop_timeout``),
 no re-scheduling after ``stop()``. Updates of Secrets/ConfigMaps do not reach mounted files.
 """
@@ -165,6 +171,65 @@ def command_settings(container: dict) -> dict:
     elif container.get("args"):
         out["command"] = list(container["args"])
     return out
+
+
+def pull_policy(container: dict) -> str:
+    """The container's ``imagePullPolicy``, else the API server's default: Always for a ``:latest`` or
+    untagged image, IfNotPresent otherwise (pure)."""
+    if container.get("imagePullPolicy"):
+        return container["imagePullPolicy"]
+    image = container.get("image") or ""
+    name = image.split("@", 1)[0]
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+    return "IfNotPresent" if "@" in image or (tag and tag != "latest") else "Always"
+
+
+def go_duration(seconds: float) -> str:
+    """A duration truncated to milliseconds as Go prints it (``0s``, ``12ms``, ``1.2s``, ``1m2.5s``; pure)."""
+    ms = int(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, ms = divmod(ms, 60000)
+    whole, frac = divmod(ms, 1000)
+    text = f"{whole}.{frac:03d}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
+
+
+def pull_events(image: str, policy: str, present: bool, size: int = 0, seconds: float = 0.0) -> list:
+    """The kubelet's image Events for one container as ``(type, reason, message)`` (pure): an image
+    present under IfNotPresent/Never is not pulled; Always pulls (here: it only checks the engine);
+    a missing one fails the pull, or under Never is refused."""
+    if policy == "Never" or (policy == "IfNotPresent" and present):
+        if present:
+            return [("Normal", "Pulled", f'Container image "{image}" already present on machine')]
+        return [
+            (
+                "Warning",
+                "ErrImageNeverPull",
+                f'Container image "{image}" is not present with pull policy of Never',
+            )
+        ]
+    events = [("Normal", "Pulling", f'Pulling image "{image}"')]
+    if not present:
+        return [
+            *events,
+            (
+                "Warning",
+                "Failed",
+                f'Failed to pull image "{image}": the fake kubelet never pulls: load it into the engine',
+            ),
+        ]
+    took = go_duration(seconds)
+    return [
+        *events,
+        (
+            "Normal",
+            "Pulled",
+            f'Successfully pulled image "{image}" in {took} ({took} including waiting). Image size: {size} bytes.',
+        ),
+    ]
 
 
 def selector_matches(selector: dict | None, labels: dict | None) -> bool:
@@ -489,7 +554,8 @@ class FakeKubelet:
                     for c in main_specs
                 ],
             )
-            self.fake.record_event(pod, "Failed", f"Error: {e.message}", etype="Warning")
+            detail = e.reason if e.reason.startswith("ErrImage") else e.message  # as the kubelet words it
+            self.fake.record_event(pod, "Failed", f"Error: {detail}", etype="Warning")
             self._wait_until_gone(pod)
         except Exception as e:  # the engine or this double went wrong: visible in the pod and in errors
             log.exception("fake kubelet: pod %s", pod["metadata"]["name"])
@@ -503,17 +569,39 @@ class FakeKubelet:
         while not self._gone(pod):
             time.sleep(self.poll_seconds)
 
+    def _image(self, name):
+        try:
+            return self.client.images.get(name)
+        except docker.errors.ImageNotFound:
+            return None
+
+    def _pull(self, pod, c) -> None:
+        """What the kubelet does with a container's image before creating it, as Events (nothing is pulled:
+        under Always the engine is only asked for it); PodConfigError when it is missing."""
+        started = time.monotonic()
+        image = self._image(c["image"])
+        policy = pull_policy(c)
+        size = (image.attrs.get("Size") or 0) if image is not None else 0
+        events = pull_events(c["image"], policy, image is not None, size, time.monotonic() - started)
+        for etype, reason, message in events:
+            self.fake.record_event(pod, reason, message, etype=etype)
+        if image is None:
+            reason = "ErrImageNeverPull" if policy == "Never" else "ErrImagePull"
+            raise PodConfigError(reason, events[-1][2])
+
+    def _sandbox_image(self, pod, specs) -> str:
+        """An image of the pod present on the engine, for its pause container and volume helpers (a
+        kubelet's sandbox has its own pause image); when none is, the first container's pull fails."""
+        for c in specs:
+            if self._image(c["image"]) is not None:
+                return c["image"]
+        self._pull(pod, specs[0])
+        raise PodConfigError("ErrImagePull", f'image "{specs[0]["image"]}" not present')
+
     def _run_pod_checked(self, pod, init_specs, main_specs):
-        for c in [*init_specs, *main_specs]:
-            try:
-                self.client.images.get(c["image"])
-            except docker.errors.ImageNotFound:
-                raise PodConfigError(
-                    "ErrImageNeverPull",
-                    f'Container image "{c["image"]}" is not present with pull policy of Never',
-                ) from None
-        mounts = self._prepare_volumes(pod)
-        pause = self._start_pause(pod, main_specs[0]["image"])
+        image = self._sandbox_image(pod, [*init_specs, *main_specs])
+        mounts = self._prepare_volumes(pod, image)
+        pause = self._start_pause(pod, image)
         pause.reload()
         ip = pause.attrs["NetworkSettings"]["Networks"][self.network_name]["IPAddress"]
         self._pod_ips[pod["metadata"]["uid"]] = ip
@@ -522,7 +610,9 @@ class FakeKubelet:
         for i, c in enumerate(init_specs):
             if self._gone(pod):
                 return
+            self._pull(pod, c)
             container = self._create(pod, c, mounts, pause)
+            self.fake.record_event(pod, "Created", f"Created container: {c['name']}")
             self.fake.record_event(pod, "Started", f"Started container {c['name']}")
             container.start()
             try:
@@ -551,7 +641,9 @@ class FakeKubelet:
                 return
         containers = []
         for c in main_specs:
+            self._pull(pod, c)
             container = self._create(pod, c, mounts, pause)
+            self.fake.record_event(pod, "Created", f"Created container: {c['name']}")
             container.start()
             self.fake.record_event(pod, "Started", f"Started container {c['name']}")
             containers.append(container)
@@ -854,11 +946,10 @@ class FakeKubelet:
                 force=True, v=True
             )  # an image VOLUME (the hub image: /data) leaves no anonymous volume
 
-    def _prepare_volumes(self, pod) -> dict:
-        """Create the pod's volumes; returns {volume name: (kind, docker volume, extra)}."""
+    def _prepare_volumes(self, pod, image) -> dict:
+        """Create the pod's volumes (helpers run ``image``); returns {volume name: (kind, docker volume, extra)}."""
         spec = pod["spec"]
         namespace = pod["metadata"]["namespace"]
-        image = spec["containers"][0]["image"]
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
         policy = (spec.get("securityContext") or {}).get("fsGroupChangePolicy") or "Always"
         mounts = {}

@@ -3,6 +3,7 @@ shows what only a real kubelet shows: a fresh PVC is root-owned (fsGroup makes i
 uid cannot bind port 22 unless the pod lowers ``net.ipv4.ip_unprivileged_port_start`` as containerd's
 default (1024) demands. Needs the engine: fails, never skips, without one."""
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from mlhubspawner import naming  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from fake_kubelet import pod_sysctls, security_settings  # noqa: E402
+from fake_kubelet import go_duration, pod_sysctls, pull_events, pull_policy, security_settings  # noqa: E402
 from kube_spawners import kubeconfig_for  # noqa: E402
 from support import base_image  # noqa: E402
 
@@ -58,6 +59,12 @@ def logs(kubelet, pod):
     return kubelet.container_of(pod, "main").logs().decode(errors="replace")
 
 
+def pod_events(fake, name):
+    """The Events about pod ``name``, oldest first, as ``(reason, message)``."""
+    events = sorted(fake.list("events", NS), key=lambda e: int(e["metadata"]["resourceVersion"]))
+    return [(e["reason"], e["message"]) for e in events if e["involvedObject"]["name"] == name]
+
+
 def make_pvc(fake, name):
     fake.create(
         "persistentvolumeclaims",
@@ -67,6 +74,29 @@ def make_pvc(fake, name):
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         },
     )
+
+
+def test_image_pull_policy_and_events_are_the_kubelets():
+    """Pure: the API server's default pull policy; the kubelet's pull Events and Go's duration format."""
+    assert pull_policy({"image": "a/b:1.0"}) == "IfNotPresent"
+    assert pull_policy({"image": "registry:5000/b"}) == "Always"
+    assert pull_policy({"image": "b:latest"}) == "Always"
+    assert pull_policy({"image": "b@sha256:00"}) == "IfNotPresent"
+    assert pull_policy({"image": "b:latest", "imagePullPolicy": "Never"}) == "Never"
+    assert [go_duration(s) for s in (0, 0.0125, 1, 1.2345, 62.5)] == ["0s", "12ms", "1s", "1.234s", "1m2.5s"]
+    assert pull_events("x:1", "IfNotPresent", True) == [
+        ("Normal", "Pulled", 'Container image "x:1" already present on machine')
+    ]
+    assert pull_events("x:1", "Always", True, 42, 1.5) == [
+        ("Normal", "Pulling", 'Pulling image "x:1"'),
+        (
+            "Normal",
+            "Pulled",
+            'Successfully pulled image "x:1" in 1.5s (1.5s including waiting). Image size: 42 bytes.',
+        ),
+    ]
+    assert [e[1] for e in pull_events("x:1", "Never", False)] == ["ErrImageNeverPull"]
+    assert [e[1] for e in pull_events("x:1", "Always", False)] == ["Pulling", "Failed"]
 
 
 def test_mapping_is_containerd_like():
@@ -153,7 +183,8 @@ def test_unprivileged_port_22_needs_sysctl(cluster, docker, sysctl):
 
 def test_running_pod_env_secret_files_and_deletion(cluster, docker):
     """A long-running pod: Running with a real IP, env from a Secret, Secret files with their modes, an
-    init container ran first; deleting the pod removes its containers."""
+    init container ran first; the kubelet's Events tell each image's pull by its policy, as a real kubelet
+    words them; deleting the pod removes its containers."""
     fake, kubelet = cluster
     fake.create("secrets", NS, {"metadata": {"name": "s"}, "stringData": {"token": "t0k", "other": "x"}})
     manifest = pod_manifest(
@@ -184,11 +215,26 @@ def test_running_pod_env_secret_files_and_deletion(cluster, docker):
             "image": base_image(docker),
             "command": ["sh", "-c", "echo init-ran > /init/done"],
             "volumeMounts": [{"name": "init", "mountPath": "/init"}],
+            "imagePullPolicy": "Always",
         }
     ]
     fake.create("pods", NS, manifest)
     pod = wait_pod(fake, "runner", phases=("Running", "Failed"))
     assert pod["status"]["phase"] == "Running", pod["status"]
+    image = base_image(docker)
+    size = docker.images.get(image).attrs["Size"]
+    events = [e for e in pod_events(fake, "runner") if e[0] != "Scheduled"]
+    # the init container's image under Always, then the main container's (IfNotPresent: a tagged image)
+    expected = ["Pulling", "Pulled", "Created", "Started", "Pulled", "Created", "Started"]
+    assert [reason for reason, _ in events] == expected, events
+    assert events[0][1] == f'Pulling image "{image}"'
+    assert re.fullmatch(
+        rf'Successfully pulled image "{re.escape(image)}" in (\S+) \(\1 including waiting\)\. '
+        rf"Image size: {size} bytes\.",
+        events[1][1],
+    ), events[1]
+    assert events[2:4] == [("Created", "Created container: prep"), ("Started", "Started container prep")]
+    assert events[4][1] == f'Container image "{image}" already present on machine'
     status = pod["status"]["containerStatuses"][0]
     assert status["ready"] and "running" in status["state"]
     assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
@@ -211,19 +257,28 @@ def test_running_pod_env_secret_files_and_deletion(cluster, docker):
     assert not docker.containers.list(all=True, filters=selector)
 
 
-def test_missing_image_is_never_pulled(cluster):
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("Never", "ErrImageNeverPull"), ("IfNotPresent", "ErrImagePull")]
+)
+def test_missing_image_is_never_pulled(cluster, policy, expected):
+    """A missing image stays missing: under Never it is refused, otherwise its pull fails (Events say so)."""
     fake, _ = cluster
-    fake.create("pods", NS, pod_manifest("ghost", "mlhub-test-missing:1", ["true"]))
+    manifest = pod_manifest("ghost", "mlhub-test-missing:1", ["true"])
+    manifest["spec"]["containers"][0]["imagePullPolicy"] = policy
+    fake.create("pods", NS, manifest)
     deadline = time.monotonic() + 20
     reason = None
     while time.monotonic() < deadline:
         statuses = (fake.get("pods", NS, "ghost")["status"].get("containerStatuses")) or [{}]
         reason = (statuses[0].get("state") or {}).get("waiting", {}).get("reason")
-        if reason == "ErrImageNeverPull":
+        if reason == expected:
             break
         time.sleep(0.2)
-    assert reason == "ErrImageNeverPull"
+    assert reason == expected
     assert fake.get("pods", NS, "ghost")["status"]["phase"] == "Pending"
+    reasons = [reason for reason, _ in pod_events(fake, "ghost")]
+    pulls = ["Pulling", "Failed", "Failed"] if policy == "IfNotPresent" else ["ErrImageNeverPull", "Failed"]
+    assert reasons == ["Scheduled", *pulls], reasons
 
 
 WORKSPACE_IMAGE = "mlhub-workspace:0.1.0"
