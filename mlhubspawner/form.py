@@ -45,6 +45,7 @@ def submitted_values(raw):
         for key in ("image", "cpu_limit", "mem_limit", "shm_size", "days_to_live", "gpus", "gpu_type")
     }
     values["env"] = raw.get("env") if isinstance(raw.get("env"), str) else ""
+    values["profile"] = str(raw.get("profile") or "")
     values["is_mount_volume"] = bool(raw.get("is_mount_volume"))
     return values
 
@@ -65,8 +66,11 @@ def gpu_type_choices(policy):
     return choices
 
 
-def render_options_form(policy, values, error=None, gpus=()):
+def render_options_form(policy, values, error=None, gpus=(), profiles=()):
     """HTML of the options form; ``error`` is an OptionsError shown next to its field.
+
+    ``profiles`` (the spawner's ``form_profiles()``): the operator's profiles, offered first as radio
+    buttons named ``profile`` (none: no profile field).
 
     ``gpus`` (the spawner's ``gpu_status()``), listed under the GPU field: one dict per GPU (``id``,
     ``index``, ``uuid``, ``name``, ``memory_mb``, ``free``) or per pool (``"kind": "pool"``, ``type``,
@@ -87,5 +91,6 @@ def render_options_form(policy, values, error=None, gpus=()):
             gpu_pools=[g for g in gpus if g.get("kind") == "pool"],
             gpu_types=gpu_type_choices(policy),
             kubernetes=policy.gpu_types is not None,
+            profiles=list(profiles),
         )
     )

@@ -210,6 +210,19 @@ class MLHubSpawnerMixin(WorkspacePolicy):
     def default_image(self):
         return self.image
 
+    async def form_profiles(self, raw):
+        """Profiles the form offers (dicts for the template), the one of ``raw`` options selected; none here."""
+        return []
+
+    async def raw_options_from_form(self, form_data):
+        """The raw (REST-shaped) options of a submitted form."""
+        return form_to_options(form_data)
+
+    async def parse_user_options(self, raw):
+        """``(WorkspaceOptions, Policy)`` of raw options, validated against the current policy."""
+        policy = await self.current_policy()
+        return parse_options(raw, policy), policy
+
     def ssh_target(self):
         """``(host, port)`` of this workspace's sshd as the hub's SSH front reaches it."""
         return self.object_name, self.ssh_port
@@ -236,7 +249,13 @@ class MLHubSpawnerMixin(WorkspacePolicy):
             self.user._mlhub_refused_form = None
             spawner, raw, error, _ = refused
             policy = await spawner.current_policy()
-            return render_options_form(policy, submitted_values(raw), error, await spawner.gpu_status())
+            return render_options_form(
+                policy,
+                submitted_values(raw),
+                error,
+                await spawner.gpu_status(),
+                profiles=await spawner.form_profiles(raw),
+            )
         if not self.name and not self.default_server_form:
             return ""
         policy = await self.current_policy()
@@ -245,7 +264,8 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         if not self._viewed_by_owner() and self.workspace_options is not None:
             # an admin opening someone's form sees the names of their env variables, not the values
             values["env"] = "".join(f"# {name}=(hidden)\n" for name in sorted(self.workspace_options.env))
-        return render_options_form(policy, values, gpus=gpus)
+        profiles = await self.form_profiles(self._last_raw_options or {})
+        return render_options_form(policy, values, gpus=gpus, profiles=profiles)
 
     def _viewed_by_owner(self):
         """Whether the request being served (JupyterHub's ``spawner.handler``) is the owner's."""
@@ -261,9 +281,9 @@ class MLHubSpawnerMixin(WorkspacePolicy):
 
     async def _options_from_form(self, form_data):
         """Convert the form and validate it at once, so a bad form creates and stores nothing."""
-        raw = form_to_options(form_data)
+        raw = await self.raw_options_from_form(form_data)
         try:
-            parse_options(raw, await self.current_policy())
+            await self.parse_user_options(raw)
         except OptionsError as e:
             self.user._mlhub_refused_form = (self, raw, e, time.monotonic())
             raise options_error(e) from None
@@ -275,9 +295,8 @@ class MLHubSpawnerMixin(WorkspacePolicy):
 
     async def _apply_workspace_options(self, user_options):
         """Validate ``user_options`` (form or REST) against the policy and the user's quota."""
-        policy = await self.current_policy()
         try:
-            options = parse_options(user_options or {}, policy)
+            options, policy = await self.parse_user_options(user_options or {})
             check_quota(options, self._running_siblings(), policy)
         except OptionsError as e:
             self._restore_saved_options()

@@ -123,22 +123,35 @@ def cpu_quantity(cores):
 
 
 def resource_requirements(
-    *, cpu_limit=None, mem_limit=None, gpu_count=0, request_ratio=1.0, gpu_resource=GPU_RESOURCE
+    *,
+    cpu_limit=None,
+    mem_limit=None,
+    gpu_count=0,
+    request_ratio=1.0,
+    gpu_resource=GPU_RESOURCE,
+    cpu_request=None,
+    mem_request=None,
 ):
     """``{"limits": ..., "requests": ...}`` of the workspace container.
 
-    Requests are ``request_ratio`` times the limits (so the scheduler reserves something); GPUs are
-    limits only (Kubernetes sets an extended resource's request to its limit).
+    Requests are ``cpu_request``/``mem_request`` when given (KubeSpawner's ``cpu_guarantee`` and
+    ``mem_guarantee``, e.g. a profile's), at most the limit; else ``request_ratio`` times the limits
+    (so the scheduler reserves something). GPUs are limits only (Kubernetes sets an extended
+    resource's request to its limit).
     """
     if not 0 < request_ratio <= 1:
         raise ValueError(f"request_ratio must be in (0, 1], got {request_ratio}")
     limits, requests = {}, {}
     if cpu_limit is not None:
         limits["cpu"] = cpu_quantity(cpu_limit)
-        requests["cpu"] = cpu_quantity(cpu_limit * request_ratio)
+        requests["cpu"] = cpu_quantity(min(cpu_request or cpu_limit * request_ratio, cpu_limit))
+    elif cpu_request:
+        requests["cpu"] = cpu_quantity(cpu_request)
     if mem_limit is not None:
         limits["memory"] = str(int(mem_limit))
-        requests["memory"] = str(max(1, int(mem_limit * request_ratio)))
+        requests["memory"] = str(max(1, int(min(mem_request or mem_limit * request_ratio, mem_limit))))
+    elif mem_request:
+        requests["memory"] = str(int(mem_request))
     if gpu_count:
         limits[gpu_resource] = str(int(gpu_count))
     return {"limits": limits, "requests": requests}

@@ -8,25 +8,51 @@ to KubeSpawner's pod, PVC and Service plus the per-user NetworkPolicy from the p
 ``get_pvc_manifest``, ``get_service_manifest``, ``get_env``, ``storage_pvc_ensure``,
 ``services_enabled``, ``pod_name_template``, ``pvc_name_template``.
 
+KubeSpawner's ``profile_list`` is ML Hub's (:mod:`.profiles`): offered in the options form and
+taken from ``user_options["profile"]``; the chosen profile's overrides hold for one start only.
+
 One start: validate the options (a 400 naming the field, before anything is created) → the
 user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the PVC (unless
 ``is_mount_volume`` is off), the pod, a Service with the notebook port and port 22.
 """
 
 import asyncio
+import copy
 import time
 from dataclasses import dataclass
 
 import aiohttp
-from jupyterhub.utils import exponential_backoff
+from jupyterhub.utils import exponential_backoff, maybe_future
 from kubernetes_asyncio.client import ApiException, NetworkingV1Api
 from kubespawner import KubeSpawner
-from traitlets import Bool, Callable, Dict, Enum, Float, Int, List, Unicode, Union, default, validate
+from tornado import web
+from traitlets import (
+    Bool,
+    Callable,
+    Dict,
+    Enum,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
 
 from .. import metrics, naming
-from ..options import OptionsError, WorkspaceOptions, gpu_count, is_extended_resource, parse_size
+from ..options import (
+    OptionsError,
+    WorkspaceOptions,
+    form_to_options,
+    gpu_count,
+    is_extended_resource,
+    parse_options,
+    parse_size,
+)
 from ..spawner_base import MLHubSpawnerMixin, options_error
-from . import gpus, objects
+from . import gpus, objects, profiles
 
 
 @dataclass(frozen=True)
@@ -365,6 +391,164 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
     def _default_pvc_name_template(self):
         return naming.volume_name(self.hub_name, self.user.name, self.name)
 
+    # ---- profiles: KubeSpawner's profile_list, one start at a time --------------------------
+
+    @validate("profile_list")
+    def _validate_profile_list(self, proposal):
+        value = proposal.value
+        if callable(value):
+            return value  # checked each time it is called
+        errors = profiles.profile_list_errors(value, self._is_setting)
+        if errors:
+            raise ValueError("MLHubKubernetesSpawner.profile_list: " + "; ".join(errors))
+        return value
+
+    def _is_setting(self, name):
+        return name in self.class_trait_names(config=True)
+
+    # {setting: (value before the profile, value the profile set)} of the settings the profile changed
+    _profile_undo = None
+
+    async def _profiles(self):
+        """The profiles offered to this spawner's user, initialized ([] without ``profile_list``)."""
+        profile_list = self.profile_list
+        if callable(profile_list):
+            profile_list = await maybe_future(profile_list(self))
+            errors = profiles.profile_list_errors(profile_list, self._is_setting)
+            if errors:
+                message = "MLHubKubernetesSpawner.profile_list (the callable's result): " + "; ".join(errors)
+                self.log.error("%s, for %s", message, self._log_name)
+                raise web.HTTPError(500, "%s", message)
+        return profiles.initialized_profiles(profile_list or [])
+
+    def _profile_error(self, profile, message):
+        text = f"MLHubKubernetesSpawner.profile_list, profile {profile['slug']!r}: {message}"
+        self.log.error(text)
+        return web.HTTPError(500, "%s", text)
+
+    async def _chosen_profile(self, raw):
+        """``(choice, keys, settings)`` of raw options: the :class:`~.profiles.ProfileChoice` (None without
+        profiles), the keys of ``raw`` that are the profile's, and the settings it changes (new values)."""
+        offered = await self._profiles()
+        if not offered:
+            return None, set(), {}
+        profile, overrides = profiles.select_profile(offered, raw)
+        fields = {"slug": profile["slug"], "display_name": profile.get("display_name") or profile["slug"]}
+        settings = {}
+        for override in overrides:
+            for key, value in override.items():
+                if callable(value):
+                    value = await maybe_future(value(self))
+                key = profiles.RENAMED_SETTINGS.get(key, key)
+                if key in ("image", "cpu_limit", "mem_limit"):
+                    fields[key] = self._profile_value(profile, key, value)
+                    continue
+                if key == "extra_resource_limits" and isinstance(value, dict):
+                    value = dict(value)
+                    for resource in self.gpu_resource_names:
+                        if value.get(resource) is not None:
+                            fields["gpus"], fields["gpu_type"] = self._profile_gpus(
+                                profile, resource, value.pop(resource)
+                            )
+                current = settings.get(key, getattr(self, key))
+                if isinstance(value, dict) and isinstance(current, dict):
+                    value = profiles.merged(current, value)
+                settings[key] = copy.deepcopy(value)
+        return profiles.ProfileChoice(**fields), profiles.profile_option_keys(profile, raw), settings
+
+    def _profile_value(self, profile, key, value):
+        """A profile's image (a string), CPU limit (cores) or memory limit (bytes), as KubeSpawner reads them."""
+        if key == "image":
+            if not isinstance(value, str) or not value.strip():
+                raise self._profile_error(profile, f"image must be an image name, got {value!r}")
+            return value.strip()
+        try:
+            number = self.traits()[key].validate(self, value)
+        except (TraitError, ValueError) as e:
+            raise self._profile_error(profile, f"{key}: {e}") from None
+        if number is None or number <= 0:
+            raise self._profile_error(profile, f"{key} must be positive, got {value!r}")
+        return number
+
+    def _profile_gpus(self, profile, resource, count):
+        """``(gpus, gpu_type)`` options of a profile's ``extra_resource_limits`` of a GPU resource."""
+        try:
+            number = int(str(count))
+        except ValueError:
+            raise self._profile_error(
+                profile, f"extra_resource_limits {resource}: {count!r} is no count"
+            ) from None
+        if number < 0:
+            raise self._profile_error(profile, f"extra_resource_limits {resource}: {count!r} is no count")
+        return (str(number) if number else ""), ("" if resource == self.gpu_resource_names[0] else resource)
+
+    def _apply_profile_settings(self, settings):
+        undo = {}
+        for name, value in settings.items():
+            before = getattr(self, name)
+            setattr(self, name, value)
+            undo[name] = (before, getattr(self, name))
+        self._profile_undo = undo
+
+    def _undo_profile(self):
+        """Put back the settings the last profile changed (those nobody has changed since)."""
+        undo, self._profile_undo = self._profile_undo or {}, None
+        for name, (before, applied) in undo.items():
+            if getattr(self, name) is applied:
+                setattr(self, name, before)
+
+    async def parse_user_options(self, raw):
+        """The mixin's, with the chosen profile: its settings applied to this spawner (until the next
+        start or the stop), its image fixed, its limits the defaults and the ceiling."""
+        self._undo_profile()
+        choice, keys, settings = await self._chosen_profile(raw)
+        self._apply_profile_settings(settings)
+        try:
+            policy = await self.current_policy()
+            if choice is None:
+                return parse_options(raw, policy), policy
+            policy = profiles.constrained_policy(policy, choice)
+            rest = {k: v for k, v in raw.items() if k not in keys}
+            return parse_options(profiles.with_choice(rest, choice), policy), policy
+        except BaseException:
+            self._undo_profile()
+            raise
+
+    async def _apply_workspace_options(self, user_options):
+        try:
+            await super()._apply_workspace_options(user_options)
+        except BaseException:
+            self._undo_profile()  # a refused start keeps nothing of the profile
+            raise
+
+    async def _options_from_form(self, form_data):
+        try:
+            return await super()._options_from_form(form_data)
+        finally:
+            self._undo_profile()  # only checked here: the start applies it
+
+    async def raw_options_from_form(self, form_data):
+        """ML Hub's fields plus the profile's; the fields a chosen profile sets (image, GPUs) are its own."""
+        raw = form_to_options(form_data)
+        chosen = profiles.form_profile_options(form_data)
+        if chosen:
+            try:
+                choice, _, _ = await self._chosen_profile({**raw, **chosen})
+            except OptionsError:
+                choice = None  # refused with its message when the options are checked
+            if choice is not None and choice.image is not None:
+                raw.pop("image", None)
+            if choice is not None and choice.gpu_type is not None:
+                raw.pop("gpus", None), raw.pop("gpu_type", None)
+        return {**raw, **chosen}
+
+    async def form_profiles(self, raw):
+        return profiles.form_entries(await self._profiles(), raw)
+
+    async def load_user_options(self):
+        """Nothing: the profile was applied with the options (``parse_user_options``). KubeSpawner's
+        would apply it a second time, merging dicts in place, and refuse ML Hub's options."""
+
     # ---- the backend hooks of the mixin ---------------------------------------------------
 
     _start_plan = None
@@ -598,6 +782,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                     raise
                 return  # our workspace is gone; the pod of that name is left alone
         await super().stop(now)
+        if not self._starting:
+            self._undo_profile()  # the next start begins from the configured settings
         if self._start_plan is not None and self._start_plan.gpu_count:
             await self.gpu_status()  # the metrics see the GPUs freed
 
@@ -742,6 +928,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                 gpu_count=plan.gpu_count,
                 request_ratio=self.resource_request_ratio,
                 gpu_resource=plan.gpu_resource,
+                cpu_request=self.cpu_guarantee,
+                mem_request=self.mem_guarantee,
             ),
             volumes=volumes,
             volume_mounts=mounts,
