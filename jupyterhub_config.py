@@ -248,5 +248,13 @@ if settings.execution_mode == "k8s":
 if os.path.exists(settings.user_config):
     load_subconfig(settings.user_config)  # noqa: F821 (provided by JupyterHub)
 
+# --- the cleanup service follows the workspaces into users' namespaces (KubeSpawner's enable_user_namespaces)
+if settings.execution_mode == "k8s" and any(
+    c[section].get("enable_user_namespaces") for section in ("KubeSpawner", "MLHubKubernetesSpawner")
+):
+    for service in c.JupyterHub.services:
+        if service["name"] == "cleanup-service":
+            service["command"] = [*service["command"], "--CleanupService.user_namespaces=True"]
+
 # --- GPUs: the engine is asked once at start, in the background (the log says what it found) -----
 discover_gpus_at_hub_start(c)

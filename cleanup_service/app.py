@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubAuth
 from tornado import web
 from tornado.log import LogFormatter
-from traitlets import Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import Application
 
 from mlhubspawner.naming import validate_hub_name
@@ -331,6 +331,12 @@ class CleanupService(Application):
         "the hub; 0.0.0.0 in the helm chart, whose proxy pod reaches it through the hub's Service."
     ).tag(config=True)
 
+    user_namespaces = Bool(
+        False,
+        help="Kubernetes: also clean the hub's namespaces of users (KubeSpawner's enable_user_namespaces; the "
+        "hub sets it from the spawner's config): objects in every namespace labelled mlhub.origin=<hub_name>.",
+    ).tag(config=True)
+
     @default("hub_name")
     def _default_hub_name(self):
         return os.environ.get("HUB_NAME", "mlhub")
@@ -369,7 +375,10 @@ class CleanupService(Application):
             os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], self.concurrency
         )
         state_path = Path(self.state_dir) / f"cleanup-{self.hub_name}.json"
-        backend = backend_class(mode)(self.hub_name, self.log, state_path=state_path)
+        extra = {"user_namespaces": True} if self.user_namespaces else {}
+        if extra and mode != "k8s":
+            raise ValueError("CleanupService.user_namespaces needs EXECUTION_MODE=k8s")
+        backend = backend_class(mode)(self.hub_name, self.log, state_path=state_path, **extra)
         rules = planner.Rules(self.hub_name, self.min_age, self.volume_grace)
         return Cleaner(hub, backend, rules, self.log, self.concurrency)
 

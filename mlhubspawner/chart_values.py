@@ -155,6 +155,10 @@ def spawner_settings(values):
     _set(traits, "max_total_cpu_per_user", v("perUser.maxCpu"))
     _set(traits, "max_total_mem_per_user", v("perUser.maxMemory"))
     _set(traits, "max_gpus_per_user", v("perUser.maxGpus"))
+    # each user's workspaces in their own namespace (the chart's ClusterRole lets the hub make them)
+    if v("userNamespaces.enabled"):
+        traits["enable_user_namespaces"] = True
+        _set(traits, "user_namespace_template", v("userNamespaces.template"))
     # a PVC per workspace (the admin's switch; KubeSpawner's storage traits), mounted at volume_path
     storage = v("storage.enabled", True)
     traits["persistent_volumes"] = bool(storage)

@@ -1,7 +1,11 @@
 """The Kubernetes backend: pods, PVCs, services and network policies carrying this hub's labels.
 
 Only the hub's own namespace is read (:func:`detect_namespace`; never ``HUB_NAME``), and only
-objects labelled ``mlhub.origin=<hub name>``. They become the planner's resources:
+objects labelled ``mlhub.origin=<hub name>``. With KubeSpawner's ``enable_user_namespaces``
+(``user_namespaces=True``: each user's workspaces in a namespace of their own) the objects are listed in
+every namespace, and kept only in the hub's own and in namespaces labelled ``mlhub.origin=<hub name>`` (the
+spawner labels the namespaces it creates): a namespace someone else made is never touched. Their names in
+reports then carry the namespace (``pod/<namespace>/<name>``). They become the planner's resources:
 
 =====================  ==================  ====================================================
 Kubernetes object      planner kind        name in reports
@@ -161,6 +165,7 @@ class ListedObject(Resource):
     """A resource as listed: ``id`` is its uid, ``resource_version`` its version at the listing."""
 
     resource_version: str = ""
+    namespace: str = ""
 
 
 class KubernetesError(RuntimeError):
@@ -179,8 +184,9 @@ def _short(e):
 class KubernetesBackend(Backend):
     """This hub's pods, PVCs, services and network policies in its own namespace.
 
-    ``namespace``: default :func:`detect_namespace`. ``api_host``: talk to this API server URL
-    without credentials (tests, ``kubectl proxy``); otherwise the in-cluster service account when
+    ``namespace``: default :func:`detect_namespace`. ``user_namespaces``: also the hub's namespaces of
+    users (labelled ``mlhub.origin=<hub>``; needs cluster-wide list rights). ``api_host``: talk to this API
+    server URL without credentials (tests, ``kubectl proxy``); otherwise the in-cluster service account when
     ``$KUBERNETES_SERVICE_HOST`` is set, else the kubeconfig (``$KUBECONFIG``). ``state_path`` is
     accepted for the common constructor and unused: the marks live on the PVCs.
     """
@@ -194,15 +200,22 @@ class KubernetesBackend(Backend):
         api_host=None,
         request_timeout=60,
         page_size=500,
+        user_namespaces=False,
     ):
         super().__init__(hub_name, log)
         self.namespace = validate_namespace(namespace) if namespace else detect_namespace()
+        self.user_namespaces = user_namespaces
         self.api_host = api_host
         self.request_timeout = request_timeout
         self.page_size = page_size
         self._api_client = None
         self._lock = asyncio.Lock()
-        self.log.info("Kubernetes cleanup backend: namespace %s, hub %s", self.namespace, hub_name)
+        self.log.info(
+            "Kubernetes cleanup backend: namespace %s%s, hub %s",
+            self.namespace,
+            " and the hub's user namespaces" if user_namespaces else "",
+            hub_name,
+        )
 
     async def _client(self):
         async with self._lock:
@@ -225,10 +238,13 @@ class KubernetesBackend(Backend):
         api_client = await self._client()
         return client.CoreV1Api(api_client), client.NetworkingV1Api(api_client)
 
-    async def _method(self, verb, kind):
-        """The client method that does ``verb`` (list, read, delete) to one ``kind`` in a namespace."""
+    async def _method(self, verb, kind, everywhere=False):
+        """The client method that does ``verb`` (list, read, delete) to one ``kind`` in a namespace
+        (``everywhere``: the list in all namespaces)."""
         core, networking = await self._apis()
         api = networking if kind == NETWORK_POLICY else core
+        if everywhere:
+            return getattr(api, f"list_{_API_SUFFIX[kind]}_for_all_namespaces")
         return getattr(api, f"{verb}_namespaced_{_API_SUFFIX[kind]}")
 
     async def _call(self, what, method, *args, **kwargs):
@@ -239,30 +255,48 @@ class KubernetesBackend(Backend):
         except TimeoutError as e:
             raise KubernetesError(f"{what}: no answer within {self.request_timeout} s") from e
 
-    async def _list(self, kind, method):
-        """Every object of one kind with this hub's origin label, page by page."""
+    async def _list(self, kind, method, everywhere=False):
+        """Every object of one kind with this hub's origin label, page by page (``everywhere``: ``method``
+        lists all namespaces)."""
         selector = f"{naming.LABEL_ORIGIN}={self.hub_name}"
+        where = "all namespaces" if everywhere else self.namespace
+        args = () if everywhere else (self.namespace,)
         items, token = [], None
         for _ in range(100000):  # bounded: one page per iteration
             kwargs = {"label_selector": selector, "limit": self.page_size}
             if token:
                 kwargs["_continue"] = token
-            page = await self._call(f"listing {kind}s in {self.namespace}", method, self.namespace, **kwargs)
+            page = await self._call(f"listing {kind}s in {where}", method, *args, **kwargs)
             items.extend(page.items or [])
             token = page.metadata._continue if page.metadata else None
             if not token:
                 break
         return items
 
+    async def _namespaces(self):
+        """The namespaces whose objects are this hub's to clean: its own, and (``user_namespaces``) those
+        labelled with its origin."""
+        if not self.user_namespaces:
+            return {self.namespace}
+        core, _ = await self._apis()
+        selector = f"{naming.LABEL_ORIGIN}={self.hub_name}"
+        listed = await self._call("listing namespaces", core.list_namespace, label_selector=selector)
+        return {self.namespace, *(ns.metadata.name for ns in listed.items or [])}
+
     async def list_resources(self):
         kinds = (POD, PVC, SERVICE, NETWORK_POLICY)
-        methods = [await self._method("list", kind) for kind in kinds]
-        pods, pvcs, services, policies = await asyncio.gather(
-            *(self._list(kind, method) for kind, method in zip(kinds, methods, strict=True))
+        everywhere = self.user_namespaces
+        methods = [await self._method("list", kind, everywhere) for kind in kinds]
+        namespaces, *listed = await asyncio.gather(
+            self._namespaces(),
+            *(self._list(kind, method, everywhere) for kind, method in zip(kinds, methods, strict=True)),
         )
         resources, skipped = [], []
-        for kind, objects in ((POD, pods), (PVC, pvcs), (SERVICE, services), (NETWORK_POLICY, policies)):
+        for kind, objects in zip(kinds, listed, strict=True):
             for obj in objects:
+                if (obj.metadata.namespace or self.namespace) not in namespaces:
+                    skipped.append(f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}")
+                    continue
                 resource = self._resource(kind, obj)
                 if resource is None:
                     skipped.append(f"{kind}/{obj.metadata.name}")
@@ -270,7 +304,8 @@ class KubernetesBackend(Backend):
                 resources.append(resource)
         if skipped:
             self.log.warning(
-                "Left alone (no %s annotation, and the label may be escaped): %s",
+                "Left alone (in a namespace not this hub's, or no %s annotation and the label may be "
+                "escaped): %s",
                 naming.LABEL_USER,
                 ", ".join(sorted(skipped)[:20]) + (" …" if len(skipped) > 20 else ""),
             )
@@ -290,8 +325,9 @@ class KubernetesBackend(Backend):
             labels[naming.LABEL_EXPIRATION] = annotations[naming.LABEL_EXPIRATION]
         if not meta.uid:
             return None  # the API server always sets it; without it nothing can be removed safely
-        name = f"{kind}/{meta.name}"
-        listed = {"id": meta.uid, "resource_version": meta.resource_version or ""}
+        namespace = meta.namespace or self.namespace
+        name = f"{kind}/{meta.name}" if namespace == self.namespace else f"{kind}/{namespace}/{meta.name}"
+        listed = {"id": meta.uid, "resource_version": meta.resource_version or "", "namespace": namespace}
         created = _epoch(meta.creation_timestamp)
         if kind == POD:
             phase = (obj.status.phase if obj.status else None) or "Pending"
@@ -302,8 +338,13 @@ class KubernetesBackend(Backend):
             return ListedObject(VOLUME, name, labels, created, orphaned_since=since, **listed)
         return ListedObject(PLANNER_KIND[kind], name, labels, created, **listed)
 
-    async def remove(self, resource):
+    def _where(self, resource):
+        """``(kind, name, namespace)`` of a listed resource (its name is ``kind/[namespace/]name``)."""
         kind, _, name = resource.name.partition("/")
+        return kind, name.rpartition("/")[2], getattr(resource, "namespace", "") or self.namespace
+
+    async def remove(self, resource):
+        kind, name, namespace = self._where(resource)
         if kind not in _API_SUFFIX or PLANNER_KIND[kind] != resource.kind:
             raise ValueError(f"not a resource of the Kubernetes backend: {resource.kind} {resource.name}")
         if not resource.id:
@@ -315,23 +356,23 @@ class KubernetesBackend(Backend):
         )
         delete = await self._method("delete", kind)
         try:
-            await self._call(f"deleting {resource.name}", delete, name, self.namespace, body=body)
+            await self._call(f"deleting {resource.name}", delete, name, namespace, body=body)
         except KubernetesError as e:
             status = getattr(e.__cause__, "status", None)
             if status == 404:
                 self.log.debug("%s is already gone", resource.name)
             elif status == 409:
-                await self._left_alone(resource, kind, name, version, e)
+                await self._left_alone(resource, kind, name, namespace, version, e)
             else:
                 raise
         else:
-            self.log.info("Deleted %s (uid %s) in %s", resource.name, resource.id, self.namespace)
+            self.log.info("Deleted %s (uid %s) in %s", resource.name, resource.id, namespace)
 
-    async def _left_alone(self, resource, kind, name, version, error):
+    async def _left_alone(self, resource, kind, name, namespace, version, error):
         """Log why a delete answered 409 (a precondition failed); raise ``error`` if none did."""
         read = await self._method("read", kind)
         try:
-            current = (await self._call(f"reading {resource.name}", read, name, self.namespace)).metadata
+            current = (await self._call(f"reading {resource.name}", read, name, namespace)).metadata
         except KubernetesError as e:
             if getattr(e.__cause__, "status", None) == 404:
                 self.log.debug("%s is already gone", resource.name)
@@ -359,7 +400,7 @@ class KubernetesBackend(Backend):
             raise error  # a conflict that no precondition explains
 
     async def mark_orphaned(self, resource, since):
-        kind, _, name = resource.name.partition("/")
+        kind, name, namespace = self._where(resource)
         if kind != PVC:
             raise ValueError(f"only PVCs are marked orphaned, not {resource.name}")
         value = None if since is None else f"{float(since):.3f}"
@@ -370,7 +411,7 @@ class KubernetesBackend(Backend):
                 f"{'marking' if value else 'unmarking'} {resource.name}",
                 core.patch_namespaced_persistent_volume_claim,
                 name,
-                self.namespace,
+                namespace,
                 patch,
                 _content_type="application/merge-patch+json",
             )

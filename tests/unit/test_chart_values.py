@@ -351,6 +351,7 @@ LOAD_CONFIG = textwrap.dedent(
         "ssh_front_token": services["ssh-front"]["api_token"],
         "cleanup_env": services["cleanup-service"]["environment"],
         "cleanup_url": services["cleanup-service"]["url"],
+        "cleanup_command": services["cleanup-service"]["command"],
         "ssh_front": [
             [h[2]["public_host"], h[2]["public_port"]] for h in hub.extra_handlers if h[0].endswith("ssh-config")
         ][0],
@@ -411,6 +412,22 @@ def test_hub_config_in_k8s_mode_applies_the_chart_values_before_the_user_config(
     assert out["ssh_front_token"] == token  # the proxy pod's sshd has the same token
     assert out["cleanup_env"]["EXECUTION_MODE"] == "k8s"
     assert out["cleanup_env"]["CLEANUP_MIN_AGE_SECONDS"] == "60"
+
+
+def test_cleanup_follows_the_spawner_into_users_namespaces(tmp_path):
+    """With user namespaces on (the chart's value or the operator's own KubeSpawner config) the cleanup
+    service looks there too; without, it stays in the hub's namespace (and needs no cluster-wide rights)."""
+    flag = "--CleanupService.user_namespaces=True"
+    out = load_hub_config(tmp_path, {"EXECUTION_MODE": "k8s"}, values=rendered())
+    assert flag not in out["cleanup_command"]
+    chart = load_hub_config(
+        tmp_path, {"EXECUTION_MODE": "k8s"}, values=rendered(singleuser__userNamespaces__enabled=True)
+    )
+    assert chart["cleanup_command"][-1] == flag
+    own = load_hub_config(
+        tmp_path, {"EXECUTION_MODE": "k8s"}, user_config="c.KubeSpawner.enable_user_namespaces = True\n"
+    )
+    assert own["cleanup_command"][-1] == flag
 
 
 def test_hub_config_in_k8s_mode_without_the_values_file(tmp_path):

@@ -26,6 +26,7 @@ DNS label (63).
 {{- define "mlhub.hub.valuesSecret" -}}{{ include "mlhub.fullname" . }}-hub-values{{- end -}}
 {{- define "mlhub.hub.userConfig" -}}{{ include "mlhub.fullname" . }}-hub-user-config{{- end -}}
 {{- define "mlhub.hub.nodeReader" -}}{{ .Release.Namespace }}-{{ include "mlhub.hub.fullname" . }}-nodes{{- end -}}
+{{- define "mlhub.hub.userNamespaces" -}}{{ .Release.Namespace }}-{{ include "mlhub.hub.fullname" . }}-user-namespaces{{- end -}}
 {{- define "mlhub.hub.pvc" -}}{{ include "mlhub.fullname" . }}-hub-db{{- end -}}
 {{- define "mlhub.proxy.fullname" -}}{{ include "mlhub.fullname" . }}-proxy{{- end -}}
 {{- define "mlhub.proxy.api" -}}{{ include "mlhub.fullname" . }}-proxy-api{{- end -}}
@@ -224,6 +225,12 @@ podSelector:
 {{- end -}}
 
 {{- define "mlhub.peer.workspaces" -}}
+{{- if .Values.singleuser.userNamespaces.enabled }}
+# in the users' namespaces, which the hub labels with its origin
+namespaceSelector:
+  matchLabels:
+    mlhub.origin: {{ include "mlhub.hubName" . }}
+{{ end -}}
 podSelector:
   matchLabels:
     {{- include "mlhub.workspaceSelector" . | nindent 4 }}
