@@ -2,12 +2,15 @@
 Service name and the API server as in-cluster clients do, and ``helm install`` brings up the hub and the proxy
 with their real images. Needs the engine: fails, never skips, without one."""
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -125,6 +128,7 @@ CHART_VALUES = [
     "--set", "image.pullPolicy=Never",
     "--set", "hub.pdb.enabled=false",
     "--set", "proxy.pdb.enabled=false",
+    "--set", "singleuser.image.pullPolicy=Always",  # the kubelet reports a pull (the fake only checks the engine)
 ]  # fmt: skip
 
 
@@ -150,7 +154,13 @@ def running_pod(fake, component):
 
 def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
     """``helm install`` on the fake: the hub and proxy pods run their real image; the hub answers
-    /hub/health on its pod IP, the proxy forwards to it on its pod IP:8080; the admin spawns a workspace."""
+    /hub/health on its pod IP, the proxy forwards to it on its pod IP:8080; the admin spawns a workspace;
+    a user's spawn progress shows the image pull, the user writes to /workspace through Jupyter and over SSH
+    through the proxy pod's public port, and another user's key cannot jump to that workspace.
+
+    Everything is reached at pod IPs: the fake has no kube-proxy, so the public Service (80 -> 8080) is its
+    pod's IP:8080, which the hub sees in the Host header and puts in the generated ssh config's ProxyJump
+    (no override needed)."""
     fake, kubelet = cluster
     fake.create("namespaces", None, {"metadata": {"name": CHART_NS}})
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", CHART_NS)
@@ -200,7 +210,9 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
             timeout=30,
         )
         assert "Kubernetes cleanup backend: namespace mlhub" in hub_log
-        spawn_through_the_proxy(fake, kubelet, hub, f"http://{proxy_ip}:8080")
+        base = f"http://{proxy_ip}:8080"
+        admin_token = spawn_through_the_proxy(fake, kubelet, hub, base)
+        user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path)
     except AssertionError as e:
         raise AssertionError(f"{e}\n{diagnose()}") from None
 
@@ -261,3 +273,164 @@ def spawn_through_the_proxy(fake, kubelet, hub, base):
         lambda: not fake.list("pods", CHART_NS, label_selector="component=singleuser-server"),
         timeout=30,
     )
+    return token
+
+
+# ---- a user's workspace: spawn progress, /workspace, SSH through the proxy pod --------------------------------
+
+
+def new_user(base, admin_token, name):
+    """A hub user made by the admin, and an API token of theirs (what the user would create on /hub/token)."""
+    status, body = api(base, f"/hub/api/users/{name}", admin_token, method="POST", body={})
+    assert status == 201, body
+    status, body = api(base, f"/hub/api/users/{name}/tokens", admin_token, method="POST", body={})
+    assert status == 201, body
+    return body["token"]
+
+
+def register_key(base, user, token, tmp_path):
+    """A new ed25519 key pair, registered as users do: the hub's challenge signed with ``ssh-keygen -Y sign``."""
+    key = tmp_path / f"id_{user}"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", user, "-f", str(key)], check=True)
+    status, body = api(base, f"/hub/api/mlhub/users/{user}/ssh-keys/challenge", token)
+    assert status == 200, body
+    signed = subprocess.run(
+        ["ssh-keygen", "-q", "-Y", "sign", "-n", body["namespace"], "-f", str(key)],
+        input=body["challenge"].encode(), capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    proof = {
+        "key": key.with_suffix(".pub").read_text().strip(),
+        "challenge": body["challenge"],
+        "signature": signed.stdout.decode(),
+    }
+    status, body = api(base, f"/hub/api/mlhub/users/{user}/ssh-keys", token, method="POST", body=proof)
+    assert status == 201, body
+    return key
+
+
+def spawn_with_progress(base, user, token):
+    """Start ``user``'s workspace and follow its spawn progress as the spawn page does (the event stream,
+    opened while the spawn is pending); returns the progress messages once it is ready."""
+    with ThreadPoolExecutor(1) as pool:
+        started = pool.submit(api, base, f"/hub/api/users/{user}/server", token, "POST", {})
+        request = urllib.request.Request(
+            f"{base}/hub/api/users/{user}/server/progress", headers={"Authorization": f"token {token}"}
+        )
+        messages, ready = [], False
+        for _ in range(300):  # until the spawn is pending (400 before), bounded
+            try:
+                with urllib.request.urlopen(request, timeout=120) as stream:
+                    for line in stream:
+                        if line.startswith(b"data:"):
+                            event = json.loads(line[5:])
+                            messages.append(event.get("message", ""))
+                            ready = ready or bool(event.get("ready"))
+                            assert not event.get("failed"), messages
+                break
+            except urllib.error.HTTPError as e:
+                assert e.code == 400 and not started.done(), (e.code, e.read(), started.done())
+                time.sleep(0.1)
+        status, body = started.result(timeout=120)
+    assert status in (201, 202), body
+    assert ready, messages
+    return messages
+
+
+def ssh_config_file(base, owner, token, key, tmp_path, name):
+    """The hub's generated ssh config block for ``owner``'s workspace, used as is, followed by the client's own
+    settings (which key, a fresh known_hosts that learns host keys on first use, no prompts); returns the
+    file and the hub's model."""
+    status, model = api(base, f"/hub/api/mlhub/users/{owner}/ssh-config", token)
+    assert status == 200, model
+    config = tmp_path / name
+    config.write_text(
+        model["config"]
+        + "\nHost *\n"
+        + f"    IdentityFile {key}\n    IdentitiesOnly yes\n    BatchMode yes\n"
+        + f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n    StrictHostKeyChecking accept-new\n"
+        + "    ConnectTimeout 20\n    LogLevel ERROR\n"
+    )
+    return config, model
+
+
+def ssh(config, alias, command="true"):
+    return subprocess.run(
+        ["ssh", "-F", str(config), alias, command], capture_output=True, text=True, timeout=90
+    )
+
+
+def front_public_key(fake):
+    """The SSH front's host public key, from the chart's Secret (what an operator publishes to users)."""
+    (secret,) = [s for s in fake.list("secrets", CHART_NS) if "ssh-host-ecdsa-key" in (s.get("data") or {})]
+    private = base64.b64decode(secret["data"]["ssh-host-ecdsa-key"]).decode()
+    result = subprocess.run(
+        ["ssh-keygen", "-y", "-f", "/dev/stdin"], input=private, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return " ".join(result.stdout.split()[:2])
+
+
+def user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path):
+    """alice's spawn progress shows the kubelet's image pull; she writes a file to /workspace with Jupyter's
+    contents API through the proxy, and over SSH with the hub's generated config (the real ssh client, through
+    the proxy pod's public port, where sslh hands SSH to the front) she runs as uid 1000 and writes there too:
+    both files are hers (uid 1000, group 100 of fsGroup). mallory, with her own key and running workspace,
+    cannot jump to alice's workspace."""
+    alice, mallory = "alice", "mallory"
+    alice_token, mallory_token = new_user(base, admin_token, alice), new_user(base, admin_token, mallory)
+    alice_key = register_key(base, alice, alice_token, tmp_path)
+    mallory_key = register_key(base, mallory, mallory_token, tmp_path)
+    with ThreadPoolExecutor(1) as pool:
+        mallory_started = pool.submit(
+            api, base, f"/hub/api/users/{mallory}/server", mallory_token, "POST", {}
+        )
+        messages = spawn_with_progress(base, alice, alice_token)
+        status, body = mallory_started.result(timeout=120)
+        assert status in (201, 202), body
+    image = "mlhub-workspace:0.1.0"
+    assert any(f'Pulling image "{image}"' in m for m in messages), messages
+    assert any(f'Successfully pulled image "{image}" in ' in m for m in messages), messages
+
+    content = {"type": "file", "format": "text", "content": "written through Jupyter\n"}
+    status, body = api(base, f"/user/{alice}/api/contents/jupyter.txt", alice_token, "PUT", content)
+    assert status in (200, 201), body
+    status, body = api(base, f"/user/{alice}/api/contents/jupyter.txt?content=1", alice_token)
+    assert status == 200 and body["content"] == content["content"], body
+
+    config, model = ssh_config_file(base, alice, alice_token, alice_key, tmp_path, "alice.sshconfig")
+    assert model["proxy_jump"] == f"tunnel@{proxy_ip}:8080", model
+    done = ssh(
+        config,
+        model["host_alias"],
+        "id -u; echo over ssh > /workspace/ssh.txt && stat -c '%n %u %g' /workspace/jupyter.txt /workspace/ssh.txt",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == [
+        "1000",
+        "/workspace/jupyter.txt 1000 100",
+        "/workspace/ssh.txt 1000 100",
+    ], done.stdout
+    known = (tmp_path / "known_hosts").read_text()
+    assert f"[{proxy_ip}]:8080 {front_public_key(fake)}" in known, known  # the front's key is the chart's
+
+    wait_for(
+        "mallory's workspace ready",
+        lambda: (
+            (api(base, f"/hub/api/users/{mallory}", mallory_token)[1].get("servers") or {})
+            .get("", {})
+            .get("ready")
+        ),
+        timeout=60,
+    )
+    mallory_config, mallory_model = ssh_config_file(
+        base, mallory, mallory_token, mallory_key, tmp_path, "mallory.sshconfig"
+    )
+    assert ssh(mallory_config, mallory_model["host_alias"], "id -u").stdout.strip() == "1000"
+    status, _ = api(base, f"/hub/api/mlhub/users/{alice}/ssh-config", mallory_token)
+    assert status in (403, 404)
+    # mallory writes alice's config herself (it holds nothing secret) and uses her own key
+    attack = tmp_path / "attack.sshconfig"
+    attack.write_text(config.read_text().replace(str(alice_key), str(mallory_key)))
+    refused = ssh(attack, model["host_alias"], "touch /workspace/mallory-was-here")
+    assert refused.returncode != 0
+    assert "prohibited" in refused.stderr or "forwarding failed" in refused.stderr, refused.stderr
