@@ -1,6 +1,8 @@
 # ML Hub: JupyterHub + configurable-http-proxy + nginx + sslh + sshd under supervisord, one public port (8080).
 #   docker run -p 8080:8080 --sysctl net.ipv4.ip_forward=0 -v /var/run/docker.sock:/var/run/docker.sock \
 #       -v mlhub-data:/data mlhub:<version>
+# Also runs as a user other than root with a read-only root filesystem (the Helm chart): the hub as
+# mlhub 1000:1000, the proxy as tunnel 1001:1001; writable /run/mlhub, /tmp and $MLHUB_DATA_DIR only.
 # Built by resources/scripts/build-hub-image.sh (offline: BASE_IMAGE is a Debian base made with mmdebstrap
 # that already holds resources/hub/packages.txt; with a registry, BASE_IMAGE=debian:bookworm works too).
 # The build context holds this file, packages.txt, requirements.txt, wheels/ (all Python packages, ours
@@ -44,9 +46,16 @@ COPY jupyterhub_config.py /etc/mlhub/jupyterhub_config.py
 COPY jupyterhub_user_config.py /resources/jupyterhub_user_config.py
 COPY front-authorized-keys /usr/local/libexec/mlhub/front-authorized-keys
 
-# `tunnel`: the jump host's only account (no shell; '*' = no password, not locked for sshd).
-# `mlhub-keys`: runs the AuthorizedKeysCommand. Host keys are made per hub in /data, never baked in.
-RUN useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin -p '*' tunnel \
+# `tunnel` (1001:1001): the jump host's only account (no shell; '*' = no password, not locked for sshd);
+# the chart's proxy pod runs as it (sshd not root can only log in its own account).
+# `mlhub` (1000:1000): the chart's hub pod runs as it. Neither has a home: not root, the entrypoint sets
+# HOME=/tmp. `mlhub-keys`: runs the AuthorizedKeysCommand when root (Docker mode).
+# Host keys are made per hub in /data (or mounted by the chart), never baked in.
+RUN groupadd --gid 1001 tunnel \
+    && useradd --uid 1001 --gid 1001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+       -p '*' tunnel \
+    && groupadd --gid 1000 mlhub \
+    && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mlhub \
     && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mlhub-keys \
     && chmod 0755 /usr/local/libexec/mlhub/front-authorized-keys \
     && rm -f /etc/ssh/ssh_host_* /etc/nginx/sites-enabled/default \
