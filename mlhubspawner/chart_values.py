@@ -174,6 +174,8 @@ def spawner_settings(values):
     _set(traits, "extra_annotations", v("extraAnnotations") or None)
     _set(traits, "node_selector", v("nodeSelector") or None)
     _set(traits, "tolerations", v("tolerations") or None)
+    # z2jh's singleuser.profileList: KubeSpawner's profile_list, offered in the options form
+    _set(traits, "profile_list", list(v("profileList") or []) or None)
     # per-user isolation (a user's workspaces reach each other, others' do not) is the spawner's policy;
     # its peers are this release's hub and proxy pods, and it blocks the ranges the chart's policy blocks
     _set(traits, "network_policy_enabled", v("networkPolicy.enabled"))
