@@ -445,6 +445,60 @@ def test_no_privileges(request, which):
             assert "hostPath" not in volume
 
 
+# ---- read-only root filesystem: the pods write only to their volumes ------------------------------------------
+
+WRITABLE = {"/data", "/run/mlhub", "/tmp"}
+SIZE_LIMITS = {  # (/run/mlhub, /tmp) of values.yaml and of values-max.yaml (null: no limit)
+    "default": {"hub": ("64Mi", "1Gi"), "proxy": ("4Gi", "256Mi")},
+    "max": {"hub": ("128Mi", "2Gi"), "proxy": (None, "512Mi")},
+}
+
+
+def volumes_of(deployment):
+    return {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+
+
+def mounts_of(deployment):
+    return {m["mountPath"]: m for m in container(deployment)["volumeMounts"]}
+
+
+@pytest.mark.parametrize("which", ["default", "max"])
+def test_pods_write_only_to_their_volumes_and_read_secrets_by_group(request, which):
+    """The image writes only to /data, /run/mlhub and /tmp (a1's contract): each is a volume of the pod, the
+    last two emptyDirs with their sizeLimit; every other mount is a Secret, read-only, mode 0440 (owner root,
+    group the pod's fsGroup: the non-root user reads it by its group)."""
+    docs = request.getfixturevalue(f"{which}_docs")
+    for component in ("hub", "proxy"):
+        deployment = one(docs, "Deployment", f"-{component}")
+        volumes, mounts = volumes_of(deployment), mounts_of(deployment)
+        assert {path for path, m in mounts.items() if not m.get("readOnly")} == WRITABLE, component
+        run, tmp = (volumes[mounts[path]["name"]]["emptyDir"] for path in ("/run/mlhub", "/tmp"))
+        assert (run.get("sizeLimit"), tmp.get("sizeLimit")) == SIZE_LIMITS[which][component]
+        secrets = {path: volumes[m["name"]]["secret"] for path, m in mounts.items() if m.get("readOnly")}
+        expected = {
+            "hub": {"/usr/local/etc/mlhub", "/resources/jupyterhub_user_config.py"},
+            "proxy": {"/etc/mlhub/ssh-host-keys"} | ({"/resources/ssl"} if which == "max" else set()),
+        }[component]
+        assert set(secrets) == expected
+        for path, secret in secrets.items():
+            assert secret["defaultMode"] == 0o440, path
+            assert all("mode" not in item for item in secret.get("items", [])), path
+
+
+@pytest.mark.parametrize("component", ["hub", "proxy"])
+def test_root_with_run_as_non_root_is_refused_naming_the_fix(helm_bin, component):
+    """An operator's old values (runAsUser 0) merged with runAsNonRoot true would make a pod the kubelet never
+    starts (CreateContainerConfigError): the chart refuses it at install time instead."""
+    args = [
+        "--set", f"{component}.podSecurityContext.runAsNonRoot=true",
+        "--set", f"{component}.containerSecurityContext.runAsUser=0",
+    ]  # fmt: skip
+    result = run_helm(helm_bin, "template", "x", CHART, *args, check=False)
+    assert result.returncode != 0
+    assert f"{component}: runAsUser 0 (root) with runAsNonRoot true" in result.stderr
+    assert "Set a non-root runAsUser" in result.stderr
+
+
 # ---- PDBs -------------------------------------------------------------------------------------------------------------
 
 
@@ -636,6 +690,8 @@ def test_two_releases_in_one_namespace_never_collide(render):
     for docs, names in ((a, names_a), (b, names_b)):
         hub = one(docs, "Deployment", "-hub")
         for volume in hub["spec"]["template"]["spec"]["volumes"]:
+            if "emptyDir" in volume:
+                continue
             ref = volume.get("secret", {}).get("secretName") or volume.get("configMap", {}).get("name")
             ref = ref or volume.get("persistentVolumeClaim", {}).get("claimName")
             assert any(ref == n for _, n in names), ref
@@ -833,6 +889,27 @@ def test_hub_reads_the_rendered_values(max_docs):
             ["--set", "hub.containerSecurityContext.privileged=true"],
             "hub.containerSecurityContext.privileged",
         ),
+        (["--set", "hub.podSecurityContext.runAsUser=-1"], "hub.podSecurityContext.runAsUser"),
+        (["--set", "hub.podSecurityContext.runAsUser=root"], "hub.podSecurityContext.runAsUser"),
+        (["--set", "proxy.podSecurityContext.fsGroup=1.5"], "proxy.podSecurityContext.fsGroup"),
+        (
+            ["--set", "hub.podSecurityContext.fsGroupChangePolicy=Never"],
+            "hub.podSecurityContext.fsGroupChangePolicy",
+        ),
+        (
+            ["--set", "proxy.podSecurityContext.seccompProfile.type=Off"],
+            "proxy.podSecurityContext.seccompProfile.type",
+        ),
+        (
+            ["--set", "proxy.containerSecurityContext.readOnlyRootFilesystem=yes"],
+            "proxy.containerSecurityContext.readOnlyRootFilesystem",
+        ),
+        (
+            ["--set", "hub.containerSecurityContext.capabilities.add={net_admin}"],
+            "hub.containerSecurityContext.capabilities.add.0",
+        ),
+        (["--set", "hub.tmpSizeLimit=big"], "hub.tmpSizeLimit"),
+        (["--set", "proxy.runSizeLimit=1 Gi"], "proxy.runSizeLimit"),
         (["--set", "hub.extraEnv.HUB_NAME=x"], "hub.extraEnv"),
         (["--set", "cleanup.intervalSeconds=5"], "cleanup.intervalSeconds"),
         (["--set", "singleuser.requestRatio=0"], "singleuser.requestRatio"),
