@@ -265,6 +265,8 @@ class MLHubSpawnerMixin(WorkspacePolicy):
             # an admin opening someone's form sees the names of their env variables, not the values
             values["env"] = "".join(f"# {name}=(hidden)\n" for name in sorted(self.workspace_options.env))
         profiles = await self.form_profiles(self._last_raw_options or {})
+        if profiles:  # empty: the chosen profile's limits (else the defaults), not the last profile's
+            values.update(cpu_limit="", mem_limit="")
         return render_options_form(policy, values, gpus=gpus, profiles=profiles)
 
     def _viewed_by_owner(self):

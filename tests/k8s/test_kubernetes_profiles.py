@@ -435,3 +435,21 @@ async def test_without_profiles_nothing_changes(fake):
     assert owned_by(fake, "uma") - {f"networkpolicies/{naming.network_name(HUB, 'uma')}"} <= {
         f"persistentvolumeclaims/{spawner.pvc_name}"
     }
+
+
+async def test_the_form_round_trip_takes_the_chosen_profiles_image_and_limits(fake):
+    spawner = make_spawner(fake, "vera", default_cpu_limit=1.0)
+    spawner.user_options = {"profile": "small"}
+    await spawner.start()
+    await spawner.stop(now=True)
+    form = await spawner.get_options_form()
+    assert 'value="small" checked' in form  # the last profile, preselected
+    assert 'name="cpu_limit" class="form-control" inputmode="decimal"\n           value=""' in form
+    # the browser sends the fields as rendered, with another profile chosen
+    form_data = {"profile": ["gpu-large"], "defined_image": [IMAGE], "cpu_limit": [""], "mem_limit": [""]}
+    spawner.user_options = await spawner.run_options_from_form(form_data)
+    await spawner.start()
+    _, container, _ = notebook(fake, spawner)
+    assert container["image"] == GPU_IMAGE
+    assert container["resources"]["limits"] == {"cpu": "8000m", "memory": str(16 * GB), "nvidia.com/gpu": "1"}
+    await spawner.stop(now=True)
