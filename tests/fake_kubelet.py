@@ -46,7 +46,8 @@ completion in order, + its main containers, all joined to the pause container's 
 
 Services resolve by DNS name: the pause container gets Docker network aliases ``<svc>``, ``<svc>.<ns>``,
 ``<svc>.<ns>.svc``, ``<svc>.<ns>.svc.cluster.local`` for every Service of its namespace whose selector matches
-the pod (re-checked every poll: a Service made later is added by reconnecting the pod at the same IP). A name
+the pod (re-checked every poll: a Service made later is added by reconnecting the pod at the same IP;
+the kubelet hands out pod IPs itself, never twice, so a pod starting meanwhile cannot take that address). A name
 resolves to the pod IPs themselves: no clusterIP, no kube-proxy, no load balancing, and no port remapping (a
 Service's ``port`` is not opened: clients must use the ``targetPort``, e.g. proxy-public 80 -> 8080).
 
@@ -378,6 +379,7 @@ class FakeKubelet:
         self._pvc_lock = threading.Lock()
         self.api: ApiForwarder | None = None
         self._pod_ips: dict[str, str] = {}  # pod uid -> IP, for fieldRef status.podIP
+        self._ip_lock = threading.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -397,6 +399,11 @@ class FakeKubelet:
             ),
         )
         self.gateway = pool["Gateway"]
+        # pod IPs are handed out here, never twice: a pod reconnected for new aliases keeps its address, which
+        # the engine would otherwise give to a pod starting meanwhile ("Address already in use")
+        self._free_ips = (
+            str(ip) for ip in ipaddress.ip_network(pool["Subnet"]).hosts() if str(ip) != self.gateway
+        )
         self.api = ApiForwarder(self.gateway, int(self.fake.url.rsplit(":", 1)[1]))
         self.fake.kubelet = self._claim
         return self
@@ -601,11 +608,11 @@ class FakeKubelet:
     def _run_pod_checked(self, pod, init_specs, main_specs):
         image = self._sandbox_image(pod, [*init_specs, *main_specs])
         mounts = self._prepare_volumes(pod, image)
-        pause = self._start_pause(pod, image)
-        pause.reload()
-        ip = pause.attrs["NetworkSettings"]["Networks"][self.network_name]["IPAddress"]
+        with self._ip_lock:
+            ip = next(self._free_ips)
+        aliases = service_aliases(self.fake.list("services", pod["metadata"]["namespace"]), pod)
+        pause = self._start_pause(pod, image, ip, aliases)
         self._pod_ips[pod["metadata"]["uid"]] = ip
-        aliases = self._sync_aliases(pod, pause, ip, [])
         init_done = []
         for i, c in enumerate(init_specs):
             if self._gone(pod):
@@ -750,8 +757,9 @@ class FakeKubelet:
 
     # ---- containers -------------------------------------------------------------------------------------------
 
-    def _start_pause(self, pod, image):
+    def _start_pause(self, pod, image, ip, aliases):
         spec = pod["spec"]
+        endpoint = self.client.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         pause = self.client.containers.create(
             image,
             entrypoint=["sleep", "infinity"],
@@ -760,6 +768,7 @@ class FakeKubelet:
             hostname=(spec.get("hostname") or pod["metadata"]["name"])[:63],
             labels=self._labels(pod),
             network=self.network_name,
+            networking_config={self.network_name: endpoint},
             user="65535:65535",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlhubspawner.naming import LABEL_USER  # noqa: E402
+
 from fake_kubelet import service_aliases  # noqa: E402
 from support import REPO, base_image, helm_binary  # noqa: E402
 
@@ -152,6 +154,26 @@ def running_pod(fake, component):
     return running[0] if running else None
 
 
+def assert_restricted(kubelet, pod, name, uid, secret_file):
+    """The chart's default securityContext as the engine ran it: the container and each of its processes as
+    ``uid`` (gid ``uid``, the fsGroup ``uid``), no capability, a read-only root filesystem where only /run/mlhub
+    and /tmp are writable; its Secret file is root-owned, group ``uid``, 0440."""
+    container = kubelet.container_of(pod, name)
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["User"] == f"{uid}:{uid}", container.attrs["Config"]["User"]
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert str(uid) in host["GroupAdd"] and "no-new-privileges" in host["SecurityOpt"]
+    processes = container.top(ps_args="-o pid,uid,args")["Processes"]
+    assert processes and all(p[1] == str(uid) for p in processes), processes
+    probe = container.exec_run(
+        ["sh", "-c", f"touch /run/mlhub/.probe /tmp/.probe && rm /run/mlhub/.probe /tmp/.probe && "
+         f"stat -c '%a %u %g' {secret_file}; touch /etc/.probe"]
+    )  # fmt: skip
+    out = probe.output.decode(errors="replace")
+    assert probe.exit_code != 0 and "Read-only file system" in out, out
+    assert out.splitlines()[0] == f"440 0 {uid}", out
+
+
 def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
     """``helm install`` on the fake: the hub and proxy pods run their real image; the hub answers
     /hub/health on its pod IP, the proxy forwards to it on its pod IP:8080; the admin spawns a workspace;
@@ -193,6 +215,9 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
         proxy = wait_for("proxy pod Running", lambda: running_pod(fake, "proxy"), timeout=60)
         assert kubelet.container_of(hub, "hub").image.tags == [HUB_IMAGE]
         assert kubelet.container_of(proxy, "proxy").image.tags == [HUB_IMAGE]
+        # non-root on read-only roots (Pod Security restricted): the hub as mlhub, the proxy as tunnel
+        assert_restricted(kubelet, hub, "hub", 1000, "/usr/local/etc/mlhub/values.yaml")
+        assert_restricted(kubelet, proxy, "proxy", 1001, "/etc/mlhub/ssh-host-keys/ssh_host_ecdsa_key")
         hub_ip, proxy_ip = hub["status"]["podIP"], proxy["status"]["podIP"]
         status = wait_for("hub health", lambda: http_get(f"http://{hub_ip}:8081/hub/health"), timeout=60)
         assert status[0] == 200, status
@@ -211,8 +236,13 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
         )
         assert "Kubernetes cleanup backend: namespace mlhub" in hub_log
         base = f"http://{proxy_ip}:8080"
-        admin_token = spawn_through_the_proxy(fake, kubelet, hub, base)
-        user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path)
+        admin_token = admin_logs_in(kubelet, hub, base)
+        with ThreadPoolExecutor(1) as pool:  # the workspaces start together: a spawn is mostly waiting
+            admin_started = pool.submit(api, base, "/hub/api/users/admin/server", admin_token, "POST", {})
+            user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path)
+            status, body = admin_started.result(timeout=120)
+        assert status in (201, 202), body
+        admin_workspace_through_the_proxy(fake, kubelet, base, admin_token)
     except AssertionError as e:
         raise AssertionError(f"{e}\n{diagnose()}") from None
 
@@ -231,10 +261,9 @@ def api(base, path, token=None, method="GET", body=None):
         return e.code, e.read().decode(errors="replace")
 
 
-def spawn_through_the_proxy(fake, kubelet, hub, base):
-    """The admin logs in (the generated password, read as an operator would) and starts a workspace: the
-    hub creates its pod through the API server, the kubelet runs it, the proxy routes /user/admin/ to it;
-    stopping it deletes the pod."""
+def admin_logs_in(kubelet, hub, base):
+    """The admin's API token, with the generated password read as an operator would; the cleanup service
+    answers through the proxy."""
     password = (
         kubelet.container_of(hub, "hub").exec_run(["cat", "/data/admin-password"]).output.decode().strip()
     )
@@ -252,14 +281,23 @@ def spawn_through_the_proxy(fake, kubelet, hub, base):
     assert status in (401, 403), (status, body)
     status, body = api(base, "/services/cleanup-service/", token)
     assert status != 503, (status, body)
-    status, body = api(base, "/hub/api/users/admin/server", token, method="POST", body={})
-    assert status in (201, 202), body
-    wait_for(
-        "workspace ready",
-        lambda: (api(base, "/hub/api/users/admin", token)[1].get("servers") or {}).get("", {}).get("ready"),
+    return token
+
+
+def workspace_ready(base, user, token):
+    return wait_for(
+        f"{user}'s workspace ready",
+        lambda: (api(base, f"/hub/api/users/{user}", token)[1].get("servers") or {}).get("", {}).get("ready"),
         timeout=60,
     )
-    (workspace,) = fake.list("pods", CHART_NS, label_selector="component=singleuser-server")
+
+
+def admin_workspace_through_the_proxy(fake, kubelet, base, token):
+    """The admin's started workspace: the hub created its pod through the API server, the kubelet runs it,
+    the proxy routes /user/admin/ to it; stopping it deletes the pod."""
+    workspace_ready(base, "admin", token)
+    admins = f"component=singleuser-server,{LABEL_USER}=admin"
+    (workspace,) = fake.list("pods", CHART_NS, label_selector=admins)
     assert workspace["status"]["phase"] == "Running"
     assert kubelet.container_of(workspace, workspace["spec"]["containers"][0]["name"]).image.tags == [
         "mlhub-workspace:0.1.0"
@@ -269,11 +307,8 @@ def spawn_through_the_proxy(fake, kubelet, hub, base):
     status, body = api(base, "/hub/api/users/admin/server", token, method="DELETE")
     assert status in (202, 204), body
     wait_for(
-        "workspace pod deleted",
-        lambda: not fake.list("pods", CHART_NS, label_selector="component=singleuser-server"),
-        timeout=30,
+        "workspace pod deleted", lambda: not fake.list("pods", CHART_NS, label_selector=admins), timeout=30
     )
-    return token
 
 
 # ---- a user's workspace: spawn progress, /workspace, SSH through the proxy pod --------------------------------
@@ -317,7 +352,7 @@ def spawn_with_progress(base, user, token):
             f"{base}/hub/api/users/{user}/server/progress", headers={"Authorization": f"token {token}"}
         )
         messages, ready = [], False
-        for _ in range(300):  # until the spawn is pending (400 before), bounded
+        for _ in range(300):  # until the spawn is pending (404 or 400 before), bounded
             try:
                 with urllib.request.urlopen(request, timeout=120) as stream:
                     for line in stream:
@@ -328,7 +363,7 @@ def spawn_with_progress(base, user, token):
                             assert not event.get("failed"), messages
                 break
             except urllib.error.HTTPError as e:
-                assert e.code == 400 and not started.done(), (e.code, e.read(), started.done())
+                assert e.code in (400, 404) and not started.done(), (e.code, e.read(), started.done())
                 time.sleep(0.1)
         status, body = started.result(timeout=120)
     assert status in (201, 202), body
@@ -413,15 +448,7 @@ def user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path):
     known = (tmp_path / "known_hosts").read_text()
     assert f"[{proxy_ip}]:8080 {front_public_key(fake)}" in known, known  # the front's key is the chart's
 
-    wait_for(
-        "mallory's workspace ready",
-        lambda: (
-            (api(base, f"/hub/api/users/{mallory}", mallory_token)[1].get("servers") or {})
-            .get("", {})
-            .get("ready")
-        ),
-        timeout=60,
-    )
+    workspace_ready(base, mallory, mallory_token)
     mallory_config, mallory_model = ssh_config_file(
         base, mallory, mallory_token, mallory_key, tmp_path, "mallory.sshconfig"
     )
