@@ -1,6 +1,8 @@
 """The chart on the fake API server with the fake kubelet (``tests/fake_kubelet.py``): pods reach each other by
 Service name and the API server as in-cluster clients do, and ``helm install`` brings up the hub and the proxy
-with their real images. Needs the engine: fails, never skips, without one."""
+with their real images; users spawn workspaces (the spawn progress shows the image pull), write to /workspace
+through Jupyter and over SSH through the proxy pod's public port (real ssh client, the hub's generated config),
+and cannot jump to another user's workspace. Needs the engine: fails, never skips, without one."""
 
 import base64
 import json
