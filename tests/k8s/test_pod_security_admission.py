@@ -267,24 +267,65 @@ def render_chart(*args):
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-@pytest.mark.parametrize(
-    "values", [[], ["-f", str(REPO / "tests/chart/values-max.yaml")]], ids=["default", "max"]
-)
-def test_chart_pods_pass_baseline(values):
-    """Every pod the chart makes (the hub and proxy Deployments' templates, any Pod or other workload)
-    conforms to ``baseline``; the ``restricted`` findings are printed for the issue."""
-    docs = render_chart(*values)
-    templates = {
+CHART_VALUES = {"default": [], "max": ["-f", str(REPO / "tests/chart/values-max.yaml")]}
+
+
+def chart_pod_templates(docs):
+    """{"<Kind>/<name>": pod or pod template} of every pod the rendered chart makes."""
+    return {
         f"{d['kind']}/{d['metadata']['name']}": d if d["kind"] == "Pod" else pod_security.pod_template(d)
         for d in docs
         if d["kind"] == "Pod" or pod_security.pod_template(d) is not None
     }
+
+
+@pytest.mark.parametrize("which", CHART_VALUES)
+def test_chart_pods_pass_restricted(which):
+    """Every pod the chart makes (the hub and proxy Deployments' templates, the pre-puller, any other workload)
+    conforms to ``restricted`` (pure checker)."""
+    templates = chart_pod_templates(render_chart(*CHART_VALUES[which]))
     assert {"Deployment/mlhub-hub", "Deployment/mlhub-proxy"} <= set(templates)
-    for name, template in templates.items():
-        print(name, "restricted:", pod_security.violations(template, "restricted"))
-    assert {name: pod_security.violations(t, "baseline") for name, t in templates.items()} == {
+    assert {name: pod_security.violations(t, "restricted") for name, t in templates.items()} == {
         name: [] for name in templates
     }
+
+
+@pytest.mark.parametrize("which", CHART_VALUES)
+def test_helm_install_into_a_restricted_namespace_admits_every_pod(fake, tmp_path, which):
+    """``helm install`` into a namespace labelled ``enforce=restricted``: every Deployment's ReplicaSet creates
+    its pods and admission refuses none (a refusal is a FailedCreate event, as on a cluster)."""
+    namespace = f"chart-{which}"
+    fake.create("namespaces", None, {"metadata": {"name": namespace, "labels": {LEVEL: "restricted"}}})
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": "/tmp/mlhub-helm/cache",
+        "HELM_CONFIG_HOME": "/tmp/mlhub-helm/config",
+        "KUBECONFIG": fake.write_kubeconfig(tmp_path / "kubeconfig", namespace),
+    }
+    result = subprocess.run(
+        [support.helm_binary(), "install", "mlhub", str(CHART), "--namespace", namespace,
+         *CHART_VALUES[which]],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    deployments = fake.list("deployments", namespace)
+    assert {d["metadata"]["name"] for d in deployments} == {"mlhub-hub", "mlhub-proxy"}
+
+    def refused():
+        return [e["message"] for e in fake.list("events", namespace) if e["reason"] == "FailedCreate"]
+
+    def pods_of(deployment):
+        selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+        return fake.list("pods", namespace, label_selector=selector)
+
+    # the fake's controllers act just after the install returns
+    support.wait_for(lambda: refused() or all(pods_of(d) for d in deployments), timeout=30, interval=0.2)
+    assert refused() == []
+    assert [a for a in fake.pod_security_audit if a["namespace"] == namespace] == []
+    for deployment in deployments:
+        (made,) = pods_of(deployment)
+        assert made["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+        assert pod_security.violations(made, "restricted") == []
 
 
 @module_loop
