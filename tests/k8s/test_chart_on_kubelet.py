@@ -176,26 +176,6 @@ def assert_restricted(kubelet, pod, name, uid, secret_file):
     assert out.splitlines()[0] == f"440 0 {uid}", out
 
 
-def assert_restricted(kubelet, pod, name, uid, secret_file):
-    """The chart's default securityContext as the engine ran it: the container and each of its processes as
-    ``uid`` (gid ``uid``, the fsGroup ``uid``), no capability, a read-only root filesystem where only /run/mlhub
-    and /tmp are writable; its Secret file is root-owned, group ``uid``, 0440."""
-    container = kubelet.container_of(pod, name)
-    host = container.attrs["HostConfig"]
-    assert container.attrs["Config"]["User"] == f"{uid}:{uid}", container.attrs["Config"]["User"]
-    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and not host["CapAdd"]
-    assert str(uid) in host["GroupAdd"] and "no-new-privileges" in host["SecurityOpt"]
-    processes = container.top(ps_args="-o pid,uid,args")["Processes"]
-    assert processes and all(p[1] == str(uid) for p in processes), processes
-    probe = container.exec_run(
-        ["sh", "-c", f"touch /run/mlhub/.probe /tmp/.probe && rm /run/mlhub/.probe /tmp/.probe && "
-         f"stat -c '%a %u %g' {secret_file}; touch /etc/.probe"]
-    )  # fmt: skip
-    out = probe.output.decode(errors="replace")
-    assert probe.exit_code != 0 and "Read-only file system" in out, out
-    assert out.splitlines()[0] == f"440 0 {uid}", out
-
-
 def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
     """``helm install`` on the fake: the hub and proxy pods run their real image; the hub answers
     /hub/health on its pod IP, the proxy forwards to it on its pod IP:8080; the admin spawns a workspace;
@@ -237,9 +217,6 @@ def test_helm_install_runs_hub_and_proxy(cluster, docker, tmp_path):
         proxy = wait_for("proxy pod Running", lambda: running_pod(fake, "proxy"), timeout=60)
         assert kubelet.container_of(hub, "hub").image.tags == [HUB_IMAGE]
         assert kubelet.container_of(proxy, "proxy").image.tags == [HUB_IMAGE]
-        # non-root on read-only roots (Pod Security restricted): the hub as mlhub, the proxy as tunnel
-        assert_restricted(kubelet, hub, "hub", 1000, "/usr/local/etc/mlhub/values.yaml")
-        assert_restricted(kubelet, proxy, "proxy", 1001, "/etc/mlhub/ssh-host-keys/ssh_host_ecdsa_key")
         # non-root on read-only roots (Pod Security restricted): the hub as mlhub, the proxy as tunnel
         assert_restricted(kubelet, hub, "hub", 1000, "/usr/local/etc/mlhub/values.yaml")
         assert_restricted(kubelet, proxy, "proxy", 1001, "/etc/mlhub/ssh-host-keys/ssh_host_ecdsa_key")
@@ -485,6 +462,7 @@ def user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path):
     attack.write_text(config.read_text().replace(str(alice_key), str(mallory_key)))
     refused = ssh(attack, model["host_alias"], "touch /workspace/mallory-was-here")
     assert refused.returncode != 0
+    print('REFUSED:', refused.stderr, flush=True)
     # refused by the front (her key may forward only to her own workspace), not by a broken setup
     assert "prohibited" in refused.stderr or "forwarding failed" in refused.stderr, refused.stderr
     status, body = api(base, f"/user/{alice}/api/contents/", alice_token)
