@@ -462,7 +462,6 @@ def user_workspace_over_ssh(fake, base, admin_token, proxy_ip, tmp_path):
     attack.write_text(config.read_text().replace(str(alice_key), str(mallory_key)))
     refused = ssh(attack, model["host_alias"], "touch /workspace/mallory-was-here")
     assert refused.returncode != 0
-    print('REFUSED:', refused.stderr, flush=True)
     # refused by the front (her key may forward only to her own workspace), not by a broken setup
     assert "prohibited" in refused.stderr or "forwarding failed" in refused.stderr, refused.stderr
     status, body = api(base, f"/user/{alice}/api/contents/", alice_token)
