@@ -89,6 +89,10 @@ c.JupyterHub.logo_file = ui.LOGO_FILE
 c.JupyterHub.spawner_class = "mlhub-docker"
 c.MLHubDockerSpawner.hub_name = settings.hub_name
 c.MLHubDockerSpawner.image = settings.workspace_image
+# the flavors (minimal, ml, gpu) or other images the form offers after the default (MLHUB_WORKSPACE_IMAGES;
+# make run: the flavors built on this engine)
+if settings.workspace_images:
+    c.MLHubDockerSpawner.workspace_images = [image for _, image in settings.workspace_images]
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
 # closed egress: no host services but the hub API, no link-local/metadata, private ranges only if allowed

@@ -41,6 +41,8 @@ class Settings:
     proxy_api_port: int = 8001
     hub_address: str = "gateway"
     workspace_image: str = f"mlhub-workspace:{__version__}"
+    # more images for the options form: (friendly name, image) pairs, e.g. ("ml", "mlhub-workspace-ml:0.1.0")
+    workspace_images: tuple = ()
     user_config: str = "/resources/jupyterhub_user_config.py"
     cleanup_port: int = 8002
     idle_timeout_seconds: int = 86400
@@ -129,6 +131,27 @@ def _ip(env, name, default):
     return value
 
 
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,39}$")
+
+
+def _images(env, name):
+    """``[name=]image`` entries, comma-separated, as ``(name, image)`` pairs; the name defaults to the image."""
+    pairs = []
+    for entry in (e.strip() for e in env.get(name, "").split(",")):
+        if not entry:
+            continue
+        label, named, image = (part.strip() for part in entry.rpartition("="))
+        if not _IMAGE_REF.match(image):
+            raise SettingsError(
+                f"{name}: {image!r} is not an image name (comma-separated [name=]image entries)"
+            )
+        if named and not _IMAGE_NAME.match(label):
+            raise SettingsError(f"{name}: {label!r}: a name is 1-40 letters, digits, spaces or ._()+-")
+        pairs.append((label or image, image))
+    return tuple(pairs)
+
+
 def _token(env, name):
     value = env.get(name, "").strip()
     if value and (len(value) < 32 or not value.isascii() or not value.isalnum()):
@@ -179,6 +202,7 @@ def load_settings(env=None):
         proxy_api_port=_port(env, "MLHUB_PROXY_API_PORT", 8001),
         hub_address=env.get("MLHUB_HUB_ADDRESS", "").strip() or "gateway",
         workspace_image=env.get("MLHUB_WORKSPACE_IMAGE", defaults.workspace_image),
+        workspace_images=_images(env, "MLHUB_WORKSPACE_IMAGES"),
         user_config=env.get("MLHUB_USER_CONFIG", defaults.user_config),
         cleanup_port=_port(env, "MLHUB_CLEANUP_PORT", 8002),
         idle_timeout_seconds=_int(env, "MLHUB_IDLE_TIMEOUT_SECONDS", 86400, 10, allow=(0,)),
@@ -300,9 +324,18 @@ VARIABLES = (
     ),
     Variable(
         "MLHUB_WORKSPACE_IMAGE",
-        "The default workspace image (built by `make images`).",
-        "hub, build scripts",
+        "The default workspace image. `make images` builds the flavors `mlhub-workspace:<version>` (minimal, "
+        "what the tests spawn) and `mlhub-workspace-ml:<version>` (ml, what `make run` offers first); "
+        "`make image-gpu` builds `mlhub-workspace-gpu:<version>`.",
+        "hub, make run",
         "mlhub-workspace:<version>",
+    ),
+    Variable(
+        "MLHUB_WORKSPACE_IMAGES",
+        "More images the options form offers after the default, comma-separated `[name=]image` entries "
+        "(`minimal=mlhub-workspace:0.1.0,gpu=mlhub-workspace-gpu:0.1.0`); unset: only the default, and `make run` "
+        "offers the flavors built on this engine.",
+        "hub, make run",
     ),
     Variable(
         "MLHUB_IDLE_TIMEOUT_SECONDS",

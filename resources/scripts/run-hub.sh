@@ -10,6 +10,8 @@
 #        secrets (`... by-name`: MLHUB_ADMIN_PASSWORD) as -e NAME only, then waits until /hub/health answers and
 #        says how the admin logs in (the password generated at the first start, printed once). The data volume
 #        outlives the container. Needs python3 (standard library only, no venv).
+#        Workspace images: unset MLHUB_WORKSPACE_IMAGE becomes the ml flavor (else minimal) and unset
+#        MLHUB_WORKSPACE_IMAGES the flavors built on this engine (minimal, ml, gpu), named in the options form.
 # stop:  removes the container; the data volume and the running workspaces stay.
 set -euo pipefail
 
@@ -27,6 +29,18 @@ variables() {
 }
 
 state() { docker inspect --format '{{.State.Status}}' "$name" 2>/dev/null || true; }
+
+# The workspace flavors built on this engine (make images, make image-gpu): the default image, when not given, is
+# the ml flavor (else minimal), and the form offers every built flavor by its name (minimal, ml, gpu).
+workspace_flavors() {
+  local flavor built=()
+  for flavor in ml=mlhub-workspace-ml minimal=mlhub-workspace gpu=mlhub-workspace-gpu; do
+    docker inspect --type image "${flavor#*=}:$version" >/dev/null 2>&1 && built+=("$flavor:$version")
+  done
+  [[ ${#built[@]} -gt 0 ]] || return 0
+  [[ -n "${MLHUB_WORKSPACE_IMAGE:-}" ]] || export MLHUB_WORKSPACE_IMAGE="${built[0]#*=}"
+  [[ -n "${MLHUB_WORKSPACE_IMAGES+set}" ]] || export MLHUB_WORKSPACE_IMAGES="$(IFS=,; echo "${built[*]}")"
+}
 
 # How the admin logs in: the password this container generated (logged once, at the hub's first start
 # on this data volume), else MLHUB_ADMIN_PASSWORD's, else the one chosen before.
@@ -57,6 +71,7 @@ start() {
     echo "Replacing container $name (image changed to $image; data and workspaces stay)"
   fi
   [[ -n "$(state)" ]] && docker rm -f "$name" >/dev/null
+  workspace_flavors
   # ip_forward=0: the hub container joins every user network and must not route between them
   args=(-d --name "$name" --restart unless-stopped -p "$port:8080" --sysctl net.ipv4.ip_forward=0
         -v /var/run/docker.sock:/var/run/docker.sock -v "$name-data:/data")

@@ -203,6 +203,7 @@ VALID = {
     "MLHUB_SSH_PUBLIC_PORT": "2222",
     "MLHUB_CERT_RELOAD_SECONDS": "120",
     "MLHUB_WORKSPACE_IMAGE": "mlhub-workspace:test",
+    "MLHUB_WORKSPACE_IMAGES": "minimal=mlhub-workspace:test,gpu=mlhub-workspace-gpu:test",
     "MLHUB_IDLE_TIMEOUT_SECONDS": "7200",
     "MLHUB_CLEANUP_PORT": "8003",
     "MLHUB_EGRESS_FIREWALL": "false",
