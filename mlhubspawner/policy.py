@@ -8,9 +8,10 @@ into a :class:`Policy` value that the pure option parser checks against.
 
 from dataclasses import dataclass
 
-from traitlets import Bool, Float, Int, List, Unicode, Union, validate
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
+from . import images
 from .options import MAX_DAYS_TO_LIVE, OptionsError, parse_size
 
 # the shipped lifetime maximum: every workspace expires at most 90 days after its creation unless the
@@ -30,6 +31,8 @@ DEFAULT_RESERVED_ENV = [
     "NVIDIA_VISIBLE_DEVICES",
     "JUPYTER_IMAGE",
     "JUPYTER_IMAGE_SPEC",
+    # what ML Hub sets for ml-workspace images (mlhubspawner.images): users never turn their auth off
+    *images.ML_WORKSPACE_FIXED_ENV,
 ]
 
 
@@ -157,6 +160,50 @@ class WorkspacePolicy(Configurable):
         False,
         help="""Let users type any image name, not only one of ``workspace_images``.""",
     ).tag(config=True)
+
+    workspace_image_settings = Dict(
+        default_value=images.DEFAULT_IMAGE_SETTINGS,
+        help="""How images are run, by image name or pattern (``*`` and ``?``; an exact name wins, else the first
+        pattern that matches; ``docker.io/`` prefixes are ignored). Images not listed follow ML Hub's own
+        convention. An image must still be offered (``workspace_images``) or custom images allowed.
+
+        Each value is a dict of:
+
+        - ``convention``: ``"mlhub"`` (the default: ML Hub's workspace image), ``"ml-workspace"``
+          (mltooling/ml-workspace-style: the image's own entrypoint serves Jupyter and its tools on
+          port 8080 under ``WORKSPACE_BASE_URL``, as root; ML Hub sets ``AUTHENTICATE_VIA_JUPYTER``, which
+          nobody can change, and ``SHUTDOWN_INACTIVE_KERNELS=true``) or ``"docker-stacks"`` (the Jupyter
+          Docker Stacks: the image's ``start-notebook``/``start-singleuser`` as jovyan 1000:100, the volume
+          at ``/home/jovyan/work`` and Jupyter rooted there);
+        - ``env``: variables for this image (after ``c.Spawner.environment``; users cannot override them);
+        - ``cmd``: the command (default: the image's CMD; ``mlhub``: the spawner's ``cmd``);
+        - ``port``: the port the image serves on (default: ``ml-workspace`` 8080, else the spawner's ``port``);
+        - ``volume_path``: where the workspace volume is mounted (default per convention);
+        - ``run_as_root``: the image needs root (default: true for ``ml-workspace``). On Kubernetes the pod
+          then runs as uid 0, which needs ``pod_security_level = "baseline"``; on Docker images run as
+          their own ``USER`` anyway.
+
+        The default knows ``mltooling/ml-workspace*`` (ml-workspace), ``jupyter/*`` and
+        ``quay.io/jupyter/*`` (docker-stacks). Example::
+
+            c.MLHubDockerSpawner.workspace_image_settings = {
+                "registry.example.com/ml-workspace-gpu:*": {
+                    "convention": "ml-workspace",
+                    "env": {"SHUTDOWN_INACTIVE_KERNELS": "3600"},
+                },
+                "registry.example.com/scipy-notebook:*": {"convention": "docker-stacks"},
+            }
+        """,
+    ).tag(config=True)
+
+    @validate("workspace_image_settings")
+    def _validate_workspace_image_settings(self, proposal):
+        images.parse_image_settings(proposal.value, f"{type(self).__name__}.workspace_image_settings")
+        return proposal.value
+
+    def image_settings(self, image):
+        """The admin's :class:`~mlhubspawner.images.ImageSettings` of ``image`` (ML Hub's convention if unlisted)."""
+        return images.settings_for(image, images.parse_image_settings(self.workspace_image_settings))
 
     default_cpu_limit = Float(
         None,

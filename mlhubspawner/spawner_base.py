@@ -14,7 +14,7 @@ import time
 from tornado import web
 from traitlets import Any, Bool, Integer, Unicode, default, validate
 
-from . import naming
+from . import images, naming
 from .form import form_values, render_options_form, submitted_values
 from .options import (
     MAX_DAYS_TO_LIVE,
@@ -101,14 +101,18 @@ def stored_options(data):
     )
 
 
-def workspace_env(base, options, ssh_host, visible_gpus):
-    """The env of one start (pure): the user's vars, then ``base`` (JupyterHub's), then ML Hub's.
+def workspace_env(base, options, ssh_host, visible_gpus, run=None, volume_mounted=True):
+    """The env of one start (pure): the user's vars, then ``base`` (JupyterHub's), then the image's
+    convention's (``run``, an :class:`~mlhubspawner.images.ImageRun`), then ML Hub's.
 
     ``visible_gpus`` is the value of ``NVIDIA_VISIBLE_DEVICES``: the GPU ids, ``"void"`` (no GPU, even
     for an image that says ``all``), or None to leave it to the runtime (Kubernetes' device plugin).
     """
     env = dict(options.env)
     env.update(base)
+    if run is not None:
+        prefix = base.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+        env.update(images.image_env(run, service_prefix=prefix, volume_mounted=volume_mounted, base=base))
     env["JUPYTER_IMAGE_SPEC"] = env["JUPYTER_IMAGE"] = options.image
     env["SSH_JUMPHOST_TARGET"] = ssh_host
     if visible_gpus is None:
@@ -339,6 +343,41 @@ class MLHubSpawnerMixin(WorkspacePolicy):
             now, options.days_to_live, self.created_at, self.expiration
         )
         return self.expiration
+
+    # ---- the image's convention (mlhubspawner.images) -------------------------------------
+
+    _image_trait_undo = None
+
+    def image_run(self, options):
+        """How this start runs ``options.image``: its convention and the admin's per-image settings.
+
+        Read from the configured command, port and volume path: call :meth:`restore_image_traits` first.
+        """
+        return images.image_run(
+            self.image_settings(options.image),
+            spawner_cmd=self.cmd,
+            spawner_port=self.port,
+            spawner_volume_path=self.volume_path,
+        )
+
+    def apply_image_traits(self, values):
+        """Set traits (``port``, ``cmd``...) for this start's image; :meth:`restore_image_traits` undoes them."""
+        self.restore_image_traits()
+        undo = {}
+        for name, value in values.items():
+            before = getattr(self, name)
+            if before == value:
+                continue
+            setattr(self, name, value)
+            undo[name] = (before, getattr(self, name))
+        self._image_trait_undo = undo
+
+    def restore_image_traits(self):
+        """Put back the traits the last start's image changed (those nobody has changed since)."""
+        undo, self._image_trait_undo = self._image_trait_undo or {}, None
+        for name, (before, applied) in undo.items():
+            if getattr(self, name) == applied:
+                setattr(self, name, before)
 
     # ---- progress events ------------------------------------------------------------------
 

@@ -17,10 +17,11 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
 from requests.exceptions import RequestException
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Float, Int, List, Unicode, default, validate
 from traitlets.utils.importstring import import_item
 
-from .. import gpus, metrics, naming
+from .. import gpus, images, metrics, naming
 from ..options import OptionsError
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error, workspace_env
 from . import egress, gpu_discovery, objects
@@ -407,11 +408,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     # ---- environment ----------------------------------------------------------------------
 
-    def workspace_env(self, options, gateway, gpu_ids=()):
+    def workspace_env(self, options, gateway, gpu_ids=(), run=None):
         """The env of one start: the user's vars, then ours (which the user cannot override)."""
         # "void": an image that says NVIDIA_VISIBLE_DEVICES=all gets no GPU it was not given
         visible = ",".join(gpu_ids) if gpu_ids else "void"
-        env = workspace_env(self.get_env(), options, self.object_name, visible)
+        env = workspace_env(self.get_env(), options, self.object_name, visible, run, options.mount_volume)
         # the hub's own URL (loopback) as a workspace reaches it: its network's gateway, or by name
         hub_host = gateway if self.connect_hub_via_gateway else self.hub_name if self.hub_container else None
         if hub_host:
@@ -424,7 +425,10 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
 
     async def start(self):
         self._progress_reset()
+        self.restore_image_traits()  # the configured port, not the last image's
         options = await self.validated_options()
+        run = self.image_run(options)
+        self.apply_image_traits({"port": run.port})  # JUPYTERHUB_SERVICE_URL and the route name it
         owner_labels = dict(hub_name=self.hub_name, username=self.user.name, server_name=self.name)
         volume = self.volume_name if options.mount_volume else None
         self.emit_progress(10, f"Checking image {options.image}")
@@ -460,7 +464,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                 **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration, gpus=gpu_ids
             )
             create_kwargs, host_config = await self._container_spec(
-                options, labels, volume, network_gateway(network), image, gpu_ids
+                options, labels, volume, network_gateway(network), image, gpu_ids, run
             )
             wanted_hash = objects.config_hash(create_kwargs, host_config)
             create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
@@ -476,6 +480,9 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         ip, port = await self.get_ip_and_port()
         self.emit_progress(85, "Waiting for the workspace to answer")
         await self._wait_until_listening(ip, port)
+        if run.convention == images.ML_WORKSPACE:
+            # its nginx listens before Jupyter behind it answers (502 meanwhile)
+            await self._wait_until_answering(ip, port, self.server.base_url if self.server else "/")
         return ip, port
 
     async def _adopt_user_network(self):
@@ -558,7 +565,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             self.log.error("Refused %s %s for %s: it is labelled %s", kind, name, self._log_name, found)
             raise
 
-    async def _container_spec(self, options, labels, volume, gateway, image, gpu_ids):
+    async def _container_spec(self, options, labels, volume, gateway, image, gpu_ids, run):
         extra_create = self._eval_if_callable(self.extra_create_kwargs)
         if asyncio.iscoroutine(extra_create):
             extra_create = await extra_create
@@ -568,10 +575,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         create_kwargs = objects.make_container_kwargs(
             name=self.object_name,
             image=options.image,
-            env=self.workspace_env(options, gateway, gpu_ids),
+            env=self.workspace_env(options, gateway, gpu_ids, run),
             labels=labels,
-            port=self.port,
-            command=list(self.cmd or image["Config"].get("Cmd") or []) + self.get_args(),
+            port=run.port,
+            command=list(run.cmd if run.cmd is not None else image["Config"].get("Cmd") or [])
+            + (self.get_args() if run.use_args else []),
             extra=self._render_templates(extra_create or {}),
         )
         host_config = objects.make_host_config(
@@ -580,7 +588,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             mem_limit=options.mem_limit,
             shm_size=options.shm_size,
             volume=volume,
-            volume_path=self.volume_path,
+            volume_path=run.volume_path,
             gpus=gpu_ids,
             gpu_driver=self.gpu_driver,
             pids_limit=self.pids_limit,
@@ -726,6 +734,30 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             elapsed = now - start
             await asyncio.sleep(self.ready_poll_interval if elapsed < 5 else min(0.5, elapsed / 20))
         raise TimeoutError(f"{self.object_name} did not accept connections within {self.http_timeout}s")
+
+    async def _wait_until_answering(self, ip, port, prefix):
+        """Return once ``http://ip:port<prefix>api`` answers without a 5xx (bounded by http_timeout)."""
+        client = AsyncHTTPClient()
+        url = f"http://{ip}:{port}{prefix}api"
+        deadline = time.monotonic() + self.http_timeout
+        while time.monotonic() < deadline:
+            try:
+                response = await client.fetch(
+                    url, raise_error=False, follow_redirects=False, request_timeout=5
+                )
+            except (OSError, HTTPClientError):  # not listening yet, or timed out
+                response = None
+            if response is not None and response.code < 500:
+                return
+            if await self.poll() is not None:
+                logs = await self.docker("logs", self.object_id, tail=20)
+                raise RuntimeError(
+                    f"Workspace {self.object_name} exited: {logs.decode(errors='replace')[-2000:]}"
+                )
+            await asyncio.sleep(0.2)
+        raise TimeoutError(
+            f"{self.object_name}'s Jupyter did not answer at {url} within {self.http_timeout}s"
+        )
 
     async def delete_forever(self):
         """A deleted server loses its container; its volume is left to the cleanup policy."""

@@ -180,9 +180,14 @@ def workspace_volumes(*, pvc_name=None, volume_path="/workspace", shm_size=None)
     return volumes, mounts
 
 
-def workspace_env(base, options, *, ssh_host, gpu_count=0):
-    """The shared workspace env; with GPUs the device plugin sets ``NVIDIA_VISIBLE_DEVICES``."""
-    return spawner_base.workspace_env(base, options, ssh_host, None if gpu_count else "void")
+def workspace_env(base, options, *, ssh_host, gpu_count=0, run=None, volume_mounted=True):
+    """The shared workspace env; with GPUs the device plugin sets ``NVIDIA_VISIBLE_DEVICES``.
+
+    ``run`` (an :class:`~mlhubspawner.images.ImageRun`) adds its image convention's env.
+    """
+    return spawner_base.workspace_env(
+        base, options, ssh_host, None if gpu_count else "void", run, volume_mounted
+    )
 
 
 def _with_metadata(obj, labels, annotations):

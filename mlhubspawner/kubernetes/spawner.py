@@ -41,7 +41,7 @@ from traitlets import (
     validate,
 )
 
-from .. import metrics, naming
+from .. import images, metrics, naming
 from ..options import (
     OptionsError,
     WorkspaceOptions,
@@ -65,6 +65,7 @@ class WorkspaceStart:
     volume: bool = False  # a PVC is created and mounted
     gpu_resource: str = objects.GPU_RESOURCE
     gpu_product: str = ""  # with GPUs: the node selector nvidia.com/gpu.product=<product>
+    run: images.ImageRun | None = None  # how the image is run (its convention)
 
 
 class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
@@ -506,10 +507,13 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         try:
             policy = await self.current_policy()
             if choice is None:
-                return parse_options(raw, policy), policy
-            policy = profiles.constrained_policy(policy, choice)
-            rest = {k: v for k, v in raw.items() if k not in keys}
-            return parse_options(profiles.with_choice(rest, choice), policy), policy
+                options = parse_options(raw, policy)
+            else:
+                policy = profiles.constrained_policy(policy, choice)
+                rest = {k: v for k, v in raw.items() if k not in keys}
+                options = parse_options(profiles.with_choice(rest, choice), policy)
+            self._check_image_user(options)
+            return options, policy
         except BaseException:
             self._undo_profile()
             raise
@@ -683,8 +687,10 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     async def _start_workspace(self):
         this_start = asyncio.current_task()
+        self.restore_image_traits()  # the configured port, command and user, not the last image's
         options = await self.validated_options()
         policy = await self.current_policy()
+        run = self.image_run(options)
         count = self._gpu_count(options, policy)
         resource, product = self._gpu_type(options, policy)
         volume = self.persistent_volumes and options.mount_volume
@@ -693,8 +699,15 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             await self._adopt_network_policy()
         await self._check_existing_owners(volume)
         self._start_plan = WorkspaceStart(
-            options, count, self.plan_lifetime(options), volume, gpu_resource=resource, gpu_product=product
+            options,
+            count,
+            self.plan_lifetime(options),
+            volume,
+            gpu_resource=resource,
+            gpu_product=product,
+            run=run,
         )
+        self._apply_image_run(run)
         # KubeSpawner creates the PVC when this is on: this start decides
         self.storage_pvc_ensure = volume
         await self.get_pod_manifest()  # settings that Pod Security refuses fail here, before anything exists
@@ -714,6 +727,28 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         if count:
             await self.gpu_status()  # the metrics see the GPUs taken
         return started
+
+    def _check_image_user(self, options):
+        """Refuse (``OptionsError`` on ``image``) an image that needs root when Pod Security ``restricted`` applies."""
+        settings = self.image_settings(options.image)
+        if self.pod_security_level == "restricted" and images.image_run(settings).run_as_root:
+            raise OptionsError(
+                "image",
+                f"{options.image} runs as root ({settings.convention} convention), which Pod Security "
+                "'restricted' refuses: an admin must set "
+                'c.MLHubKubernetesSpawner.pod_security_level = "baseline" (and label the namespace '
+                "pod-security.kubernetes.io/enforce=baseline), or run_as_root False for it in "
+                "workspace_image_settings",
+            )
+
+    def _apply_image_run(self, run):
+        """KubeSpawner's port, command and user for this start's image (undone at the next start or the stop)."""
+        values = {"port": run.port, "cmd": list(run.cmd) if run.cmd else None}
+        if not run.use_args:
+            values["args"] = []
+        if run.run_as_root:
+            values.update(uid=0, gid=0)
+        self.apply_image_traits(values)
 
     # ---- owners: never reuse, replace or delete what is not this workspace's ---------------
 
@@ -783,6 +818,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
                 return  # our workspace is gone; the pod of that name is left alone
         await super().stop(now)
         if not self._starting:
+            self.restore_image_traits()  # applied after the profile: undone before it
             self._undo_profile()  # the next start begins from the configured settings
         if self._start_plan is not None and self._start_plan.gpu_count:
             await self.gpu_status()  # the metrics see the GPUs freed
@@ -883,7 +919,12 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         if plan is None:
             return env
         return objects.workspace_env(
-            env, plan.options, ssh_host=self.ssh_target()[0], gpu_count=plan.gpu_count
+            env,
+            plan.options,
+            ssh_host=self.ssh_target()[0],
+            gpu_count=plan.gpu_count,
+            run=plan.run,
+            volume_mounted=plan.volume,
         )
 
     def _secure_pod(self, pod):
@@ -914,7 +955,7 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         )
         volumes, mounts = objects.workspace_volumes(
             pvc_name=self.pvc_name if plan.volume else None,
-            volume_path=self.volume_path,
+            volume_path=plan.run.volume_path if plan.run else self.volume_path,
             shm_size=options.shm_size,
         )
         pod = objects.customize_pod(
