@@ -9,6 +9,7 @@ Routes (under ``/hub/``): ``mlhub/ssh-keys`` (own keys; admins ``?user=<name>``)
 (every workspace of every user, admins only), ``mlhub/static/...`` (our CSS, JS and logo).
 """
 
+import fnmatch
 import math
 import os
 import time
@@ -28,6 +29,36 @@ LOGO_FILE = os.path.join(STATIC_DIR, "logo.svg")
 
 
 # --- the pure model --------------------------------------------------------------------------------
+# The browser tools a workspace serves through jupyter-server-proxy (resources/workspace/ml/tools): name → title.
+TOOLS = {"vscode": "VS Code", "desktop": "Desktop", "tensorboard": "TensorBoard"}
+# Which images serve them, by repository name (the image reference without registry, path, tag or digest;
+# patterns allowed): ML Hub's own ml and gpu flavors, wherever they are pushed.
+DEFAULT_TOOL_IMAGES = {"mlhub-workspace-ml": tuple(TOOLS), "mlhub-workspace-gpu": tuple(TOOLS)}
+
+
+def image_repository_name(image):
+    """``registry:5000/team/mlhub-workspace-ml:0.1.0@sha256:…`` → ``mlhub-workspace-ml``."""
+    name = str(image or "").partition("@")[0].rpartition("/")[2]
+    return name.partition(":")[0]
+
+
+def image_tools(image, tool_images=None):
+    """The tools ``image`` serves (names of :data:`TOOLS`, in its order): the first pattern of
+    ``tool_images`` (default :data:`DEFAULT_TOOL_IMAGES`) that matches its repository name."""
+    name = image_repository_name(image)
+    if not name:
+        return []
+    for pattern, tools in (DEFAULT_TOOL_IMAGES if tool_images is None else tool_images).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return [tool for tool in TOOLS if tool in set(tools)]
+    return []
+
+
+def tool_links(server_url, tools):
+    """Links to the tools under a workspace's URL (``/user/<name>/<server>/``): ``vscode/`` etc."""
+    return [{"name": tool, "title": TOOLS[tool], "url": f"{server_url}{tool}/"} for tool in tools]
+
+
 def format_bytes(value):
     """``4294967296`` → ``4G``; ``None`` → ``""``."""
     if not value:
@@ -128,8 +159,12 @@ def workspace_row(
     now=None,
     show_env_values=True,
     gpu_devices=(),
+    tool_images=None,
 ):
     """One workspace as the pages show it: plain, JSON-friendly values (no markup).
+
+    ``tools``: links to the browser tools its image serves (:func:`image_tools` with ``tool_images``); the
+    pages show them while it runs.
 
     ``gpu_devices``: what the running workspace holds, e.g. ``["GPU 2: NVIDIA A100-SXM4-80GB, 80 GB"]``.
 
@@ -151,6 +186,7 @@ def workspace_row(
     info["expiration_timestamp_seconds"] = int(expiration or 0)
     if expiration:
         info["remaining_lifetime_seconds"] = max(0, int(expiration - now))
+    url = f"{prefix}user/{u}/{s}/" if server else f"{prefix}user/{u}/"
     return {
         "user": user,
         "server": server,
@@ -169,7 +205,8 @@ def workspace_row(
         "expires": format_time(expiration) if expiration else "never",
         "created": format_time(created_at),
         "last_activity": format_time(last_activity),
-        "url": f"{prefix}user/{u}/{s}/" if server else f"{prefix}user/{u}/",
+        "url": url,
+        "tools": tool_links(url, image_tools(options.get("image"), tool_images)) if options else [],
         "spawn_url": f"{hub_url}spawn/{u}/{s}" if server else f"{hub_url}spawn/{u}",
         "pending_url": f"{hub_url}spawn-pending/{u}/{s}" if server else f"{hub_url}spawn-pending/{u}",
         "server_api": server_api,
@@ -188,7 +225,7 @@ def _spawner_options(spawner):
     return dict(getattr(orm_spawner, "user_options", None) or {}) or None
 
 
-def spawner_row(user, spawner, hub_url, prefix, now=None, viewer=None):
+def spawner_row(user, spawner, hub_url, prefix, now=None, viewer=None, tool_images=None):
     """The row of one JupyterHub spawner (reads its state; no I/O).
 
     ``viewer`` is the name of who looks at it: env values are shown to the owner only.
@@ -207,10 +244,11 @@ def spawner_row(user, spawner, hub_url, prefix, now=None, viewer=None):
         now=now,
         show_env_values=viewer is None or viewer == user.name,
         gpu_devices=spawner.held_gpus() if spawner.active and hasattr(spawner, "held_gpus") else (),
+        tool_images=tool_images,
     )
 
 
-def user_rows(user, hub_url, prefix, now=None, viewer=None):
+def user_rows(user, hub_url, prefix, now=None, viewer=None, tool_images=None):
     """Every workspace of ``user`` (a ``jupyterhub.user.User``): the default one first, then by name.
 
     ``viewer``: who looks at them (None: the owner).
@@ -218,20 +256,26 @@ def user_rows(user, hub_url, prefix, now=None, viewer=None):
     default = user.spawner  # creates the default server's record when missing
     names = sorted(name for name in user.orm_user.orm_spawners if name)
     spawners = [default] + [user.spawners[name] for name in names]
-    rows = [spawner_row(user, spawner, hub_url, prefix, now, viewer) for spawner in spawners]
+    rows = [spawner_row(user, spawner, hub_url, prefix, now, viewer, tool_images) for spawner in spawners]
     # JupyterHub records a named server as soon as its spawn page is opened: one that never started
     # (e.g. its form was refused) has nothing to show, and is not listed
     return [r for r in rows if not r["server"] or r["started"] or r["status"] != "stopped"]
 
 
 class TemplateHelpers:
-    """``mlhub_ui`` in every template (``JupyterHub.template_vars``; not callable, so passed as is)."""
+    """``mlhub_ui`` in every template (``JupyterHub.template_vars``; not callable, so passed as is).
+
+    ``tool_images``: which images serve which browser tools (see :func:`image_tools`; None: ML Hub's flavors).
+    """
+
+    def __init__(self, tool_images=None):
+        self.tool_images = tool_images
 
     def rows(self, user, hub_url, prefix):
         """The home page's rows: ``user`` is the one logged in, the owner (env values shown)."""
         if user is None:
             return []
-        return user_rows(user, hub_url, prefix, viewer=user.name)
+        return user_rows(user, hub_url, prefix, viewer=user.name, tool_images=self.tool_images)
 
 
 # --- handlers ----------------------------------------------------------------------------------------

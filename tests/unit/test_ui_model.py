@@ -202,3 +202,72 @@ def test_rows_survive_any_stored_expiration(expiration):
     )
     json.loads(json.dumps(row, allow_nan=False))
     assert row["expires"] in ("never", "unknown") or row["expires"].endswith("UTC")
+
+
+@pytest.mark.parametrize(
+    "image, tools",
+    [
+        ("mlhub-workspace-ml:0.1.0", ["vscode", "desktop", "tensorboard"]),
+        (
+            "registry.example:5000/team/mlhub-workspace-gpu:1@sha256:" + "a" * 64,
+            ["vscode", "desktop", "tensorboard"],
+        ),
+        ("mlhub-workspace:0.1.0", []),
+        ("mlhub-workspace-ml-stage:abc", []),
+        ("team/mlhub-workspace-ml/other:1", []),
+        ("", []),
+        (None, []),
+    ],
+)
+def test_image_tools_of_mlhub_flavors(image, tools):
+    assert ui.image_tools(image) == tools
+
+
+def test_image_tools_configured_patterns_in_tool_order():
+    tool_images = {"my-*": ["tensorboard", "vscode", "unknown"], "*": []}
+    assert ui.image_tools("reg/my-image:2", tool_images) == ["vscode", "tensorboard"]
+    assert ui.image_tools("mlhub-workspace-ml:0.1.0", tool_images) == []
+
+
+def test_running_ml_row_links_its_tools_under_the_server_url():
+    row = ui.workspace_row(
+        user="ann",
+        server="my run",
+        status="running",
+        options={"image": "mlhub-workspace-ml:0.1.0"},
+        prefix="/base/",
+    )
+    assert [(t["title"], t["url"]) for t in row["tools"]] == [
+        ("VS Code", "/base/user/ann/my%20run/vscode/"),
+        ("Desktop", "/base/user/ann/my%20run/desktop/"),
+        ("TensorBoard", "/base/user/ann/my%20run/tensorboard/"),
+    ]
+    default = ui.workspace_row(
+        user="ann", server="", status="running", options={"image": "mlhub-workspace-ml:1"}
+    )
+    assert default["tools"][0]["url"] == "/user/ann/vscode/"
+    assert ui.workspace_row(user="ann", server="", status="stopped", options=None)["tools"] == []
+    json.dumps(row)
+
+
+def _home_row(status, image):
+    return ui.workspace_row(user="ann", server="w", status=status, options={"image": image}, now=NOW)
+
+
+def test_home_page_shows_tool_links_only_for_running_workspaces_with_tools():
+    running = _render(
+        "home.html",
+        mlhub_ui=types.SimpleNamespace(rows=lambda *a: [_home_row("running", "mlhub-workspace-ml:1")]),
+    )
+    assert 'href="/user/ann/w/vscode/"' in running
+    assert 'href="/user/ann/w/desktop/"' in running
+    assert 'href="/user/ann/w/tensorboard/"' in running
+    for status, image in (
+        ("stopped", "mlhub-workspace-ml:1"),
+        ("pending", "mlhub-workspace-ml:1"),
+        ("running", "mlhub-workspace:1"),
+    ):
+        html = _render(
+            "home.html", mlhub_ui=types.SimpleNamespace(rows=lambda *a, s=status, i=image: [_home_row(s, i)])
+        )
+        assert "mlhub-tools" not in html and 'href="/user/ann/w/vscode/"' not in html, (status, image)
