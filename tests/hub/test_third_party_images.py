@@ -110,8 +110,7 @@ def test_an_ml_workspace_image_runs_its_own_entrypoint_behind_the_hubs_login(hub
     attrs = container.attrs
     # its own command (the image's CMD, no --port, not the command configured for ML Hub's image)
     assert attrs["Config"]["Cmd"] == ["python", "/resources/docker-entrypoint.py"]
-    assert attrs["Config"]["User"] == ""  # the image's user: root, as ml-workspace runs
-    assert container.exec_run(["id", "-u"]).output == b"0\n"
+    assert container.exec_run(["id", "-u"]).output == b"0\n"  # the image's user: root, as ml-workspace runs
     # ... with the isolation every workspace gets
     host = attrs["HostConfig"]
     assert "no-new-privileges" in host["SecurityOpt"] and "NET_RAW" in host["CapDrop"]
