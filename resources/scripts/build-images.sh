@@ -32,7 +32,7 @@ base_image=$("$here/debian-base.sh" "$ws_dir/base-packages.txt" mlhub-base)
 # --- 2. workspace image --------------------------------------------------------------------------
 # files of the build context besides wheels/ (the Dockerfile copies them)
 ws_files=(Dockerfile requirements.txt base-packages.txt start-workspace.sh mlhub-authorized-keys mlhub-ssh-session
-          sshd_config profile-mlhub-workspace.sh)
+          sshd_config profile-mlhub-workspace.sh mlhub_threads.py)
 ws_hash=$({ (cd "$ws_dir" && cat "${ws_files[@]}"); cat "${BASH_SOURCE[0]}"
             echo "$base_image $version"; } | hash_of)
 if [ "$(label_of "$image" mlhub.build-hash)" = "$ws_hash" ] && [ -z "${MLHUB_FORCE_BUILD:-}" ]; then

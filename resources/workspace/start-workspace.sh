@@ -1,7 +1,20 @@
 #!/bin/bash
-# Entry point of the ML Hub workspace image, under tini: start sshd in the background, exec the command
-# (the image's CMD, jupyterhub-singleuser). sshd is optional: when it cannot start, the log says why and the
-# workspace starts all the same.
+# Entry point of the ML Hub workspace image, under tini: make the home, set the thread variables, start sshd
+# in the background, exec the command (the image's CMD, jupyterhub-singleuser). sshd is optional: when it
+# cannot start, the log says why and the workspace starts all the same.
+#
+# Home: the image's /home/jovyan is a link to /workspace/.home, on the workspace volume: dotfiles,
+# `pip install --user` packages (~/.local, its bin on PATH), Git and tool settings last across stop/start and
+# Update. The image's skeleton (/etc/skel) is copied in where files are missing, at the first start and
+# whenever an image brings a changed skeleton; nothing in the home is ever overwritten. MLHUB_HOME_DIR puts
+# the home elsewhere (HOME is then that directory). When the directory cannot be written (no volume on a
+# read-only root filesystem), the home is a new temporary directory, lost at the next start.
+# The venv allows user site-packages: `pip install` without root installs there; Python finds the image's
+# packages first, then the user's; PATH likewise: the venv's bin, then ~/.local/bin, then the system's.
+#
+# Threads: mlhub_threads.py derives the CPU count from the cgroup quota and sets MAX_NUM_THREADS (the hub's
+# value, never above the quota), OMP_NUM_THREADS, MKL_NUM_THREADS... unless given; the Jupyter server,
+# kernels, terminals and SSH sessions inherit them.
 #
 # sshd runs as the workspace user (jovyan), not root, on port $MLHUB_SSHD_PORT (default 22; Docker >= 20.10
 # lets non-root processes bind any port inside a container). It lets in only the keys the owner registered
@@ -18,6 +31,10 @@ set -u
 
 log() { printf 'start-workspace: %s\n' "$*" >&2; }
 
+HOME_DIR=${MLHUB_HOME_DIR:-/workspace/.home}
+SKELETON=/etc/skel
+THREADS_SCRIPT=/usr/local/lib/mlhub/mlhub_threads.py
+VENV_BIN=/opt/mlhub/venv/bin
 SSHD=/usr/sbin/sshd
 SSHD_CONFIG=/etc/ssh/mlhub/sshd_config
 SSH_USER=jovyan
@@ -106,9 +123,12 @@ start_sshd() {
         JUPYTERHUB_USER "$JUPYTERHUB_USER" JUPYTERHUB_SSL_CERTFILE "${JUPYTERHUB_SSL_CERTFILE:-}" \
         JUPYTERHUB_SSL_KEYFILE "${JUPYTERHUB_SSL_KEYFILE:-}" JUPYTERHUB_SSL_CLIENT_CA "${JUPYTERHUB_SSL_CLIENT_CA:-}" \
         | write_private "$run/hub-api.env" || { log "sshd: cannot write $run/hub-api.env"; return 1; }
-    for name in $(compgen -e); do
-        [[ $name =~ $SESSION_ENV_SKIP ]] || printf 'export %s=%q\n' "$name" "${!name}"
-    done | write_private "$run/session.env" || log "sshd: cannot write $run/session.env"
+    {
+        for name in $(compgen -e); do
+            [[ $name =~ $SESSION_ENV_SKIP ]] || printf 'export %s=%q\n' "$name" "${!name}"
+        done
+        printf 'export HOME=%q\n' "$HOME"  # sshd's is the account's; this one may have moved (setup_home)
+    } | write_private "$run/session.env" || log "sshd: cannot write $run/session.env"
 
     local args=(-D -e -f "$SSHD_CONFIG" -p "$port" -o "PidFile=$run/sshd.pid"
         -o "AuthorizedKeysCommand=/usr/local/bin/mlhub-authorized-keys %u $run/hub-api.env"
@@ -127,9 +147,82 @@ start_sshd() {
     log "sshd: started on port $port for $SSH_USER (host keys in $keys)"
 }
 
+# ---- home ------------------------------------------------------------------------------------------
+writable_dir() { mkdir -p -- "$1" 2>/dev/null && [ -d "$1" ] && [ -w "$1" ] && [ -x "$1" ]; }
+
+# a digest of the skeleton's names, sizes and contents
+skeleton_id() {
+    (cd "$SKELETON" && { find . -printf '%p %y %s\n' | LC_ALL=C sort
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat; }) 2>/dev/null | cksum
+}
+
+# Copy the skeleton's files the home lacks, once per skeleton (a file deleted by the user stays deleted
+# until an image brings a changed skeleton); never overwrites.
+seed_home() {
+    local home=$1 id stamp=$1/.local/state/mlhub/skeleton
+    [ -d "$SKELETON" ] || return 0
+    id=$(skeleton_id)
+    [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && return 0
+    # -n: existing files are kept (its exit status differs between coreutils releases: not an error)
+    cp -R -n --preserve=mode,timestamps "$SKELETON"/. "$home"/ 2>/dev/null
+    mkdir -p "${stamp%/*}" 2>/dev/null && printf '%s\n' "$id" >"$stamp" 2>/dev/null
+    log "home: skeleton $id copied into $home (existing files kept)"
+}
+
+# whether a path lies on a mount of its own (a volume), not the container's root filesystem
+on_volume() {
+    local real mount
+    real=$(readlink -f -- "$1") || return 1
+    while read -r _ _ _ _ mount _; do
+        [ "$mount" != / ] && { [ "$real" = "$mount" ] || [[ $real == "$mount"/* ]]; } && return 0
+    done </proc/self/mountinfo
+    return 1
+}
+
+setup_home() {
+    local dir=$HOME_DIR where
+    if writable_dir "$dir"; then
+        where="kept on the volume"
+        on_volume "$dir" || where="not on a volume: kept until the container is replaced"
+    else
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/home-$(id -un 2>/dev/null || id -u).XXXXXX" 2>/dev/null) || {
+            log "home: $HOME_DIR is not writable and there is no temporary directory; HOME=${HOME:-} as given"
+            return 1
+        }
+        where="$HOME_DIR is not writable: a temporary home, lost at the next start"
+    fi
+    seed_home "$dir"
+    # the image's /home/jovyan links to /workspace/.home: keep that name for it
+    if [ "$(readlink -f -- "${HOME:-/}")" != "$(readlink -f -- "$dir")" ]; then
+        export HOME=$dir
+    fi
+    log "home: HOME=$HOME ($where)"
+}
+
+# ---- threads ---------------------------------------------------------------------------------------
+set_threads() {
+    local line set=()
+    while IFS= read -r line; do
+        if [[ $line =~ ^[A-Z_]+=[0-9]+$ ]]; then
+            export "${line?}"
+            set+=("$line")
+        fi
+    done < <(python3 -I -S "$THREADS_SCRIPT")
+    log "threads: ${set[*]:-none set}"
+}
+
+setup_home
+set_threads
+[ "$#" -gt 0 ] || set -- jupyterhub-singleuser
+# ~/.local/bin (`pip install --user` scripts) right after the venv: the image's Python first, as for imports
+case ":$PATH:" in
+    *":$HOME/.local/bin:"*) ;;
+    *":$VENV_BIN:"*) export PATH=${PATH/"$VENV_BIN"/"$VENV_BIN:$HOME/.local/bin"} ;;
+    *) export PATH=$HOME/.local/bin:$PATH ;;
+esac
+
 if [ "${MLHUB_SSHD:-1}" != 0 ]; then
     # in the background, left to tini: the Jupyter server does not wait for host keys and sshd
     ( (start_sshd || log "sshd: not started; the workspace runs without SSH") </dev/null & )
 fi
-[ "$#" -gt 0 ] || set -- jupyterhub-singleuser
 exec "$@"
