@@ -18,6 +18,7 @@ REGISTRY = {v.name: v for v in settings.VARIABLES}
 
 # variables of other programs that ML Hub's code reads (documented by JupyterHub, Kubernetes, the OS)
 FOREIGN = {
+    "HOME",
     "HOSTNAME",
     "CONFIGPROXY_AUTH_TOKEN",
     "JUPYTERHUB_API_URL",
