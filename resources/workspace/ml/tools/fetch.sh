@@ -71,7 +71,7 @@ configure() {
         const fs = require("fs"), f = process.argv[1], p = JSON.parse(fs.readFileSync(f));
         p.enableTelemetry = false;
         p.extensionsGallery = {};
-        delete p.builtInExtensionsEnabledWithAutoUpdates;
+        p.builtInExtensionsEnabledWithAutoUpdates = [];
         fs.writeFileSync(f, JSON.stringify(p, null, 2));' "$1/lib/vscode/product.json"
 }
 
