@@ -103,6 +103,7 @@ flavor_dockerfile() {
     mkdir -p "$ctx"
     cp "$dir/Dockerfile" "$ctx/"
     [ ! -d "$dir/tools" ] || cp -a "$dir/tools" "$ctx/tools"
+    [ ! -x "$dir/tools/fetch.sh" ] || "$dir/tools/fetch.sh" "$ctx"  # the tools' host-side downloads (code-server)
     cat "$@" > "$ctx/requirements.txt"
     download_wheels "$ctx/wheels" "$@"
     log "$(find "$ctx/wheels" -name '*.whl' | wc -l) wheels ($(du -sh "$ctx/wheels" | cut -f1)) in" \
