@@ -189,13 +189,14 @@ on_volume() {
 }
 
 setup_home() {
-    local dir=$HOME_DIR real where
+    local dir=$HOME_DIR real where name
     if writable_dir "$dir"; then
         real=$(readlink -f -- "$dir")
         where="kept on the volume"
         on_volume "$real" || where="not on a volume: kept until the container is replaced"
     else
-        dir=$(mktemp -d "${TMPDIR:-/tmp}/home-$(id -un 2>/dev/null || id -u).XXXXXX" 2>/dev/null) || {
+        name=$(id -un 2>/dev/null) || name=$(id -u)
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/home-$name.XXXXXX" 2>/dev/null) || {
             log "home: $HOME_DIR is not writable and there is no temporary directory; HOME=${HOME:-} as given"
             return 1
         }

@@ -343,13 +343,13 @@ def test_workspace_without_volume_has_the_image_home(home_hub, docker):
 # ---- the image as Kubernetes runs it ------------------------------------------------------------------
 
 
-def run_image(docker, command, volume=None, **kwargs):
+def run_image(docker, command, volume=None, volume_path="/workspace", **kwargs):
     """Run the workspace image's entry point with ``command`` (no hub, no sshd); (exit code, output)."""
     container = docker.containers.create(
         workspace_image(),
         command,
         environment={"MLHUB_SSHD": "0"},
-        volumes={volume: {"bind": "/workspace", "mode": "rw"}} if volume else None,
+        volumes={volume: {"bind": volume_path, "mode": "rw"}} if volume else None,
         labels={"mlhub.test": "workspace-home"},
         nano_cpus=1_500_000_000,
         **kwargs,
@@ -363,7 +363,7 @@ def run_image(docker, command, volume=None, **kwargs):
 
 
 IMAGE_CHECK = (
-    "import json, os, pathlib, site; h = pathlib.Path.home(); (h / 'probe').write_text('1');"
+    "import json, os, pathlib, site; h = pathlib.Path.home(); (h / 'probe').write_text('1\\n');"
     "print('RESULT', json.dumps({'HOME': os.environ['HOME'], 'real': os.path.realpath(h),"
     " 'user_site': site.ENABLE_USER_SITE, 'omp': os.environ.get('OMP_NUM_THREADS'),"
     " 'path': os.environ['PATH'].split(':')[:2], 'bashrc': (h / '.bashrc').is_file()}))"
@@ -433,12 +433,26 @@ def test_read_only_non_root_pod_with_an_fsgroup_volume_from_the_previous_version
     assert listing.decode().split() == ["notes", "key", "1"]
 
 
-def test_read_only_root_without_volume_gets_a_temporary_home(docker):
+@pytest.mark.parametrize(
+    "user,prefix", [("1000:100", "/tmp/home-jovyan."), ("1000670000:0", "/tmp/home-1000670000.")]
+)
+def test_read_only_root_without_volume_gets_a_temporary_home(docker, user, prefix):
     code, out = run_image(
-        docker, ["python3", "-c", IMAGE_CHECK], user="1000:100", read_only=True, tmpfs={"/tmp": ""}
+        docker, ["python3", "-c", IMAGE_CHECK], user=user, read_only=True, tmpfs={"/tmp": ""}
     )
     assert code == 0, out
     result = result_of(out)
-    assert result["HOME"].startswith("/tmp/home-jovyan.") and result["real"] == result["HOME"]
+    assert result["HOME"].startswith(prefix) and result["real"] == result["HOME"]
     assert result["bashrc"] and result["omp"] == "1"
     assert "a temporary home, lost at the next start" in out
+
+
+def test_volume_mounted_at_home_jovyan_holds_the_home(docker, volume):
+    """An admin's volume_path of /home/jovyan (the docker-stacks habit) lands on the link's target."""
+    code, out = run_image(
+        docker, ["python3", "-c", IMAGE_CHECK], volume=volume.name, volume_path="/home/jovyan"
+    )
+    assert code == 0, out
+    result = result_of(out)
+    assert result["HOME"] == "/home/jovyan" and result["real"] == "/workspace/.home"
+    assert "kept on the volume" in out
