@@ -121,7 +121,8 @@ def workspace_env(base, options, ssh_host, visible_gpus, run=None, volume_mounte
         env["NVIDIA_VISIBLE_DEVICES"] = visible_gpus
     if options.cpu_limit is not None:
         env["CPU_LIMIT"] = f"{options.cpu_limit:g}"
-        env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit + 0.5)))
+        # never more threads than the quota (1.5 CPUs: 1), as the workspace's own start computes them
+        env["MAX_NUM_THREADS"] = str(max(1, int(options.cpu_limit)))
     if options.mem_limit is not None:
         env["MEM_LIMIT"] = str(options.mem_limit)
     return env

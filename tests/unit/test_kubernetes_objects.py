@@ -157,6 +157,10 @@ def test_env_user_vars_lose_to_the_hub_and_gpus_follow_the_device_plugin():
     assert "NVIDIA_VISIBLE_DEVICES" not in env
     env = objects.workspace_env({}, sample_options(cpu_limit=None, mem_limit=None), ssh_host="h")
     assert not {"CPU_LIMIT", "MAX_NUM_THREADS", "MEM_LIMIT"} & set(env)
+    # never more threads than the quota: 1.5 CPUs is 1 thread, half a CPU still 1
+    for cpus, threads in ((1.5, "1"), (0.5, "1"), (2.9, "2")):
+        env = objects.workspace_env({}, sample_options(cpu_limit=cpus), ssh_host="h")
+        assert env["MAX_NUM_THREADS"] == threads, cpus
 
 
 async def test_customized_pod_is_valid_and_keeps_kubespawner_settings(api_client):
