@@ -482,8 +482,14 @@ c.DockerSpawner.start_timeout = {START_TIMEOUT}
         raise RuntimeError(f"{self.kind} hub did not answer within {timeout}s: see {self.log_path}")
 
     def stop(self, timeout=30):
-        """SIGTERM the hub's process group (hub + proxy), SIGKILL after ``timeout``."""
+        """SIGTERM the hub's process group (hub + proxy), SIGKILL after ``timeout``; ML Hub's egress table too."""
         support.stop_process_group(self.process, timeout)
+        if self.kind == "mlhub":
+            client = docker.from_env()
+            try:
+                support.remove_egress_table(client, self.name)  # the host's nftables outlive the hub
+            finally:
+                client.close()
 
     @property
     def headers(self):
