@@ -93,6 +93,10 @@ c.MLHubDockerSpawner.image = settings.workspace_image
 # make run: the flavors built on this engine)
 if settings.workspace_images:
     c.MLHubDockerSpawner.workspace_images = [image for _, image in settings.workspace_images]
+    # the form shows a name=image entry's name ("ml (mlhub-workspace-ml:0.1.0)")
+    c.WorkspacePolicy.image_display_names = {
+        image: name for name, image in settings.workspace_images if name != image
+    }
 c.MLHubDockerSpawner.http_timeout = 120
 c.MLHubDockerSpawner.start_timeout = 300
 # closed egress: no host services but the hub API, no link-local/metadata, private ranges only if allowed

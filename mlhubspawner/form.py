@@ -82,6 +82,7 @@ def render_options_form(policy, values, error=None, gpus=(), profiles=()):
         .render(
             policy=policy,
             images=policy.images,
+            image_names=dict(policy.image_names),
             values=values,
             custom_selected=values["image"] not in policy.images,
             max_memory=format_size(policy.max_memory) if policy.max_memory else "",

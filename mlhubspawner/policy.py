@@ -84,6 +84,7 @@ class Policy:
 
     default_image: str
     images: tuple = ()
+    image_names: tuple = ()  # (image, name shown in the form) pairs
     allow_custom_image: bool = False
     default_cpu: float | None = None
     max_cpu: float | None = None
@@ -159,6 +160,14 @@ class WorkspacePolicy(Configurable):
     allow_custom_image = Bool(
         False,
         help="""Let users type any image name, not only one of ``workspace_images``.""",
+    ).tag(config=True)
+
+    image_display_names = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="""Names the options form shows for offered images, ``{image: name}`` (the image itself when
+        absent), e.g. ``{"mlhub-workspace-ml:0.1.0": "ml"}``. ``MLHUB_WORKSPACE_IMAGES``'s ``name=image``
+        entries set it. Users still choose, and the REST API still takes, the image.""",
     ).tag(config=True)
 
     workspace_image_settings = Dict(
@@ -333,6 +342,11 @@ class WorkspacePolicy(Configurable):
         return Policy(
             default_image=default_image,
             images=self.offered_images(default_image),
+            image_names=tuple(
+                (image, self.image_display_names[image])
+                for image in self.offered_images(default_image)
+                if self.image_display_names.get(image)
+            ),
             allow_custom_image=self.allow_custom_image,
             # a default above the largest allowed value (e.g. on a small host) becomes that value
             default_cpu=_at_most(

@@ -118,6 +118,24 @@ def test_custom_images_only_when_allowed_and_well_formed():
         parse_options({"image": "Bad Image!"}, policy)
 
 
+def test_the_form_names_the_flavors_and_still_submits_the_image():
+    from mlhubspawner.form import form_values, render_options_form
+    from mlhubspawner.policy import WorkspacePolicy
+
+    config = WorkspacePolicy(
+        workspace_images=["mlhub-workspace:1", "other:2"],
+        image_display_names={"mlhub-workspace-ml:1": "ml", "mlhub-workspace:1": "<b>minimal</b>"},
+    )
+    policy = config.policy("mlhub-workspace-ml:1")
+    html = render_options_form(policy, form_values(policy))
+    assert '<option value="mlhub-workspace-ml:1" selected>ml (mlhub-workspace-ml:1)</option>' in html
+    assert "&lt;b&gt;minimal&lt;/b&gt; (mlhub-workspace:1)" in html  # escaped, never markup
+    assert '<option value="other:2">other:2</option>' in html  # no name: the image
+    assert parse_options({"image": "mlhub-workspace:1"}, policy).image == "mlhub-workspace:1"
+    with pytest.raises(OptionsError):
+        parse_options({"image": "ml"}, policy)  # a name is no image
+
+
 def test_env_lines_and_objects():
     env = parse_options({"env": "A=1\n\n# comment\nB = two=2 \n"}, POLICY).env
     assert env == {"A": "1", "B": "two=2"}
