@@ -94,14 +94,15 @@ flavor_dockerfile() {
     local image=$1 base=$2 dir=$3 hash ctx start=$SECONDS
     shift 3
     hash=$({ (cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); cat "$@"
-             cat "${BASH_SOURCE[0]}"; echo "$base $(label_of "$base" mlhub.build-hash) $version"; } | hash_of)
+             cat "$ws_dir/venv-delta.sh" "${BASH_SOURCE[0]}"
+             echo "$base $(label_of "$base" mlhub.build-hash) $version"; } | hash_of)
     if current "$image" "$hash"; then
         log "$image (hash $hash) exists, skipping"
         return 0
     fi
     ctx=$tmp/context-$RANDOM
     mkdir -p "$ctx"
-    cp "$dir/Dockerfile" "$ctx/"
+    cp "$dir/Dockerfile" "$ws_dir/venv-delta.sh" "$ctx/"
     [ ! -d "$dir/tools" ] || cp -a "$dir/tools" "$ctx/tools"
     [ ! -x "$dir/tools/fetch.sh" ] || "$dir/tools/fetch.sh" "$ctx"  # the tools' host-side downloads (code-server)
     cat "$@" > "$ctx/requirements.txt"
