@@ -6,6 +6,7 @@ is authorized on NativeAuthenticator's page.
 Screenshots of the main pages go to tests/artifacts/ (ignored by git).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -152,10 +153,10 @@ def admin_context(chromium, hub):
     context.close()
 
 
-@pytest.fixture
-def page(admin_context):
-    """A fresh page of the logged-in admin; dialogs (confirm/alert) are recorded and accepted."""
-    page = admin_context.new_page()
+@contextlib.contextmanager
+def recording_page(context):
+    """A fresh page of ``context``; dialogs (confirm/alert) are recorded in ``page.dialogs`` and accepted."""
+    page = context.new_page()
     page.dialogs = []
 
     def on_dialog(dialog):
@@ -163,8 +164,33 @@ def page(admin_context):
         dialog.accept()
 
     page.on("dialog", on_dialog)
-    yield page
-    page.close()
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@contextlib.contextmanager
+def flavor_hub(docker, directory, prefix, image, user_config):
+    """A started hub whose default and offered workspace image is ``image`` (as the ml flavor); destroyed after."""
+    hub = Hub(
+        directory,
+        hub_name=f"{prefix}{secrets.token_hex(3)}",
+        env={"MLHUB_WORKSPACE_IMAGE": image, "MLHUB_WORKSPACE_IMAGES": f"ml={image}"},
+        user_config=user_config,
+    )
+    try:
+        hub.start()
+        yield hub
+    finally:
+        hub.destroy(docker)
+
+
+@pytest.fixture
+def page(admin_context):
+    """A fresh page of the logged-in admin; dialogs (confirm/alert) are recorded and accepted."""
+    with recording_page(admin_context) as page:
+        yield page
 
 
 def row(page, server):

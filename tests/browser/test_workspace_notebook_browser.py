@@ -20,11 +20,18 @@ import zipfile
 
 import pytest
 from docker.errors import ImageNotFound, NotFound
-from test_ui_browser import chromium, log_in_in_browser, new_context, row, shot, wait_running  # noqa: F401
+from test_ui_browser import (  # noqa: F401 (chromium: a fixture)
+    chromium,
+    flavor_hub,
+    log_in_in_browser,
+    new_context,
+    recording_page,
+    row,
+    shot,
+    wait_running,
+)
 
 from mlhubspawner import __version__, naming
-
-from support import Hub
 
 pytestmark = [pytest.mark.docker, pytest.mark.hub]
 
@@ -130,17 +137,8 @@ def image(docker):
 @pytest.fixture(scope="module")
 def hub(docker, image, tmp_path_factory):
     """This module's hub: the ml flavor (this module's tag) offered and the default."""
-    hub = Hub(
-        tmp_path_factory.mktemp("nbhub"),
-        hub_name=f"nb{secrets.token_hex(3)}",
-        env={"MLHUB_WORKSPACE_IMAGE": image, "MLHUB_WORKSPACE_IMAGES": f"ml={image}"},
-        user_config=POLICY,
-    )
-    try:
-        hub.start()
+    with flavor_hub(docker, tmp_path_factory.mktemp("nbhub"), "nb", image, POLICY) as hub:
         yield hub
-    finally:
-        hub.destroy(docker)
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +159,8 @@ def owner(chromium, hub, image):  # noqa: F811 (the imported fixture)
 @pytest.fixture
 def page(owner):
     """A fresh page of the admin; confirm dialogs are recorded and accepted."""
-    page = owner.new_page()
-    page.dialogs = []
-
-    def on_dialog(dialog):
-        page.dialogs.append(dialog.message)
-        dialog.accept()
-
-    page.on("dialog", on_dialog)
-    yield page
-    page.close()
+    with recording_page(owner) as page:
+        yield page
 
 
 def open_notebook(page, name):

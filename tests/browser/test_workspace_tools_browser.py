@@ -8,18 +8,17 @@ the tool's first useful paint is printed.
 """
 
 import os
-import secrets
 import textwrap
 import time
 from urllib.parse import urlparse
 
 import pytest
 from docker.errors import ImageNotFound
-from test_ui_browser import chromium, log_in_in_browser, new_context, shot  # noqa: F401 (chromium: a fixture)
+from test_ui_browser import chromium, flavor_hub, log_in_in_browser, new_context, shot  # noqa: F401
 
 from mlhubspawner import __version__, naming
 
-from support import Hub, log_in, sign_up
+from support import log_in, sign_up
 
 pytestmark = [pytest.mark.docker, pytest.mark.hub]
 
@@ -64,17 +63,8 @@ def ml_image(docker):
 @pytest.fixture(scope="module")
 def hub(docker, ml_image, tmp_path_factory):
     """This module's hub: the ml flavor offered (and the default)."""
-    hub = Hub(
-        tmp_path_factory.mktemp("toolshub"),
-        hub_name=f"tl{secrets.token_hex(3)}",
-        env={"MLHUB_WORKSPACE_IMAGE": ML, "MLHUB_WORKSPACE_IMAGES": f"ml={ML}"},
-        user_config=POLICY,
-    )
-    try:
-        hub.start()
+    with flavor_hub(docker, tmp_path_factory.mktemp("toolshub"), "tl", ML, POLICY) as hub:
         yield hub
-    finally:
-        hub.destroy(docker)
 
 
 @pytest.fixture(scope="module")
