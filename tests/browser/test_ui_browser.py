@@ -186,6 +186,23 @@ def flavor_hub(docker, directory, prefix, image, user_config):
         hub.destroy(docker)
 
 
+@contextlib.contextmanager
+def admin_with_workspace(chromium, hub, server, image):
+    """The admin's browser context, logged in, with a running workspace ``server`` of ``image`` (2 CPUs, 3G)."""
+    context = new_context(chromium, hub)
+    page = context.new_page()
+    log_in_in_browser(page, "admin")
+    started = time.monotonic()
+    r = hub.spawn("admin", server, {"image": image, "cpu_limit": 2, "mem_limit": "3G"}, timeout=180)
+    assert r.status_code in (201, 202), r.text
+    print(f"{image} ready {time.monotonic() - started:.1f}s after the spawn request")
+    page.close()
+    try:
+        yield context
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(admin_context):
     """A fresh page of the logged-in admin; dialogs (confirm/alert) are recorded and accepted."""

@@ -21,10 +21,9 @@ import zipfile
 import pytest
 from docker.errors import ImageNotFound, NotFound
 from test_ui_browser import (  # noqa: F401 (chromium: a fixture)
+    admin_with_workspace,
     chromium,
     flavor_hub,
-    log_in_in_browser,
-    new_context,
     recording_page,
     row,
     shot,
@@ -144,16 +143,8 @@ def hub(docker, image, tmp_path_factory):
 @pytest.fixture(scope="module")
 def owner(chromium, hub, image):  # noqa: F811 (the imported fixture)
     """The admin's browser, logged in, with a running ml workspace ``nb``."""
-    context = new_context(chromium, hub)
-    page = context.new_page()
-    log_in_in_browser(page, "admin")
-    started = time.monotonic()
-    r = hub.spawn("admin", SERVER, {"image": image, "cpu_limit": 2, "mem_limit": "3G"}, timeout=180)
-    assert r.status_code in (201, 202), r.text
-    print(f"ml workspace ready {time.monotonic() - started:.1f}s after the spawn request")
-    page.close()
-    yield context
-    context.close()
+    with admin_with_workspace(chromium, hub, SERVER, image) as context:
+        yield context
 
 
 @pytest.fixture

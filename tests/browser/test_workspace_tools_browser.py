@@ -14,7 +14,15 @@ from urllib.parse import urlparse
 
 import pytest
 from docker.errors import ImageNotFound
-from test_ui_browser import chromium, flavor_hub, log_in_in_browser, new_context, shot  # noqa: F401
+from test_ui_browser import (  # noqa: F401 (chromium: a fixture)
+    admin_with_workspace,
+    chromium,
+    flavor_hub,
+    log_in_in_browser,
+    new_context,
+    recording_page,
+    shot,
+)
 
 from mlhubspawner import __version__, naming
 
@@ -70,23 +78,14 @@ def hub(docker, ml_image, tmp_path_factory):
 @pytest.fixture(scope="module")
 def owner(chromium, hub):  # noqa: F811 (the imported fixture)
     """The admin's browser, logged in, with a running ml workspace ``tools``."""
-    context = new_context(chromium, hub)
-    page = context.new_page()
-    log_in_in_browser(page, "admin")
-    started = time.monotonic()
-    r = hub.spawn("admin", SERVER, {"image": ML, "cpu_limit": 2, "mem_limit": "3G"}, timeout=180)
-    assert r.status_code in (201, 202), r.text
-    print(f"ml workspace ready {time.monotonic() - started:.1f}s after the spawn request")
-    page.close()
-    yield context
-    context.close()
+    with admin_with_workspace(chromium, hub, SERVER, ML) as context:
+        yield context
 
 
 @pytest.fixture
 def page(owner):
-    page = owner.new_page()
-    yield page
-    page.close()
+    with recording_page(owner) as page:
+        yield page
 
 
 def open_tool(page, title):
