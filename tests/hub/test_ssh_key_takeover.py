@@ -122,7 +122,8 @@ def test_a_squatted_legacy_key_goes_to_its_proven_owner(debug_hub, tmp_path, cap
     assert capsys.readouterr().out == forwarding_line(hub, squatter, f"ssh-ed25519 {squatter_blob}")
 
     # a key nobody registered: nothing, and the miss is logged at DEBUG level only
-    nobody = base64.b64encode(base64.b64decode(blob)[:-1] + b"\x00").decode()
+    raw = base64.b64decode(blob)
+    nobody = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 0xFF])).decode()  # always another key
     assert lookup("tunnel", "ssh-ed25519", nobody) == 0
     assert capsys.readouterr().out == ""
     fingerprint = sshkeys.fingerprint(base64.b64decode(nobody))
