@@ -1,0 +1,190 @@
+"""Every KubeSpawner setting is applied, replaced or refused on MLHubKubernetesSpawner, from one table
+(``mlhubspawner.kubernetes.parent_settings``); the hub-start check refuses, naming them, what ML Hub would
+otherwise ignore or what would break a workspace; the docs' table is made from the same dict."""
+
+import pytest
+from kubespawner import KubeSpawner
+from traitlets.config import Config
+
+from mlhubspawner.kubernetes import MLHubKubernetesSpawner, legacy, parent_settings
+from mlhubspawner.kubernetes.parent_settings import APPLIED, KUBESPAWNER_SETTINGS, REFUSED, REPLACED
+
+
+def test_the_table_lists_exactly_kubespawners_settings():
+    # a KubeSpawner upgrade that adds (or drops) a setting fails here until the table says what ML Hub does
+    traits = set(KubeSpawner.class_traits(config=True))
+    assert sorted(traits - set(KUBESPAWNER_SETTINGS)) == [], "KubeSpawner settings the table does not list"
+    assert sorted(set(KUBESPAWNER_SETTINGS) - traits) == [], "the table lists settings KubeSpawner lacks"
+
+
+def test_every_entry_says_what_happens():
+    for name, handling in KUBESPAWNER_SETTINGS.items():
+        assert handling.status in (APPLIED, REPLACED, REFUSED), name
+        if handling.status != APPLIED:
+            assert handling.how, f"{name}: replaced or refused needs the reason"
+    # every refused setting is one the spawner still has (so the check can see it)
+    assert set(parent_settings.refused_names()) <= set(MLHubKubernetesSpawner.class_traits(config=True))
+
+
+def test_the_docs_table_is_the_dict():
+    table = parent_settings.settings_table().splitlines()
+    assert len(table) == 2 + len(KUBESPAWNER_SETTINGS)
+    assert "| `volume_mounts` | applied |" in "\n".join(table)
+    assert "| `profile_form_template` | refused |" in "\n".join(table)
+
+
+def test_the_sections_are_the_spawners():
+    # the pure check reads these sections; the spawner's check_hub_config reads its own section_names()
+    assert {"Spawner", "KubeSpawner", "MLHubKubernetesSpawner"} <= set(MLHubKubernetesSpawner.section_names())
+    assert set(MLHubKubernetesSpawner.section_names()) - {"Configurable", "LoggingConfigurable"} <= set(
+        parent_settings.SECTIONS
+    )
+
+
+def config_of(**sections):
+    config = Config()
+    for section, values in sections.items():
+        for key, value in values.items():
+            setattr(config[section], key, value)
+    return config
+
+
+def test_an_ordinary_kubespawner_config_passes():
+    config = config_of(
+        KubeSpawner={
+            "volumes": [{"name": "datasets", "nfs": {"server": "nfs.example", "path": "/data"}}],
+            "volume_mounts": [{"name": "datasets", "mountPath": "/workspace-data", "readOnly": True}],
+            "storage_class": "fast-ssd",
+            "storage_capacity": "50Gi",
+            "init_containers": [{"name": "fix", "image": "busybox"}],
+            "extra_container_config": {"imagePullPolicy": "IfNotPresent"},
+            "extra_pod_config": {"priorityClassName": "x"},
+            "extra_resource_limits": {"example.com/fpga": "1"},
+            "extra_labels": {"team": "vision"},
+            "node_selector": {"pool": "cpu"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "services_enabled": True,
+        },
+        Spawner={"mem_limit": "4G", "cpu_limit": 2},
+    )
+    assert parent_settings.config_errors(config) == []
+    MLHubKubernetesSpawner.check_hub_config(config)  # no error
+
+
+@pytest.mark.parametrize(
+    "section, setting, value, named",
+    [
+        ("KubeSpawner", "volume_mounts", [{"name": "home", "mountPath": "/workspace"}], "volume_mounts"),
+        ("KubeSpawner", "volume_mounts", [{"name": "home", "mountPath": "/workspace/"}], "/workspace"),
+        ("KubeSpawner", "volume_mounts", {"a": {"name": "root", "mountPath": "/"}}, "covers the workspace"),
+        ("Spawner", "volume_mounts", [{"name": "t", "mountPath": "/var/run/secrets"}], "credentials"),
+        (
+            "KubeSpawner",
+            "volume_mounts",
+            [{"name": "t", "mount_path": "/var/run/secrets/kubernetes.io/serviceaccount/token"}],
+            "credentials",
+        ),
+        (
+            "KubeSpawner",
+            "volume_mounts",
+            [{"name": "ssl", "mountPath": "/etc/jupyterhub/ssl"}],
+            "credentials",
+        ),
+        ("KubeSpawner", "volume_mounts", [{"name": "shm", "mountPath": "/dev/shm"}], "/dev/shm"),
+        ("KubeSpawner", "volumes", [{"name": "mlhub-workspace", "emptyDir": {}}], "mlhub-workspace"),
+        ("KubeSpawner", "services_enabled", False, "services_enabled"),
+        ("KubeSpawner", "profile_form_template", "<div/>", "profile_form_template"),
+        ("KubeSpawner", "additional_profile_form_template_paths", ["/t"], "additional_profile_form"),
+        ("KubeSpawner", "extra_container_config", {"image": "evil/miner"}, "'image'"),
+        ("KubeSpawner", "extra_container_config", {"env": [{"name": "A", "value": "1"}]}, "'env'"),
+        ("KubeSpawner", "extra_container_config", {"resources": {}}, "'resources'"),
+        ("KubeSpawner", "extra_container_config", {"name": "x"}, "'name'"),
+        (
+            "KubeSpawner",
+            "extra_container_config",
+            {"volumeMounts": [{"name": "x", "mountPath": "/workspace"}]},
+            "extra_container_config volumeMounts",
+        ),
+        ("KubeSpawner", "extra_pod_config", {"containers": []}, "'containers'"),
+        ("KubeSpawner", "extra_pod_config", {"volumes": [{"name": "mlhub-shm"}]}, "mlhub-shm"),
+        ("KubeSpawner", "extra_resource_limits", {"nvidia.com/gpu": "1"}, "extra_resource_limits"),
+        ("KubeSpawner", "extra_resource_limits", {"cpu": "4"}, "'cpu'"),
+        ("KubeSpawner", "extra_resource_guarantees", {"memory": "4G"}, "extra_resource_guarantees"),
+        ("KubeSpawner", "extra_labels", {"mlhub.origin": "other-hub"}, "extra_labels"),
+        ("KubeSpawner", "extra_annotations", {"mlhub.user": "bob"}, "extra_annotations"),
+        ("KubeSpawner", "common_labels", {"mlhub.user": "bob"}, "common_labels"),
+        ("KubeSpawner", "storage_extra_labels", {"mlhub.user": "bob"}, "storage_extra_labels"),
+    ],
+)
+def test_a_refused_setting_stops_the_hub_naming_it(section, setting, value, named):
+    config = config_of(**{section: {setting: value}})
+    with pytest.raises(parent_settings.ParentSettingsError) as error:
+        MLHubKubernetesSpawner.check_hub_config(config)
+    assert setting in str(error.value) and named in str(error.value)
+
+
+def test_the_workspace_path_is_the_configured_one_and_the_images():
+    moved = config_of(
+        MLHubKubernetesSpawner={
+            "volume_path": "/home/jovyan",
+            "workspace_image_settings": {"team/*": {"volume_path": "/data/work"}},
+        },
+        KubeSpawner={"volume_mounts": [{"name": "a", "mountPath": "/workspace"}]},
+    )
+    assert parent_settings.config_errors(moved) == []  # /workspace is no longer ML Hub's
+    moved.KubeSpawner.volume_mounts = [{"name": "a", "mountPath": "/data/work"}]
+    assert "covers the workspace volume at /data/work" in " ".join(parent_settings.config_errors(moved))
+    # another GPU resource name is refused in extra_resource_limits too
+    mig = config_of(
+        MLHubKubernetesSpawner={"gpu_resource_names": ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb"]},
+        KubeSpawner={"extra_resource_limits": {"nvidia.com/mig-1g.5gb": 1}},
+    )
+    assert "nvidia.com/mig-1g.5gb" in " ".join(parent_settings.config_errors(mig))
+
+
+def test_every_problem_is_named_at_once():
+    config = config_of(
+        KubeSpawner={
+            "services_enabled": False,
+            "volume_mounts": [{"name": "x", "mountPath": "/workspace"}],
+            "extra_labels": {"mlhub.origin": "x"},
+        }
+    )
+    errors = parent_settings.config_errors(config)
+    assert [e.split(":")[0] for e in errors] == ["services_enabled", "volume_mounts", "extra_labels"]
+
+
+@pytest.mark.parametrize(
+    "labels, annotations, username, theirs",
+    [
+        # KubeSpawner >= 0.12 annotates the raw name: it decides
+        ({legacy.USERNAME_KEY: "a-2eb"}, {legacy.USERNAME_KEY: "a.b"}, "a.b", True),
+        ({legacy.USERNAME_KEY: "a-2eb"}, {legacy.USERNAME_KEY: "a.b"}, "a-2eb", False),
+        # no annotation (old KubeSpawner): the label must be the name escaped, which is injective
+        ({legacy.USERNAME_KEY: "a-2eb"}, {}, "a.b", True),
+        ({legacy.USERNAME_KEY: "a-2eb"}, {}, "a-2eb", False),
+        ({}, {}, "alice", False),
+        # ML Hub's own objects go through ML Hub's owner check, never the legacy one
+        (
+            {"mlhub.origin": "mlhub", legacy.USERNAME_KEY: "alice"},
+            {legacy.USERNAME_KEY: "alice"},
+            "alice",
+            False,
+        ),
+    ],
+)
+def test_a_legacy_object_is_the_users_by_its_owner_metadata_not_its_name(
+    labels, annotations, username, theirs
+):
+    assert legacy.is_users_legacy_object(labels, annotations, username) is theirs
+
+
+def test_legacy_candidate_names_come_configured_first_without_repeats():
+    def expand(template, scheme):
+        return template.format(
+            user_server="a-b", username="a-b" if scheme == "safe" else "a-2db", servername=""
+        )
+
+    names = legacy.candidate_names(expand, legacy.PVC_TEMPLATES, "home-{username}")
+    assert names[:2] == ["home-a-b", "home-a-2db"]
+    assert names[2] == "claim-a-b" and len(names) == len(set(names))
