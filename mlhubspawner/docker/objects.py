@@ -21,6 +21,9 @@ def make_host_config(
     shm_size=None,
     volume=None,
     volume_path="/workspace",
+    binds=None,
+    mounts=(),
+    links=None,
     gpus=(),
     gpu_driver="nvidia",
     pids_limit=None,
@@ -33,6 +36,11 @@ def make_host_config(
     ``pids_limit`` caps its processes and threads (``None`` or 0: unlimited, the engine's default),
     ``no_new_privileges`` stops setuid binaries from gaining privileges, ``cap_drop`` removes
     capabilities from Docker's default set (e.g. ``NET_RAW``: no raw sockets).
+
+    ``binds`` (``{source: {"bind": path, "mode": ...}}``), ``mounts`` (``docker.types.Mount``) and
+    ``links`` are DockerSpawner's ``volumes``/``read_only_volumes``, ``mounts`` and ``links``, rendered
+    and checked (:mod:`.mounts`); they go beside the workspace's own volume. Left out when empty, so
+    the config hash of a workspace without them stays what it was.
     """
     host_config = {"network_mode": network, "restart_policy": {"Name": "no"}}
     if pids_limit:
@@ -47,8 +55,17 @@ def make_host_config(
         host_config["mem_limit"] = int(mem_limit)
     if shm_size is not None:
         host_config["shm_size"] = int(shm_size)
-    if volume:
-        host_config["binds"] = {volume: {"bind": volume_path, "mode": "rw"}}
+    all_binds = {volume: {"bind": volume_path, "mode": "rw"}} if volume else {}
+    for source, spec in (binds or {}).items():
+        if source == volume:
+            raise ValueError(f"{source} is the workspace's own volume, which ML Hub mounts itself")
+        all_binds[source] = dict(spec)
+    if all_binds:
+        host_config["binds"] = all_binds
+    if mounts:
+        host_config["mounts"] = [dict(mount) for mount in mounts]
+    if links:
+        host_config["links"] = dict(links)
     if gpus:
         # explicit ids (never a count): allocation decides which GPUs, the engine must not
         request = {"Driver": gpu_driver, "Capabilities": [["gpu"]], "DeviceIDs": list(gpus)}
@@ -57,7 +74,13 @@ def make_host_config(
 
 
 def make_container_kwargs(*, name, image, env, labels, port, command=None, extra=None):
-    """Keyword arguments for ``APIClient.create_container`` (without ``host_config``)."""
+    """Keyword arguments for ``APIClient.create_container`` (without ``host_config``).
+
+    ``extra`` (DockerSpawner's ``extra_create_kwargs``) is merged in; its ``environment`` (a dict or
+    ``NAME=value`` list) is merged into ``env``, its values winning, as in DockerSpawner.
+    """
+    extra = dict(extra or {})
+    env = {**env, **_env_dict(extra.pop("environment", None) or {})}
     kwargs = {
         "name": name,
         "image": image,
@@ -68,7 +91,14 @@ def make_container_kwargs(*, name, image, env, labels, port, command=None, extra
     }
     if command:
         kwargs["command"] = list(command)
-    return deep_merge(kwargs, extra or {})
+    return deep_merge(kwargs, extra)
+
+
+def _env_dict(environment):
+    """A ``{name: value}`` of docker-py's environment forms (a dict or a ``NAME=value`` list)."""
+    if isinstance(environment, dict):
+        return {str(k): str(v) for k, v in environment.items()}
+    return dict(entry.split("=", 1) if "=" in entry else (entry, "") for entry in environment)
 
 
 def make_volume_kwargs(*, name, labels):

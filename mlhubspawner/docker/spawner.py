@@ -24,7 +24,7 @@ from traitlets.utils.importstring import import_item
 from .. import gpus, images, metrics, naming
 from ..options import OptionsError
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error, workspace_env
-from . import egress, gpu_discovery, objects
+from . import egress, gpu_discovery, mounts, objects, parent_settings
 from .networks import (
     NetworkAllocator,
     hub_is_attached,
@@ -382,6 +382,70 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         except OptionsError as e:
             raise options_error(e) from None
 
+    # ---- DockerSpawner's container settings (mlhubspawner/docker/parent_settings.py) ------
+
+    def template_namespace(self):
+        """DockerSpawner's template namespace; ``{imagename}`` is this start's image, as in DockerSpawner."""
+        namespace = super().template_namespace()
+        options = self.workspace_options
+        if options is not None and options.image:
+            namespace["imagename"] = options.image.replace("/", "-").replace(":", "-")
+        return namespace
+
+    def parent_mount_specs(self):
+        """``[(setting, binds, mounts)]`` of ``volumes``, ``read_only_volumes`` and ``mounts``.
+
+        Rendered by DockerSpawner's own ``format_volume_name`` (its templates and escaping); a
+        ValueError names the setting whose template cannot be rendered.
+        """
+        namespace = self.template_namespace()
+        specs = []
+        for name, value in (("volumes", self.volumes), ("read_only_volumes", self.read_only_volumes)):
+            where = f"DockerSpawner.{name}"
+            mounts.check_raw_values(mounts.volume_templates(value), namespace, where)
+            try:
+                binds = self._volumes_to_binds(value, {}, mode="ro" if name.startswith("read") else "rw")
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+                raise ValueError(f"{where}: {_template_error(e, namespace)}") from None
+            specs.append((where, binds, []))
+        mounts.check_raw_values(mounts.mount_templates(self.mounts), namespace, "DockerSpawner.mounts")
+        try:
+            made = mounts.make_mounts(self.mounts, lambda template: self.format_volume_name(template, self))
+        except (KeyError, IndexError, AttributeError) as e:
+            raise ValueError(f"DockerSpawner.mounts: {_template_error(e, namespace)}") from None
+        specs.append(("DockerSpawner.mounts", {}, made))
+        return specs
+
+    async def _parent_spec(self, volume_path, volume):
+        """What DockerSpawner's settings add to this start's container, checked before anything is created.
+
+        Returns ``(binds, mounts, extra_create, extra_host)``; a refused value is a 500 naming the setting.
+        """
+        try:
+            specs = self.parent_mount_specs()
+            mounts.check_mounts(specs, [volume_path], own_volume=volume)
+            extra_create = self._render_templates(await self._evaluated(self.extra_create_kwargs) or {})
+            extra_host = self._render_templates(await self._evaluated(self.extra_host_config) or {})
+            refused = parent_settings.refused_extra_keys(extra_create, extra_host)
+            if refused:
+                raise ValueError(refused[0])
+        except ValueError as e:
+            message = f"The hub's configuration refuses this workspace: {e}"
+            self.log.error("%s: %s", self._log_name, message)
+            error = web.HTTPError(500, "%s", message)
+            error.jupyterhub_message = message
+            raise error from None
+        binds = {}
+        for _, spec_binds, _ in specs:
+            binds.update(spec_binds)  # read-only after read-write, as DockerSpawner's volume_binds
+        return binds, [m for _, _, made in specs for m in made], extra_create, extra_host
+
+    async def _evaluated(self, value):
+        value = self._eval_if_callable(value)
+        if asyncio.iscoroutine(value):
+            value = await value
+        return value
+
     # ---- state: names are kept, so a change of naming scheme never orphans a workspace ----
 
     def get_state(self):
@@ -415,7 +479,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         env = workspace_env(self.get_env(), options, self.object_name, visible, run, options.mount_volume)
         # the hub's own URL (loopback) as a workspace reaches it: its network's gateway, or by name
         hub_host = gateway if self.connect_hub_via_gateway else self.hub_name if self.hub_container else None
-        if hub_host:
+        if hub_host and not self.hub_connect_url:  # an operator's hub_connect_url is used as given
             for key in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL"):
                 if env.get(key):
                     env[key] = _with_host(env[key], hub_host)
@@ -431,9 +495,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         self.apply_image_traits({"port": run.port})  # JUPYTERHUB_SERVICE_URL and the route name it
         owner_labels = dict(hub_name=self.hub_name, username=self.user.name, server_name=self.name)
         volume = self.volume_name if options.mount_volume else None
+        # the operator's mounts and extra settings, refused before anything is created
+        parent = await self._parent_spec(run.volume_path, volume)
         self.emit_progress(10, f"Checking image {options.image}")
         image = await self._ensure_image(options.image, refresh=options.update)
-        await self._adopt_user_network()
+        network_existed = await self._adopt_user_network()
         # network and volume are independent: prepare them side by side
         self.emit_progress(
             25, f"Preparing network {self.network_name}" + (f" and volume {volume}" if volume else "")
@@ -450,6 +516,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         if failed:  # e.g. a foreign network or volume under our name: nothing half-created
             if new_volume is True:
                 await self.docker("remove_volume", volume, force=True)
+            if not network_existed and not isinstance(network, BaseException):
+                await self._remove_new_network(network)
             raise failed[0]
 
         await self._attach_hub(network)
@@ -463,17 +531,23 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             labels = naming.resource_labels(
                 **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration, gpus=gpu_ids
             )
-            create_kwargs, host_config = await self._container_spec(
-                options, labels, volume, network_gateway(network), image, gpu_ids, run
+            create_kwargs, host_config = self._container_spec(
+                options, labels, volume, network_gateway(network), image, gpu_ids, run, parent
             )
             wanted_hash = objects.config_hash(create_kwargs, host_config)
             create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
             try:
                 await self._create_or_reuse(create_kwargs, host_config, wanted_hash, options)
             except Exception:
-                if new_volume:  # a workspace that never started leaves no volume behind
+                # a workspace that never started leaves no volume (nor a network of its own) behind
+                if new_volume:
                     await self.docker("remove_volume", volume, force=True)
+                if not network_existed:
+                    await self._remove_new_network(network)
                 raise
+        if self.post_start_cmd:  # as DockerSpawner: after every start, output in the log
+            self.emit_progress(80, "Running the post-start command")
+            await self.post_start_exec()
         self.allocated_gpus = gpu_ids
         if gpu_ids:
             await self._refresh_gpu_metrics()
@@ -489,10 +563,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
         """Keep a user's workspaces on one network when its name changed (an earlier naming scheme).
 
         If no network has our name, the user's one labelled network of this hub is used instead.
+        Returns whether the user's network exists already (False: this start creates it).
         """
         try:
             await self.docker("inspect_network", self.network_name)
-            return
+            return True
         except NotFound:
             pass
         owner = {naming.LABEL_USER: self.user.name, naming.LABEL_COMPONENT: naming.COMPONENT_NETWORK}
@@ -502,6 +577,29 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                 "Using %s's network %s (named by an earlier scheme)", self.user.name, found[0]["Name"]
             )
             self.network_name = found[0]["Name"]
+            return True
+        return False
+
+    async def _remove_new_network(self, network):
+        """Remove the network this failed start created, unless another workspace joined it meanwhile."""
+        try:
+            attrs = await self.docker("inspect_network", network["Id"])
+            others = [c for c in (attrs.get("Containers") or {}) if not self._is_hub_container(c)]
+            if others:
+                return
+            if self.hub_container:
+                with contextlib.suppress(APIError):
+                    await self.docker("disconnect_container_from_network", self.hub_container, network["Id"])
+            await self.docker("remove_network", network["Id"])
+            self.allocator.forget(attrs)
+            self.log.info("Removed network %s: the start that created it failed", attrs["Name"])
+        except APIError as e:
+            self.log.warning("Could not remove network %s after a failed start: %s", network.get("Name"), e)
+
+    def _is_hub_container(self, container_id):
+        return bool(self.hub_container) and (
+            container_id.startswith(self.hub_container) or self.hub_container.startswith(container_id[:12])
+        )
 
     async def _attach_hub(self, network):
         """Put the hub container on the user's network (alias: the hub's name), once."""
@@ -565,13 +663,9 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             self.log.error("Refused %s %s for %s: it is labelled %s", kind, name, self._log_name, found)
             raise
 
-    async def _container_spec(self, options, labels, volume, gateway, image, gpu_ids, run):
-        extra_create = self._eval_if_callable(self.extra_create_kwargs)
-        if asyncio.iscoroutine(extra_create):
-            extra_create = await extra_create
-        extra_host = self._eval_if_callable(self.extra_host_config)
-        if asyncio.iscoroutine(extra_host):
-            extra_host = await extra_host
+    def _container_spec(self, options, labels, volume, gateway, image, gpu_ids, run, parent):
+        """``(create_kwargs, host_config)`` of this start; ``parent``: what :meth:`_parent_spec` returned."""
+        binds, parent_mounts, extra_create, extra_host = parent
         create_kwargs = objects.make_container_kwargs(
             name=self.object_name,
             image=options.image,
@@ -580,7 +674,7 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             port=run.port,
             command=list(run.cmd if run.cmd is not None else image["Config"].get("Cmd") or [])
             + (self.get_args() if run.use_args else []),
-            extra=self._render_templates(extra_create or {}),
+            extra=extra_create,
         )
         host_config = objects.make_host_config(
             network=self.network_name,
@@ -589,12 +683,15 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             shm_size=options.shm_size,
             volume=volume,
             volume_path=run.volume_path,
+            binds=binds,
+            mounts=parent_mounts,
+            links=self.links,
             gpus=gpu_ids,
             gpu_driver=self.gpu_driver,
             pids_limit=self.pids_limit,
             no_new_privileges=self.no_new_privileges,
             cap_drop=self.cap_drop,
-            extra=self._render_templates(extra_host or {}),
+            extra=extra_host,
         )
         return create_kwargs, host_config
 
@@ -785,7 +882,11 @@ _background = set()
 
 
 def discover_gpus_at_hub_start(config):
-    """From ``jupyterhub_config.py``: probe the GPUs in the background if the spawner is ours (Docker)."""
+    """From ``jupyterhub_config.py``, last: if the spawner is ours (Docker), check the settings, then probe GPUs.
+
+    A DockerSpawner setting ML Hub would ignore stops the hub here, naming it
+    (:mod:`mlhubspawner.docker.parent_settings`); the GPUs are then probed in the background.
+    """
     spawner_class = config.JupyterHub.get("spawner_class", "")
     if spawner_class == "mlhub-docker":
         spawner_class = MLHubDockerSpawner
@@ -796,6 +897,7 @@ def discover_gpus_at_hub_start(config):
             return None  # JupyterHub says so itself
     if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubDockerSpawner)):
         return None
+    parent_settings.exit_on_refused(spawner_class, config)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the config loaded outside the hub (e.g. a tool reading it)
@@ -804,6 +906,13 @@ def discover_gpus_at_hub_start(config):
     _background.add(task)
     task.add_done_callback(_background.discard)
     return task
+
+
+def _template_error(error, namespace):
+    """What is wrong with a template DockerSpawner could not render."""
+    if isinstance(error, KeyError):
+        return f"unknown placeholder {{{error.args[0]}}}; known: {', '.join(sorted(namespace))}"
+    return f"cannot be rendered ({type(error).__name__}: {error})"
 
 
 def _holder(labels):
