@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from traitlets import TraitError
 
-from .. import images
+from .. import images, naming
 from . import mounts
 
 APPLIED, POLICY, REPLACED, REFUSED = "applied", "policy", "replaced", "refused"
@@ -94,8 +94,8 @@ PARENT_SETTINGS = {
     ),
     "extra_create_kwargs": ParentSetting(
         APPLIED,
-        "applied, templates rendered; `environment` is merged; `name`, `host_config` and `mlhub.*` "
-        "labels are refused",
+        "applied, templates rendered; `environment` is merged; `name`, `host_config` and ML Hub's own "
+        "labels (`mlhub.origin`, `mlhub.user`...) are refused",
     ),
     "extra_host_config": ParentSetting(
         APPLIED,
@@ -201,6 +201,7 @@ PARENT_SETTINGS = {
 
 # where ML Hub's own classes keep their settings; a parent section's value they override is refused
 _PARENT_SECTIONS = ("Spawner", "DockerSpawner")
+_OWN_LABELS = {value for key, value in vars(naming).items() if key.startswith("LABEL_")}
 _REFUSED_CREATE_KEYS = {
     "name": "ML Hub names the container (`hub_name`)",
     "host_config": "ML Hub builds the host config: use `extra_host_config`",
@@ -220,10 +221,10 @@ def refused_extra_keys(extra_create, extra_host):
             errors.append(f"DockerSpawner.extra_create_kwargs[{key!r}] is refused: {_plain(why)}")
     labels = extra_create.get("labels") or {}
     for label in labels if isinstance(labels, dict) else ():
-        if str(label).startswith("mlhub."):
+        if label in _OWN_LABELS:
             errors.append(
                 f"DockerSpawner.extra_create_kwargs['labels'][{label!r}] is refused: "
-                "ML Hub's mlhub.* labels say whose a container is"
+                "ML Hub's own labels say whose a container is"
             )
     for key, why in _REFUSED_HOST_KEYS.items():
         if key in extra_host:
