@@ -7,6 +7,8 @@
   Failures count per (username, client address), so nobody can lock another person out; the client address
   comes from the connection, or from the proxy's own X-Forwarded-For entry (``login_source``).
 - ``username_pattern`` refuses whitespace, control and invisible formatting characters, commas and slashes.
+- ``allowed_users_file`` (``DYNAMIC_WHITELIST_ENABLED``): only the users it lists, the configured
+  ``allowed_users`` and the admins may log in, checked in ``check_allowed`` at each login (allowlist.py).
 
 jupyterhub-nativeauthenticator 1.3.0 (its latest release) times logins with ``self.statsd``,
 which JupyterHub 6 removed from its handlers: every login POST ends in a 500. Our subclass swaps
@@ -24,8 +26,10 @@ import bcrypt
 from nativeauthenticator import NativeAuthenticator as _NativeAuthenticator
 from nativeauthenticator import handlers as _native_handlers
 from nativeauthenticator.orm import UserInfo
+from tornado import web
 from traitlets import Bool, Integer, List, TraitError, Unicode, default, validate
 
+from .allowlist import AllowListError, AllowListFile
 from .files import write_atomic
 from .settings import MIN_ADMIN_PASSWORD_LENGTH
 
@@ -39,11 +43,17 @@ USERNAME_RULES = (
     "commas or slashes."
 )
 GENERATED_MARKER = "generated admin password:"
+# where DYNAMIC_WHITELIST_ENABLED=true reads the allow list (the original's path)
+ALLOW_LIST_FILE = "/resources/users/dynamic_whitelist.txt"
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
 
 class AdminPasswordError(ValueError):
     """The configured or stored admin password cannot be used; the hub does not start."""
+
+
+class AllowListConfigError(ValueError):
+    """``allowed_users_file`` set together with ``allow_all``; the hub does not start."""
 
 
 def generate_password():
@@ -98,10 +108,23 @@ class _NoStatsd:
 
 class LoginHandler(_native_handlers.LoginHandler):
     statsd = _NoStatsd()
+    refusal = None  # the message of a 403 the authenticator raised (check_allowed: the allow list)
+
+    async def login_user(self, data=None):
+        try:
+            return await super().login_user(data)
+        except web.HTTPError as e:
+            if e.status_code != 403:
+                raise
+            self.refusal = e.log_message
+            return None
 
     def _render(self, login_error=None, username=None):
         auth = self.authenticator
-        if login_error and username and auth.is_locked_out(username, auth.request_source(self.request)):
+        if self.refusal:
+            self.set_status(403)
+            login_error = self.refusal
+        elif login_error and username and auth.is_locked_out(username, auth.request_source(self.request)):
             minutes = max(1, round(self.authenticator.seconds_before_next_try / 60))
             login_error = f"Too many failed logins for {username}: try again in {minutes} minutes."
         return super()._render(login_error=login_error, username=username)
@@ -198,6 +221,27 @@ class NativeAuthenticator(_NativeAuthenticator):
         """,
     )
 
+    allowed_users_file = Unicode(
+        "",
+        config=True,
+        help="""A file of the users who may log in, one name a line (``DYNAMIC_WHITELIST_ENABLED=true`` sets
+        ``/resources/users/dynamic_whitelist.txt``); empty: no such file, NativeAuthenticator's authorization
+        alone decides.
+
+        Read again at the next login after every change, so adding or removing a name needs no restart. Blank
+        lines and ``#`` comments are skipped; names are compared as the authenticator normalizes usernames
+        (lower case), literally (``*`` is no wildcard). The admins (``admin_users`` and users made admin in
+        JupyterHub) and ``allowed_users`` may always log in. A missing or unreadable file is logged as an
+        error and lets only them in. Sign-ups still need an administrator's authorization: a user needs both.
+        Symbolic links are followed (a Kubernetes ConfigMap). Needs ``allow_all = False``.
+        """,
+    ).tag(allow_config=True)
+
+    @default("allow_existing_users")
+    def _default_allow_existing_users(self):
+        # with the file, a name removed from it must keep its user out although the user exists
+        return False if self.allowed_users_file else super()._allow_existing_users_default()
+
     @validate("trusted_proxies")
     def _validate_trusted_proxies(self, proposal):
         for value in proposal.value:
@@ -230,8 +274,64 @@ class NativeAuthenticator(_NativeAuthenticator):
         super().__init__(add_new_table, *args, **kwargs)
         # (username, client address) -> {"count", "time" (monotonic)}, least recently failed first
         self.login_attempts = OrderedDict()
+        self.allow_list = None
+        if self.allowed_users_file:
+            self._start_allow_list()
         if add_new_table:
             self.ensure_admin_accounts()
+
+    # ---- the allow-list file ----------------------------------------------------------------
+
+    def _start_allow_list(self):
+        if self.allow_all:
+            raise AllowListConfigError(
+                f"NativeAuthenticator.allowed_users_file ({self.allowed_users_file}) is set, but "
+                "Authenticator.allow_all = True lets every user in without reading it: set "
+                "c.NativeAuthenticator.allow_all = False (DYNAMIC_WHITELIST_ENABLED=true does)"
+            )
+        self.allow_list = AllowListFile(
+            self.allowed_users_file, self.normalize_username, self.validate_username, self.log
+        )
+        try:
+            self.allow_list.load()
+        except AllowListError as e:
+            self.log.error("Allow list unreadable (%s): only admins can log in until it is fixed", e)
+
+    def _is_admin_name(self, username):
+        if username in self._admin_names():
+            return True
+        from jupyterhub import orm  # users made admin in JupyterHub (its admin page or REST API)
+
+        user = orm.User.find(self.db, username)
+        return bool(user is not None and user.admin)
+
+    def check_allowed(self, username, authentication=None):
+        """JupyterHub's check after a successful password check; with ``allowed_users_file``, the file too.
+
+        A refusal raises a 403 whose message the login page shows.
+        """
+        if self.allow_list is None:
+            return super().check_allowed(username, authentication)
+        if self._is_admin_name(username) or super().check_allowed(username, authentication):
+            return True
+        try:
+            names = self.allow_list.load().names
+        except AllowListError as e:
+            self.log.error(
+                "Login of %r refused: allow list unreadable (%s); only admins can log in until it is fixed",
+                username,
+                e,
+            )
+            raise web.HTTPError(
+                403, "The list of users allowed on this hub cannot be read: ask an administrator."
+            ) from None
+        if username in names:
+            return True
+        self.log.warning("Login of %r refused: not in the allow list %s", username, self.allow_list.path)
+        raise web.HTTPError(
+            403,
+            f"{username} is not on the list of users allowed on this hub: ask an administrator to add you.",
+        )
 
     # ---- admin accounts -------------------------------------------------------------------
 
