@@ -68,3 +68,25 @@ def make_spawner(
     )
     user.spawners[server] = spawner
     return spawner
+
+
+def make_stock_spawner(fake, username, server, *, namespace, image, user=None, config=None, **traits):
+    """A stock ``kubespawner.KubeSpawner`` of ``username``'s ``server`` on ``fake`` (the contract's other side)."""
+    from kubespawner import KubeSpawner
+
+    user = user or FakeUser(username)
+    spawner = KubeSpawner(
+        user=user,
+        orm_spawner=SimpleNamespace(
+            name=server, display_name=server, server=None, user_options={}, state=None
+        ),
+        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
+        db=None,
+        config=config or Config(),
+        k8s_api_host=fake.url,
+        namespace=namespace,
+        image=image,
+        **{"start_timeout": 30, "k8s_api_request_retry_timeout": 10, **traits},
+    )
+    user.spawners[server] = spawner
+    return spawner

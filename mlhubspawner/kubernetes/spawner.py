@@ -19,7 +19,7 @@ user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the P
 import asyncio
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 from jupyterhub.utils import exponential_backoff, maybe_future
@@ -52,7 +52,7 @@ from ..options import (
     parse_size,
 )
 from ..spawner_base import MLHubSpawnerMixin, options_error
-from . import gpus, objects, profiles
+from . import gpus, legacy, objects, parent_settings, profiles
 
 
 @dataclass(frozen=True)
@@ -363,6 +363,22 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     # ---- KubeSpawner settings with ML Hub's defaults --------------------------------------
 
+    handle_legacy_names = Bool(
+        False,
+        help="""Migrate from a stock KubeSpawner deployment: adopt the user's PVC and stop the user's pod of it.
+
+        ML Hub's meaning of KubeSpawner's setting, off by default. On, a start first looks for the
+        user's objects under KubeSpawner's names (the operator's ``pvc_name_template``/``pod_name_template``,
+        then ``claim-{user_server}``/``jupyter-{user_server}`` and the older ``claim-{username}--{servername}``
+        and ``claim-{username}-{servername}``, in the ``safe`` and ``escape`` slug schemes). A PVC found there,
+        when ML Hub's own does not exist, is mounted instead of a new empty one and gets ML Hub's owner
+        labels (the cleanup service then treats it as ML Hub's); a pod found there is deleted (the old
+        hub's server, holding the volume). An object is the user's only when KubeSpawner's
+        ``hub.jupyter.org/username`` annotation is the user's name (older objects: the label is the user's
+        name escaped): another user whose name renders to the same object name gets a new PVC of their own.
+        """,
+    ).tag(config=True)
+
     @default("port")
     def _default_port(self):
         return 8080
@@ -506,12 +522,13 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         self._apply_profile_settings(settings)
         try:
             policy = await self.current_policy()
-            if choice is None:
-                options = parse_options(raw, policy)
+            if choice is None:  # the admin's profiles (c.MLHubSpawner.profiles), if any
+                options, policy = self.parse_with_profile(raw, policy)
             else:
                 policy = profiles.constrained_policy(policy, choice)
                 rest = {k: v for k, v in raw.items() if k not in keys}
                 options = parse_options(profiles.with_choice(rest, choice), policy)
+                options = replace(options, profile=choice.slug, profile_name=choice.display_name)
             self._check_image_user(options)
             return options, policy
         except BaseException:
@@ -694,6 +711,9 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         count = self._gpu_count(options, policy)
         resource, product = self._gpu_type(options, policy)
         volume = self.persistent_volumes and options.mount_volume
+        self._check_parent_settings(run)
+        if self.handle_legacy_names:
+            await self._take_over_legacy_objects(volume)
         # KubeSpawner reuses a PVC, deletes a pod (409) and a Service of our names: ours only
         if self.network_policy_enabled:
             await self._adopt_network_policy()
@@ -749,6 +769,106 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         if run.run_as_root:
             values.update(uid=0, gid=0)
         self.apply_image_traits(values)
+
+    # ---- KubeSpawner's settings: applied or refused (parent_settings) ------------------------
+
+    @classmethod
+    def check_hub_config(cls, config):
+        """Refuse (:class:`~.parent_settings.ParentSettingsError`, naming each) KubeSpawner settings of the
+        operator's ``config`` that ML Hub would not apply; ``jupyterhub_config.py`` calls it at hub start."""
+        parent_settings.check_config(config, sections=cls.section_names())
+
+    def _check_parent_settings(self, run):
+        """At each start, after profiles and group overrides: the settings' values as this start uses them."""
+        names = [n for n in parent_settings.CHECKED_SETTINGS if n in self.traits()]
+        values = {n: getattr(self, n) for n in names if not callable(getattr(self, n))}
+        errors = parent_settings.value_errors(
+            values,
+            workspace_paths=[run.volume_path if run else self.volume_path],
+            gpu_resources=self.gpu_resource_names,
+        )
+        if errors:
+            message = "ML Hub refuses these KubeSpawner settings: " + "; ".join(errors)
+            self.log.error("%s (start of %s)", message, self._log_name)
+            raise web.HTTPError(500, "%s", message)
+
+    # ---- handle_legacy_names: a stock KubeSpawner deployment's PVC and pod ----------------
+
+    def _legacy_names(self, templates, configured):
+        return legacy.candidate_names(
+            lambda template, scheme: self._expand_user_properties(template, slug_scheme=scheme),
+            templates,
+            configured if "{" in configured else None,
+        )
+
+    def _is_legacy(self, metadata):
+        return legacy.is_users_legacy_object(metadata.labels, metadata.annotations, self.user.name)
+
+    async def _take_over_legacy_objects(self, volume):
+        """Stop the user's stock KubeSpawner pods; adopt the user's stock KubeSpawner PVC (none of ML Hub's)."""
+        for name in self._legacy_names(legacy.POD_TEMPLATES, self.pod_name_template):
+            metadata = await self._read_metadata("pod", name)
+            if metadata is not None and self._is_legacy(metadata):
+                self.log.warning(
+                    "Stopping KubeSpawner's pod %s/%s of %s", self.namespace, name, self._log_name
+                )
+                await self._delete_legacy_pod(name)
+        # KubeSpawner's own legacy search (a state of KubeSpawner < 7) takes a PVC by its name only
+        self._state_kubespawner_version = None
+        if not volume:
+            return
+        ours = await self._read_metadata("persistent_volume_claim", self.pvc_name)
+        if ours is not None and not self._is_legacy(ours):
+            return  # ML Hub's (or someone else's: the owner check refuses it)
+        names = [self.pvc_name, *self._legacy_names(legacy.PVC_TEMPLATES, self.pvc_name_template)]
+        for name in dict.fromkeys(names):
+            metadata = (
+                ours if name == self.pvc_name else await self._read_metadata("persistent_volume_claim", name)
+            )
+            if metadata is None:
+                continue
+            if self._is_legacy(metadata):
+                await self._adopt_pvc(name)
+                return
+            if name != self.pvc_name:
+                self.log.warning(
+                    "Not adopting PVC %s/%s for %s: it is not theirs (%s)",
+                    self.namespace,
+                    name,
+                    self._log_name,
+                    (metadata.annotations or {}).get(legacy.USERNAME_KEY, "no owner annotation"),
+                )
+
+    async def _adopt_pvc(self, name):
+        """Mount ``name`` (the user's KubeSpawner PVC) from now on, labelled as ML Hub's."""
+        labels, annotations = self._owner_metadata(naming.COMPONENT_VOLUME)
+        await asyncio.wait_for(
+            self.api.patch_namespaced_persistent_volume_claim(
+                name, self.namespace, {"metadata": {"labels": labels, "annotations": annotations}}
+            ),
+            self.k8s_api_request_timeout,
+        )
+        self.log.warning("Adopted KubeSpawner's PVC %s/%s for %s", self.namespace, name, self._log_name)
+        self.pvc_name = name
+
+    async def _delete_legacy_pod(self, name):
+        try:
+            await asyncio.wait_for(
+                self.api.delete_namespaced_pod(
+                    name, self.namespace, grace_period_seconds=self.delete_grace_period
+                ),
+                self.k8s_api_request_timeout,
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+        async def gone():
+            return await self._read_metadata("pod", name) is None
+
+        await exponential_backoff(
+            gone, f"KubeSpawner's pod {self.namespace}/{name} did not stop", timeout=self.start_timeout
+        )
 
     # ---- owners: never reuse, replace or delete what is not this workspace's ---------------
 
@@ -811,7 +931,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         metadata = await self._read_metadata("pod", self.pod_name)
         if metadata is not None:
             try:
-                self._check_owner("pod", self.pod_name, metadata)
+                if not (self.handle_legacy_names and self._is_legacy(metadata)):
+                    self._check_owner("pod", self.pod_name, metadata)
             except naming.ForeignResourceError:
                 if self._starting:
                     raise
@@ -974,9 +1095,14 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             ),
             volumes=volumes,
             volume_mounts=mounts,
-            node_selector=objects.gpu_node_selector(self.gpu_node_selector, plan.gpu_product)
-            if plan.gpu_count
-            else None,
+            node_selector={  # the profile's (c.MLHubSpawner.profiles), then the GPU nodes'
+                **options.node_selector,
+                **(
+                    objects.gpu_node_selector(self.gpu_node_selector, plan.gpu_product)
+                    if plan.gpu_count
+                    else {}
+                ),
+            },
             tolerations=self.gpu_tolerations if plan.gpu_count else (),
             image_pull_policy="Always" if options.update else None,
         )
