@@ -70,7 +70,9 @@ def render_options_form(policy, values, error=None, gpus=(), profiles=()):
     """HTML of the options form; ``error`` is an OptionsError shown next to its field.
 
     ``profiles`` (the spawner's ``form_profiles()``): the operator's profiles, offered first as radio
-    buttons named ``profile`` (none: no profile field).
+    buttons named ``profile`` (none: no profile field). Entries of the admin's ``profiles`` have a ``custom``
+    key: the form's own fields are then the custom options (the entry with ``custom`` true), shown only while
+    it is chosen, and left out when the custom options are not allowed.
 
     ``gpus`` (the spawner's ``gpu_status()``), listed under the GPU field: one dict per GPU (``id``,
     ``index``, ``uuid``, ``name``, ``memory_mb``, ``free``) or per pool (``"kind": "pool"``, ``type``,
@@ -93,5 +95,10 @@ def render_options_form(policy, values, error=None, gpus=(), profiles=()):
             gpu_types=gpu_type_choices(policy),
             kubernetes=policy.gpu_types is not None,
             profiles=list(profiles),
+            # the admin's profiles (mlhubspawner.profiles) have a "custom" entry when the custom options are allowed
+            admin_profiles=any("custom" in p for p in profiles),
+            show_custom_fields=not any("custom" in p for p in profiles)
+            or any(p.get("custom") for p in profiles),
+            custom_chosen=any(p.get("custom") and p.get("selected") for p in profiles),
         )
     )

@@ -32,6 +32,7 @@ REST_KEYS = (
     "days_to_live",
     "is_mount_volume",
     "update",
+    "profile",
 )
 MAX_ENV_VARS = 200
 MAX_ENV_VALUE_LENGTH = 32 * 1024
@@ -63,6 +64,11 @@ class WorkspaceOptions:
     gpus: str = ""
     gpu_type: str = ""
     update: bool = False
+    # the admin's profile the options came from (mlhubspawner.profiles): its slug and name, and its node
+    # selector (Kubernetes); empty: the user's own choice
+    profile: str = ""
+    profile_name: str = ""
+    node_selector: dict = field(default_factory=dict)
 
     def to_dict(self):
         """A JSON-friendly copy (for state and the Info view)."""
@@ -72,6 +78,11 @@ class WorkspaceOptions:
     def from_dict(cls, data):
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def is_image_reference(image):
+    """Whether ``image`` is a Docker image reference (``[registry[:port]/]path[:tag][@digest]``)."""
+    return isinstance(image, str) and len(image) <= 255 and bool(_IMAGE_PATTERN.match(image))
 
 
 def parse_size(value, field_name, bare_unit=GB):
@@ -292,13 +303,21 @@ def parse_options(raw, policy):
     if unknown:
         raise OptionsError(unknown[0], f"unknown option (known: {', '.join(REST_KEYS)})")
 
+    if _given(raw, "profile"):  # resolved before (mlhubspawner.profiles): here, no profile is offered
+        shown = raw["profile"] if isinstance(raw["profile"], str) else repr(raw["profile"])
+        raise OptionsError("profile", f"unknown profile {shown[:80]!r}")
+
     image = raw.get("image") if _given(raw, "image") else policy.default_image
     if not isinstance(image, str):
         raise OptionsError("image", f"expected an image name, got {image!r}")
     image = image.strip()
-    if image not in (policy.default_image, *policy.images) and not policy.allow_custom_image:
+    offered = (policy.default_image, *policy.images)
+    if image not in offered:
+        # DockerSpawner's REST shape: a key of its allowed_images dict stands for the image
+        image = dict(policy.image_aliases).get(image, image)
+    if image not in offered and not policy.allow_custom_image:
         raise OptionsError("image", f"{image!r} is not one of the offered images")
-    if len(image) > 255 or not _IMAGE_PATTERN.match(image):
+    if not is_image_reference(image):
         raise OptionsError("image", f"{image!r} is not a valid image reference")
 
     cpu = policy.default_cpu

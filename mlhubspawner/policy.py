@@ -12,7 +12,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
 from . import images
-from .options import MAX_DAYS_TO_LIVE, OptionsError, parse_size
+from .options import MAX_DAYS_TO_LIVE, OptionsError, is_image_reference, parse_size
 
 # the shipped lifetime maximum: every workspace expires at most 90 days after its creation unless the
 # admin sets another (``None``: users may also ask for "never"); admins may extend up to the ceiling
@@ -85,6 +85,8 @@ class Policy:
     default_image: str
     images: tuple = ()
     image_names: tuple = ()  # (image, name shown in the form) pairs
+    # (name, image) pairs the REST API also takes for the image (DockerSpawner's allowed_images keys)
+    image_aliases: tuple = ()
     allow_custom_image: bool = False
     default_cpu: float | None = None
     max_cpu: float | None = None
@@ -126,6 +128,41 @@ def _cap(limit, host):
     if host is None:
         return limit
     return host if limit is None else min(limit, host)
+
+
+@dataclass(frozen=True)
+class AllowedImages:
+    """DockerSpawner's ``allowed_images`` as the policy reads it: the images (in order), their names in
+    the form (``{image: name}``, a dict's keys) and whether any image is allowed (``"*"``)."""
+
+    images: tuple = ()
+    names: tuple = ()  # (image, name) pairs
+    any_image: bool = False
+
+
+def allowed_image_choices(value, setting="DockerSpawner.allowed_images"):
+    """:class:`AllowedImages` of an ``allowed_images`` value (a dict name → image, a list, ``"*"``), or
+    None when it lists nothing (empty or None: ML Hub's ``workspace_images`` apply). Raises ValueError naming
+    ``setting`` for anything else."""
+    if value is None or value == {} or value == []:
+        return None
+    if value == "*":
+        return AllowedImages(any_image=True)
+    if isinstance(value, list | tuple):
+        value = {item: item for item in value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{setting} must be a dict of name: image, a list of images or '*', got {value!r}")
+    images, names = [], {}
+    for name, image in value.items():
+        if not isinstance(name, str) or not isinstance(image, str) or not is_image_reference(image.strip()):
+            raise ValueError(f"{setting}: {name!r}: {image!r} is not an image reference")
+        image = image.strip()
+        if image in names and name != image and names[image] != image:
+            raise ValueError(f"{setting}: {image} has two names, {names[image]!r} and {name!r}")
+        images.append(image)
+        if name != image:
+            names[image] = name
+    return AllowedImages(tuple(dict.fromkeys(images)), tuple(names.items()))
 
 
 class _Size(Union):
@@ -329,31 +366,51 @@ class WorkspacePolicy(Configurable):
             )
         return value
 
-    def offered_images(self, default_image):
-        """The images of the form: the default first, then ``workspace_images``, no repeats."""
-        return tuple(dict.fromkeys([default_image, *self.workspace_images]))
+    def offered_images(self, default_image, allowed=None):
+        """The images of the form: the default first, then ``allowed`` (DockerSpawner's ``allowed_images``,
+        see :func:`allowed_image_choices`) when it lists some, else ``workspace_images``; no repeats."""
+        listed = list(allowed.images) if allowed is not None and allowed.images else self.workspace_images
+        return tuple(dict.fromkeys([default_image, *listed]))
 
-    def policy(self, default_image, host_cpus=None, host_memory=None, gpu_count=None, gpu_types=None):
+    def policy(
+        self,
+        default_image,
+        host_cpus=None,
+        host_memory=None,
+        gpu_count=None,
+        gpu_types=None,
+        *,
+        spawner_cpu_limit=None,
+        spawner_mem_limit=None,
+        allowed=None,
+    ):
         """Freeze the current settings (after group overrides) into a :class:`Policy`.
 
         ``gpu_count`` caps ``max_gpus`` (the GPUs one workspace can get); ``gpu_types`` are the offered
         :class:`GPUType` (``None``: the backend has no types). See :func:`gpu_limits`.
+
+        ``spawner_cpu_limit``/``spawner_mem_limit`` (JupyterHub's ``Spawner.cpu_limit``/``mem_limit``), when
+        set, are the defaults instead of ``default_cpu_limit``/``default_mem_limit``. ``allowed``
+        (:class:`AllowedImages`, from DockerSpawner's ``allowed_images``) lists the offered images and their
+        names, or allows any image.
         """
+        images = self.offered_images(default_image, allowed)
+        names = dict(allowed.names) if allowed is not None else {}
+        names.update({k: v for k, v in self.image_display_names.items() if v and k not in names})
+        default_cpu = self.default_cpu_limit if spawner_cpu_limit is None else spawner_cpu_limit
+        default_memory = self.default_mem_limit if spawner_mem_limit is None else spawner_mem_limit
         return Policy(
             default_image=default_image,
-            images=self.offered_images(default_image),
-            image_names=tuple(
-                (image, self.image_display_names[image])
-                for image in self.offered_images(default_image)
-                if self.image_display_names.get(image)
-            ),
-            allow_custom_image=self.allow_custom_image,
+            images=images,
+            image_names=tuple((image, names[image]) for image in images if names.get(image)),
+            image_aliases=tuple((name, image) for image, name in allowed.names)
+            if allowed is not None
+            else (),
+            allow_custom_image=self.allow_custom_image or (allowed is not None and allowed.any_image),
             # a default above the largest allowed value (e.g. on a small host) becomes that value
-            default_cpu=_at_most(
-                self.default_cpu_limit, _cap(_positive_or_none(self.max_cpu_limit), host_cpus)
-            ),
+            default_cpu=_at_most(default_cpu, _cap(_positive_or_none(self.max_cpu_limit), host_cpus)),
             max_cpu=_cap(_positive_or_none(self.max_cpu_limit), host_cpus),
-            default_memory=_at_most(self.default_mem_limit, _cap(self.max_mem_limit, host_memory)),
+            default_memory=_at_most(default_memory, _cap(self.max_mem_limit, host_memory)),
             min_memory=self.min_mem_limit or 0,
             max_memory=_cap(self.max_mem_limit, host_memory),
             default_shm_size=self.default_shm_size,

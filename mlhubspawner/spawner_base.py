@@ -1,7 +1,8 @@
-"""What every ML Hub spawner shares, whatever the backend: options, policy, lifetime, state.
+"""What every ML Hub spawner shares, whatever the backend: options, policy, profiles, lifetime, state.
 
-A backend spawner inherits :class:`MLHubSpawnerMixin` before its JupyterHub base class and
-implements :meth:`host_resources`. The flow: form or REST body → :meth:`options_from_form`
+A backend spawner inherits :class:`MLHubSpawner` (through its former name :class:`MLHubSpawnerMixin`) before
+its JupyterHub base class and implements :meth:`host_resources`; ``c.MLHubSpawner.<setting>`` configures
+every backend. The flow: form or REST body → :meth:`options_from_form`
 (form only) → :meth:`apply_user_options` (validate against the policy and quotas) → the backend's
 ``start()``, which reads :attr:`workspace_options` and builds its objects with pure functions.
 """
@@ -9,12 +10,18 @@ implements :meth:`host_resources`. The flow: form or REST body → :meth:`option
 import asyncio
 import math
 import os
+import sys
 import time
+from dataclasses import replace
+from importlib.metadata import entry_points
+from types import SimpleNamespace
 
 from tornado import web
-from traitlets import Any, Bool, Integer, Unicode, default, validate
+from traitlets import Any, Bool, Dict, Integer, List, TraitError, Unicode, default, validate
+from traitlets.config import Configurable
+from traitlets.utils.importstring import import_item
 
-from . import images, naming
+from . import images, naming, profiles
 from .form import form_values, render_options_form, submitted_values
 from .options import (
     MAX_DAYS_TO_LIVE,
@@ -22,12 +29,14 @@ from .options import (
     WorkspaceOptions,
     check_quota,
     form_to_options,
+    format_size,
     parse_days_to_live,
-    parse_options,
 )
-from .policy import WorkspacePolicy, gpu_limits
+from .policy import WorkspacePolicy, allowed_image_choices, gpu_limits
 
 STATE_KEY = "mlhub"
+# the user of the spawner that checks the configuration at hub start (config_errors)
+CONFIG_CHECK_USER = "mlhub-config-check"
 
 
 def plan_expiration(now, days_to_live, created_at=None, previous_expiration=0):
@@ -94,6 +103,10 @@ def stored_options(data):
         and isinstance(options.gpus, str)
         and isinstance(options.gpu_type, str)
         and isinstance(options.mount_volume, bool)
+        and isinstance(options.profile, str)
+        and isinstance(options.profile_name, str)
+        and isinstance(options.node_selector, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in options.node_selector.items())
     ):
         return None
     return WorkspaceOptions.from_dict(
@@ -137,8 +150,47 @@ def options_error(error):
     return http_error
 
 
-class MLHubSpawnerMixin(WorkspacePolicy):
-    """Options, policy, lifetime and state handling shared by the Docker and Kubernetes spawners."""
+class MLHubSpawner(WorkspacePolicy):
+    """Options, policy, profiles, lifetime and state handling shared by the Docker and Kubernetes spawners."""
+
+    profiles = List(
+        Dict(),
+        help="""The admin's profiles: named presets of the workspace options, offered first in the form and
+        started by REST with ``{"profile": "<slug>"}``.
+
+        Each profile is a dict of ``name`` (or ``display_name``; required), ``slug`` (default: from the
+        name), ``description``, ``default`` (the profile of a start that names none), ``groups`` (JupyterHub
+        group names that may use it; absent: everyone), and the options it sets: ``image``, ``cpu_limit``,
+        ``mem_limit`` (``"16G"`` or bytes), ``gpus`` (a count or ``"all"``), ``shm_size``, ``env`` (a dict),
+        ``days_to_live``, and on Kubernetes ``node_selector``. What a profile sets is the default and the
+        ceiling of that option (users may ask for less, never more, never another image) under the admin's
+        policy; what it leaves out stays the user's choice. Checked at hub start (each problem names the
+        profile and the field). On Kubernetes, set this or KubeSpawner's ``profile_list``, not both.
+
+        Example::
+
+            c.MLHubSpawner.profiles = [
+                {"name": "Small", "slug": "small", "cpu_limit": 1, "mem_limit": "2G", "default": True},
+                {"name": "GPU large", "slug": "gpu-large", "image": "mlhub-workspace-gpu:0.1.0",
+                 "cpu_limit": 8, "mem_limit": "32G", "gpus": 1, "shm_size": "8G",
+                 "days_to_live": 14, "groups": ["gpu-users"]},
+            ]
+        """,
+    ).tag(config=True)
+
+    @validate("profiles")
+    def _validate_profiles(self, proposal):
+        try:
+            profiles.parse_profiles(proposal.value)
+        except profiles.ProfileError as e:
+            raise ValueError(str(e)) from None
+        return proposal.value
+
+    allow_custom_options = Bool(
+        True,
+        help="""Offer the custom options (the form's own image, CPU, memory... fields, within the policy)
+        beside the ``profiles``. Off: every start uses one of the profiles the user may use.""",
+    ).tag(config=True)
 
     hub_name = Unicode(
         help="""Name of this hub: prefix of every resource name and value of the ``mlhub.origin`` label.
@@ -216,17 +268,180 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         return self.image
 
     async def form_profiles(self, raw):
-        """Profiles the form offers (dicts for the template), the one of ``raw`` options selected; none here."""
-        return []
+        """Profiles the form offers (dicts for the template), the one of ``raw`` options selected.
+
+        The admin's ``profiles`` this user may use, and "custom" when allowed; none without profiles.
+        """
+        offered = self.user_profiles()
+        if not self.profiles:
+            return []
+        return profiles.form_entries(offered, raw, self.allow_custom_options)
 
     async def raw_options_from_form(self, form_data):
-        """The raw (REST-shaped) options of a submitted form."""
-        return form_to_options(form_data)
+        """The raw (REST-shaped) options of a submitted form (with a profile: only the profile's)."""
+        raw = form_to_options(form_data)
+        return profiles.form_options(form_data, raw) if self.profiles else raw
 
     async def parse_user_options(self, raw):
         """``(WorkspaceOptions, Policy)`` of raw options, validated against the current policy."""
         policy = await self.current_policy()
-        return parse_options(raw, policy), policy
+        return self.parse_with_profile(raw, policy)
+
+    def parse_with_profile(self, raw, policy):
+        """``(WorkspaceOptions, Policy)`` of raw options and ``policy``, with the profile they name (if any)."""
+        return profiles.resolve(
+            raw,
+            policy,
+            self.user_profiles(),
+            allow_custom=self.allow_custom_options or not self.profiles,
+        )
+
+    # ---- profiles and the parent classes' settings -------------------------------------------
+
+    def workspace_profiles(self):
+        """The admin's :class:`~mlhubspawner.profiles.Profile` tuple (checked when the setting was loaded)."""
+        return profiles.parse_profiles(self.profiles)
+
+    def user_groups(self):
+        """Names of the JupyterHub groups of this spawner's user."""
+        return {g.name for g in getattr(getattr(self, "user", None), "groups", None) or ()}
+
+    def user_profiles(self):
+        """The profiles this spawner's user may use (their JupyterHub groups decide)."""
+        return profiles.offered(self.workspace_profiles(), self.user_groups()) if self.profiles else ()
+
+    def config_section(self, trait):
+        """The config section that sets ``trait`` for this class (the one that wins), or None."""
+        found = None
+        for section in self.section_names():
+            if self.config._has_section(section) and trait in self.config[section]:
+                found = section
+        return found
+
+    def _configured_callable(self, trait):
+        section = self.config_section(trait)
+        return section is not None and callable(self.config[section][trait])
+
+    def configured_as(self, trait):
+        """``Section.trait`` of the config that sets ``trait`` (else this class's name), for messages."""
+        return f"{self.config_section(trait) or type(self).__name__}.{trait}"
+
+    def config_errors(self):
+        """What this class's configuration refuses, as sentences naming the settings (checked at hub start,
+        on a spawner without a user: :func:`config_errors`). Backends extend it (``super().config_errors()``)."""
+        errors = self._limit_errors()
+        allowed, allowed_errors = self._allowed_images_errors()
+        errors += allowed_errors
+        profile_list = getattr(self, "profile_list", None)
+        if self.profiles and profile_list:
+            errors.append(
+                f"{self.configured_as('profiles')} and {self.configured_as('profile_list')} are both set: "
+                "keep one (profiles has groups, shm, env and lifetime; profile_list is KubeSpawner's format)"
+            )
+        if not self.allow_custom_options and not self.profiles and not profile_list:
+            errors.append(
+                f"{self.configured_as('allow_custom_options')} = False needs profiles to choose from"
+            )
+        try:
+            parsed = self.workspace_profiles()
+        except profiles.ProfileError as e:
+            return [*errors, *e.errors]
+        policy = self.policy(
+            self.default_image(),
+            spawner_cpu_limit=self.cpu_limit or None,
+            spawner_mem_limit=self.mem_limit or None,
+            allowed=allowed,
+        )
+        names = {
+            key: self.configured_as(trait)
+            for key, trait in (
+                ("images", "allowed_images" if allowed is not None else "workspace_images"),
+                ("max_cpu", "max_cpu_limit"),
+                ("min_memory", "min_mem_limit"),
+                ("max_memory", "max_mem_limit"),
+                ("max_shm_size", "max_shm_size"),
+                ("max_gpus", "max_gpus"),
+                ("allow_all_gpus", "allow_all_gpus"),
+                ("max_days_to_live", "max_days_to_live"),
+                ("reserved_env_names", "reserved_env_names"),
+            )
+        }
+        if callable(getattr(self, "allowed_images", None)):  # images decided per user: checked at each start
+            policy = replace(policy, allow_custom_image=True)
+        if self.max_gpus is None:  # as many as the engine has: known once probed
+            policy = replace(policy, max_gpus=None)
+        errors += profiles.policy_errors(
+            parsed,
+            policy,
+            setting=self.configured_as("profiles"),
+            names=names,
+            node_selector="node_selector" in self.trait_names(),
+        )
+        return errors
+
+    def _limit_errors(self):
+        """``Spawner.cpu_limit``/``mem_limit`` are the options' defaults: within the admin's limits."""
+        errors = []
+        checks = (
+            ("cpu_limit", self.cpu_limit, "max_cpu_limit", self.max_cpu_limit, 1, lambda v: f"{v:g}"),
+            ("mem_limit", self.mem_limit, "max_mem_limit", self.max_mem_limit, 1, format_size),
+            ("mem_limit", self.mem_limit, "min_mem_limit", self.min_mem_limit, -1, format_size),
+        )
+        for trait, value, limit_trait, limit, sign, shown in checks:
+            if not value or not limit or (value - limit) * sign <= 0 or self._configured_callable(trait):
+                continue  # unset (DockerSpawner's 0), within the limits, or decided per user at each start
+            relation = "above" if sign > 0 else "below"
+            errors.append(
+                f"{self.configured_as(trait)} = {shown(value)} (the default of the {trait} option) is "
+                f"{relation} {self.configured_as(limit_trait)} = {shown(limit)}"
+            )
+        return errors
+
+    def _allowed_images_errors(self):
+        """``(AllowedImages or None, errors)`` of DockerSpawner's ``allowed_images`` beside ML Hub's image settings."""
+        value = getattr(self, "allowed_images", None)
+        if value in (None, {}, []):
+            return None, []
+        setting = self.configured_as("allowed_images")
+        errors = []
+        if self.workspace_images:
+            errors.append(
+                f"{setting} and {self.configured_as('workspace_images')} both list the offered images: keep one"
+            )
+        if callable(value):
+            return None, errors
+        try:
+            allowed = allowed_image_choices(value, setting)
+        except ValueError as e:
+            return None, [*errors, str(e)]
+        allow_custom = self.configured_as("allow_custom_image")
+        if (
+            allowed.any_image
+            and not self.allow_custom_image
+            and not allow_custom.startswith(type(self).__name__ + ".")
+        ):
+            errors.append(f"{setting} = '*' allows any image, {allow_custom} = False allows none: keep one")
+        for image, name in allowed.names:
+            other = self.image_display_names.get(image)
+            if other and other != name:
+                errors.append(
+                    f"{setting} names {image} {name!r}, {self.configured_as('image_display_names')} "
+                    f"names it {other!r}: keep one"
+                )
+        return allowed, errors
+
+    def allowed_images_now(self):
+        """DockerSpawner's ``allowed_images`` (a callable called for this spawner) as
+        :class:`~mlhubspawner.policy.AllowedImages`, or None (unset, or a backend without it)."""
+        value = getattr(self, "allowed_images", None)
+        if callable(value):
+            value = value(self)
+        try:
+            return allowed_image_choices(value)
+        except ValueError as e:
+            message = f"{e} (the value for {self._log_name})"
+            self.log.error(message)
+            raise web.HTTPError(500, "%s", message) from None
 
     def ssh_target(self):
         """``(host, port)`` of this workspace's sshd as the hub's SSH front reaches it."""
@@ -238,8 +453,29 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         """The policy now: the admin's settings capped by the host and by the GPUs one workspace can get."""
         cpus, memory = await self.host_resources()
         gpu_count, gpu_types = gpu_limits(await self.gpu_inventory())
+        for trait, limit_trait, shown in (
+            ("cpu_limit", "max_cpu_limit", lambda v: f"{v:g}"),
+            ("mem_limit", "max_mem_limit", format_size),
+        ):  # a per-user callable's value (a fixed one above the maximum stops the hub)
+            value, limit = getattr(self, trait) or None, getattr(self, limit_trait)
+            if value is not None and limit and value > limit:
+                self.log.warning(
+                    "%s = %s for %s is above %s = %s: lowered to it",
+                    self.configured_as(trait),
+                    shown(value),
+                    self.user.name,
+                    self.configured_as(limit_trait),
+                    shown(limit),
+                )
         return self.policy(
-            self.default_image(), host_cpus=cpus, host_memory=memory, gpu_count=gpu_count, gpu_types=gpu_types
+            self.default_image(),
+            host_cpus=cpus,
+            host_memory=memory,
+            gpu_count=gpu_count,
+            gpu_types=gpu_types,
+            spawner_cpu_limit=self.cpu_limit or None,  # DockerSpawner's unset is 0
+            spawner_mem_limit=self.mem_limit or None,
+            allowed=self.allowed_images_now(),
         )
 
     @default("options_form")
@@ -269,10 +505,13 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         if not self._viewed_by_owner() and self.workspace_options is not None:
             # an admin opening someone's form sees the names of their env variables, not the values
             values["env"] = "".join(f"# {name}=(hidden)\n" for name in sorted(self.workspace_options.env))
-        profiles = await self.form_profiles(self._last_raw_options or {})
-        if profiles:  # empty: the chosen profile's limits (else the defaults), not the last profile's
+        entries = await self.form_profiles(self._last_raw_options or {})
+        if self.profiles:  # the custom fields: the last custom options, else the defaults
+            if self.workspace_options is not None and self.workspace_options.profile:
+                values = {**form_values(policy), "is_mount_volume": values["is_mount_volume"]}
+        elif entries:  # empty: the chosen profile's limits (else the defaults), not the last profile's
             values.update(cpu_limit="", mem_limit="")
-        return render_options_form(policy, values, gpus=gpus, profiles=profiles)
+        return render_options_form(policy, values, gpus=gpus, profiles=entries)
 
     def _viewed_by_owner(self):
         """Whether the request being served (JupyterHub's ``spawner.handler``) is the owner's."""
@@ -453,3 +692,49 @@ class MLHubSpawnerMixin(WorkspacePolicy):
         if self.expiration:
             info["remaining_lifetime_seconds"] = max(0, int(self.expiration - now))
         return info
+
+
+class MLHubSpawnerMixin(MLHubSpawner):
+    """The former name of :class:`MLHubSpawner`, kept importable: the backends derive from it, so both
+    ``c.MLHubSpawner`` and ``c.MLHubSpawnerMixin`` configure them."""
+
+
+def spawner_class_of(config):
+    """The class ``c.JupyterHub.spawner_class`` names (a class, an entry point such as ``mlhub-docker`` or
+    a dotted name), or None when it cannot be loaded (JupyterHub says so itself)."""
+    value = config.JupyterHub.get("spawner_class", "")
+    if isinstance(value, type):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        if "." in value:
+            return import_item(value)
+        found = [ep for ep in entry_points(group="jupyterhub.spawners") if ep.name == value]
+        return found[0].load() if found else None
+    except (ImportError, AttributeError):
+        return None
+
+
+def config_errors(spawner_class, config):
+    """Every problem of ``config`` for ``spawner_class`` (an :class:`MLHubSpawner`), as sentences naming the
+    settings: its traits loaded as for a spawner, then :meth:`MLHubSpawner.config_errors` (no user needed)."""
+    probe = spawner_class.__new__(spawner_class)
+    # settings given as callables (DockerSpawner's cpu_limit, mem_limit...) are called with the spawner
+    probe.user = SimpleNamespace(name=CONFIG_CHECK_USER, groups=[], escaped_name=CONFIG_CHECK_USER)
+    try:
+        Configurable.__init__(probe, config=config)
+    except (TraitError, ValueError) as e:
+        return [str(e)]
+    return probe.config_errors()
+
+
+def check_spawner_config(config):
+    """From ``jupyterhub_config.py``, after the operator's config: the hub exits naming every setting it
+    refuses (an ML Hub spawner only; another spawner class is left to JupyterHub)."""
+    spawner_class = spawner_class_of(config)
+    if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubSpawner)):
+        return
+    errors = config_errors(spawner_class, config)
+    if errors:
+        sys.exit("ML Hub cannot start: " + "; ".join(errors))

@@ -121,6 +121,15 @@ def format_resources(options):
     return " · ".join(parts) or "default"
 
 
+def profile_label(options):
+    """The name of the admin's profile a workspace started with (its slug when it has no name), else ``""``."""
+    for key in ("profile_name", "profile"):
+        value = options.get(key)
+        if isinstance(value, str) and value.strip() and value != "custom":
+            return value.strip()
+    return ""
+
+
 def format_time(timestamp):
     """A datetime (naive = UTC) or epoch seconds as ``2025-01-31 12:00 UTC``; empty when unknown."""
     if not timestamp:
@@ -195,6 +204,7 @@ def workspace_row(
         "status": status,
         "started": bool(options),
         "image": options.get("image") or "",
+        "profile": profile_label(options),
         "resources": format_resources(options) if options else "",
         "gpus": (f"{gpus} × {options['gpu_type']}" if options.get("gpu_type") else str(gpus))
         if gpus
