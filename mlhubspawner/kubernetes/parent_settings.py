@@ -73,7 +73,10 @@ KUBESPAWNER_SETTINGS = {
     "cmd": _a("per image: workspace_image_settings' cmd"),
     "consecutive_failure_limit": _a(),
     "cpu_guarantee": _a("the CPU request (at most the limit); else resource_request_ratio × the limit"),
-    "cpu_limit": _r("the workspace option cpu_limit (default_cpu_limit, max_cpu_limit, profiles)"),
+    "cpu_limit": _r(
+        "the default of the workspace option cpu_limit (instead of default_cpu_limit), within max_cpu_limit; "
+        "each start's limit is the option's"
+    ),
     "debug": _a(),
     "default_url": _a(),
     "disable_user_config": _a(),
@@ -84,7 +87,10 @@ KUBESPAWNER_SETTINGS = {
     "hub_connect_url": _a(),
     "ip": _a(),
     "mem_guarantee": _a("the memory request (at most the limit); else resource_request_ratio × the limit"),
-    "mem_limit": _r("the workspace option mem_limit (default_mem_limit, max_mem_limit, profiles)"),
+    "mem_limit": _r(
+        "the default of the workspace option mem_limit (instead of default_mem_limit), within "
+        "min_mem_limit..max_mem_limit; each start's limit is the option's"
+    ),
     "notebook_dir": _a(),
     "oauth_client_allowed_scopes": _a(),
     "oauth_roles": _a(),

@@ -18,6 +18,7 @@ user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the P
 
 import asyncio
 import copy
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -40,6 +41,7 @@ from traitlets import (
     default,
     validate,
 )
+from traitlets.utils.importstring import import_item
 
 from .. import images, metrics, naming
 from ..options import (
@@ -1123,3 +1125,22 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             selector={naming.LABEL_ORIGIN: self.hub_name},
             ssh_port=self.ssh_port,
         )
+
+
+def check_settings_at_hub_start(config):
+    """From ``jupyterhub_config.py``, after the operator's config: if the spawner is ours (Kubernetes), a
+    KubeSpawner setting ML Hub refuses stops the hub, naming it (:mod:`.parent_settings`)."""
+    spawner_class = config.JupyterHub.get("spawner_class", "")
+    if spawner_class == "mlhub-kubernetes":
+        spawner_class = MLHubKubernetesSpawner
+    elif isinstance(spawner_class, str) and "." in spawner_class:
+        try:
+            spawner_class = import_item(spawner_class)
+        except (ImportError, AttributeError):
+            return  # JupyterHub says so itself
+    if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubKubernetesSpawner)):
+        return
+    try:
+        spawner_class.check_hub_config(config)
+    except parent_settings.ParentSettingsError as e:
+        sys.exit(f"ML Hub cannot start: {e}")

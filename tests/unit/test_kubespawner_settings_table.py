@@ -2,12 +2,15 @@
 (``mlhubspawner.kubernetes.parent_settings``); the hub-start check refuses, naming them, what ML Hub would
 otherwise ignore or what would break a workspace; the docs' table is made from the same dict."""
 
+from pathlib import Path
+
 import pytest
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, legacy, parent_settings
 from mlhubspawner.kubernetes.parent_settings import APPLIED, KUBESPAWNER_SETTINGS, REFUSED, REPLACED
+from mlhubspawner.kubernetes.spawner import check_settings_at_hub_start
 
 
 def test_the_table_lists_exactly_kubespawners_settings():
@@ -26,11 +29,46 @@ def test_every_entry_says_what_happens():
     assert set(parent_settings.refused_names()) <= set(MLHubKubernetesSpawner.class_traits(config=True))
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "kubespawner-settings.md"
+
+
 def test_the_docs_table_is_the_dict():
-    table = parent_settings.settings_table().splitlines()
-    assert len(table) == 2 + len(KUBESPAWNER_SETTINGS)
-    assert "| `volume_mounts` | applied |" in "\n".join(table)
-    assert "| `profile_form_template` | refused |" in "\n".join(table)
+    table = parent_settings.settings_table()
+    assert len(table.splitlines()) == 2 + len(KUBESPAWNER_SETTINGS)
+    assert "| `volume_mounts` | applied |" in table and "| `profile_form_template` | refused |" in table
+    assert table in DOCS.read_text(), (
+        "docs/kubespawner-settings.md is stale: regenerate its table with "
+        'python -c "from mlhubspawner.kubernetes import parent_settings; print(parent_settings.settings_table())"'
+    )
+
+
+@pytest.mark.parametrize(
+    "spawner_class",
+    ["mlhub-kubernetes", "mlhubspawner.kubernetes.MLHubKubernetesSpawner", MLHubKubernetesSpawner],
+)
+def test_jupyterhub_config_stops_the_hub_naming_the_setting(spawner_class):
+    config = Config()
+    config.JupyterHub.spawner_class = spawner_class
+    config.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/workspace"}]
+    config.KubeSpawner.services_enabled = False
+    with pytest.raises(SystemExit) as exited:
+        check_settings_at_hub_start(config)
+    message = str(exited.value.code)
+    assert message.startswith("ML Hub cannot start: ML Hub refuses these KubeSpawner settings")
+    assert (
+        "services_enabled: False is refused" in message and "volume_mounts: 'home' at /workspace" in message
+    )
+
+
+@pytest.mark.parametrize("spawner_class", ["mlhub-docker", "kubespawner.KubeSpawner", "no.such.Spawner", ""])
+def test_other_spawners_are_not_checked(spawner_class):
+    config = Config()
+    config.JupyterHub.spawner_class = spawner_class
+    config.KubeSpawner.services_enabled = False
+    assert check_settings_at_hub_start(config) is None
+    config.JupyterHub.spawner_class = "mlhub-kubernetes"
+    config.KubeSpawner.services_enabled = True
+    assert check_settings_at_hub_start(config) is None  # a good config passes
 
 
 def test_the_sections_are_the_spawners():
