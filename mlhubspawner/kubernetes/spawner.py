@@ -18,7 +18,6 @@ user's NetworkPolicy (created once, kept current) → KubeSpawner's start: the P
 
 import asyncio
 import copy
-import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -41,7 +40,6 @@ from traitlets import (
     default,
     validate,
 )
-from traitlets.utils.importstring import import_item
 
 from .. import images, metrics, naming
 from ..options import (
@@ -777,18 +775,35 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
     @classmethod
     def check_hub_config(cls, config):
         """Refuse (:class:`~.parent_settings.ParentSettingsError`, naming each) KubeSpawner settings of the
-        operator's ``config`` that ML Hub would not apply; ``jupyterhub_config.py`` calls it at hub start."""
+        operator's ``config`` that ML Hub would not apply (pure: the config as written)."""
         parent_settings.check_config(config, sections=cls.section_names())
+
+    def _parent_setting_errors(self, workspace_paths):
+        names = [n for n in parent_settings.CHECKED_SETTINGS if n in self.traits()]
+        values = {n: getattr(self, n) for n in names if not callable(getattr(self, n))}
+        return parent_settings.value_errors(
+            values, workspace_paths=workspace_paths, gpu_resources=self.gpu_resource_names
+        )
+
+    def config_errors(self):
+        """The shared checks at hub start, and the KubeSpawner settings ML Hub refuses (each named as configured)."""
+        errors = super().config_errors()
+        try:
+            image_paths = [s.volume_path for s in self.image_settings_table().values() if s.volume_path]
+        except ValueError:
+            image_paths = []  # refused by its own check, naming it
+        for error in self._parent_setting_errors([self.volume_path, *image_paths]):
+            name = error.split(":")[0].split(" ")[0]
+            errors.append(self.configured_as(name) + error[len(name) :])
+        return errors
+
+    def image_settings_table(self):
+        """The admin's per-image settings, parsed (``workspace_image_settings``)."""
+        return images.parse_image_settings(self.workspace_image_settings)
 
     def _check_parent_settings(self, run):
         """At each start, after profiles and group overrides: the settings' values as this start uses them."""
-        names = [n for n in parent_settings.CHECKED_SETTINGS if n in self.traits()]
-        values = {n: getattr(self, n) for n in names if not callable(getattr(self, n))}
-        errors = parent_settings.value_errors(
-            values,
-            workspace_paths=[run.volume_path if run else self.volume_path],
-            gpu_resources=self.gpu_resource_names,
-        )
+        errors = self._parent_setting_errors([run.volume_path if run else self.volume_path])
         if errors:
             message = "ML Hub refuses these KubeSpawner settings: " + "; ".join(errors)
             self.log.error("%s (start of %s)", message, self._log_name)
@@ -1125,22 +1140,3 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             selector={naming.LABEL_ORIGIN: self.hub_name},
             ssh_port=self.ssh_port,
         )
-
-
-def check_settings_at_hub_start(config):
-    """From ``jupyterhub_config.py``, after the operator's config: if the spawner is ours (Kubernetes), a
-    KubeSpawner setting ML Hub refuses stops the hub, naming it (:mod:`.parent_settings`)."""
-    spawner_class = config.JupyterHub.get("spawner_class", "")
-    if spawner_class == "mlhub-kubernetes":
-        spawner_class = MLHubKubernetesSpawner
-    elif isinstance(spawner_class, str) and "." in spawner_class:
-        try:
-            spawner_class = import_item(spawner_class)
-        except (ImportError, AttributeError):
-            return  # JupyterHub says so itself
-    if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubKubernetesSpawner)):
-        return
-    try:
-        spawner_class.check_hub_config(config)
-    except parent_settings.ParentSettingsError as e:
-        sys.exit(f"ML Hub cannot start: {e}")

@@ -10,7 +10,7 @@ from traitlets.config import Config
 
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, legacy, parent_settings
 from mlhubspawner.kubernetes.parent_settings import APPLIED, KUBESPAWNER_SETTINGS, REFUSED, REPLACED
-from mlhubspawner.kubernetes.spawner import check_settings_at_hub_start
+from mlhubspawner.spawner_base import check_spawner_config
 
 
 def test_the_table_lists_exactly_kubespawners_settings():
@@ -47,28 +47,39 @@ def test_the_docs_table_is_the_dict():
     ["mlhub-kubernetes", "mlhubspawner.kubernetes.MLHubKubernetesSpawner", MLHubKubernetesSpawner],
 )
 def test_jupyterhub_config_stops_the_hub_naming_the_setting(spawner_class):
+    # jupyterhub_config.py calls check_spawner_config(c) last, after the operator's config
     config = Config()
     config.JupyterHub.spawner_class = spawner_class
     config.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/workspace"}]
-    config.KubeSpawner.services_enabled = False
+    config.Spawner.services_enabled = False
+    config.MLHubKubernetesSpawner.extra_labels = {"mlhub.origin": "other"}
     with pytest.raises(SystemExit) as exited:
-        check_settings_at_hub_start(config)
+        check_spawner_config(config)
     message = str(exited.value.code)
-    assert message.startswith("ML Hub cannot start: ML Hub refuses these KubeSpawner settings")
-    assert (
-        "services_enabled: False is refused" in message and "volume_mounts: 'home' at /workspace" in message
-    )
+    assert message.startswith("ML Hub cannot start: ")
+    assert "Spawner.services_enabled: False is refused" in message
+    assert "KubeSpawner.volume_mounts: 'home' at /workspace covers the workspace volume" in message
+    assert "MLHubKubernetesSpawner.extra_labels: 'mlhub.origin' is refused" in message
 
 
-@pytest.mark.parametrize("spawner_class", ["mlhub-docker", "kubespawner.KubeSpawner", "no.such.Spawner", ""])
+def test_the_hub_start_check_knows_the_moved_workspace_and_the_images():
+    config = Config()
+    config.JupyterHub.spawner_class = "mlhub-kubernetes"
+    config.MLHubKubernetesSpawner.volume_path = "/home/jovyan"
+    config.MLHubKubernetesSpawner.workspace_image_settings = {"team/*": {"volume_path": "/data/work"}}
+    config.KubeSpawner.volume_mounts = [{"name": "a", "mountPath": "/workspace"}]
+    assert check_spawner_config(config) is None  # /workspace is not ML Hub's here
+    config.KubeSpawner.volume_mounts = [{"name": "a", "mountPath": "/data"}]
+    with pytest.raises(SystemExit, match="covers the workspace volume at /data/work"):
+        check_spawner_config(config)
+
+
+@pytest.mark.parametrize("spawner_class", ["kubespawner.KubeSpawner", "no.such.Spawner"])
 def test_other_spawners_are_not_checked(spawner_class):
     config = Config()
     config.JupyterHub.spawner_class = spawner_class
     config.KubeSpawner.services_enabled = False
-    assert check_settings_at_hub_start(config) is None
-    config.JupyterHub.spawner_class = "mlhub-kubernetes"
-    config.KubeSpawner.services_enabled = True
-    assert check_settings_at_hub_start(config) is None  # a good config passes
+    assert check_spawner_config(config) is None
 
 
 def test_the_sections_are_the_spawners():
