@@ -1,8 +1,8 @@
 """KubeSpawner's settings on ``MLHubKubernetesSpawner``: applied, replaced by ML Hub's own, or refused (pure).
 
 :data:`KUBESPAWNER_SETTINGS` names every configurable trait of ``kubespawner.KubeSpawner`` (its own and
-JupyterHub's ``Spawner``'s) and says what ML Hub does with it. The checks here turn that into errors that
-name the setting: :func:`config_errors` at hub start (the operator's config), :func:`value_errors` at each
+JupyterHub's ``Spawner``'s) and says what ML Hub does with it. :func:`value_errors` turns that into errors that
+name the setting, at hub start (``MLHubKubernetesSpawner.config_errors``, the operator's config) and at each
 start (after profiles and group overrides changed the settings). Nothing is silently ignored: a setting
 whose value ML Hub would not use is refused.
 """
@@ -10,7 +10,6 @@ whose value ML Hub would not use is refused.
 import posixpath
 from dataclasses import dataclass
 
-from .. import images
 from . import objects
 
 APPLIED, REPLACED, REFUSED = "applied", "replaced", "refused"
@@ -30,16 +29,6 @@ LABEL_SETTINGS = (
     "storage_extra_annotations",
     "user_namespace_annotations",
 )
-# the config sections of MLHubKubernetesSpawner, parents first (its section_names())
-SECTIONS = (
-    "Spawner",
-    "KubeSpawner",
-    "WorkspacePolicy",
-    "MLHubSpawner",
-    "MLHubSpawnerMixin",
-    "MLHubKubernetesSpawner",
-)
-DEFAULT_VOLUME_PATH = "/workspace"  # MLHubKubernetesSpawner.volume_path's default
 DEFAULT_SECRET_MOUNT_PATH = "/etc/jupyterhub/ssl/"  # KubeSpawner.secret_mount_path's default
 
 
@@ -223,10 +212,6 @@ CHECKED_SETTINGS = (
 )
 
 
-class ParentSettingsError(ValueError):
-    """KubeSpawner settings ML Hub refuses; the message names each."""
-
-
 def _entries(list_or_dict):
     """A KubeSpawner list-or-dict setting's entries (a dict's sorted by key, as KubeSpawner takes them)."""
     if isinstance(list_or_dict, dict):
@@ -340,48 +325,6 @@ def value_errors(values, *, workspace_paths, gpu_resources):
     for name in LABEL_SETTINGS:
         errors += label_errors(name, values.get(name))
     return errors
-
-
-def configured_values(config, sections=SECTIONS):
-    """The settings ``config`` sets for ML Hub's spawner (later sections win, as traitlets merges them)."""
-    values = {}
-    for section in sections:
-        if section in config:
-            values.update(dict(config[section]))
-    return values
-
-
-def workspace_paths_of(values):
-    """Where workspace volumes are mounted: ``volume_path`` and the per-image ``volume_path`` settings."""
-    paths = [values.get("volume_path") or DEFAULT_VOLUME_PATH]
-    try:
-        settings = images.parse_image_settings(values.get("workspace_image_settings") or {})
-    except ValueError:
-        return paths  # refused by its own check, naming it
-    return paths + [s.volume_path for s in settings.values() if s.volume_path]
-
-
-def config_errors(config, sections=SECTIONS):
-    """What the operator's ``config`` sets that ML Hub refuses (sentences naming each setting)."""
-    values = configured_values(config, sections)
-    kube = {k: v for k, v in values.items() if k in KUBESPAWNER_SETTINGS and not callable(v)}
-    gpu_resources = values.get("gpu_resource_names") or [
-        values.get("gpu_resource_name") or objects.GPU_RESOURCE
-    ]
-    return value_errors(kube, workspace_paths=workspace_paths_of(values), gpu_resources=gpu_resources)
-
-
-def check_config(config, sections=SECTIONS):
-    """Raise :class:`ParentSettingsError` naming every KubeSpawner setting of ``config`` that ML Hub refuses.
-
-    For ``jupyterhub_config.py``, after the operator's config is loaded: the hub does not start.
-    """
-    errors = config_errors(config, sections)
-    if errors:
-        raise ParentSettingsError(
-            "ML Hub refuses these KubeSpawner settings (c.KubeSpawner, c.MLHubKubernetesSpawner, c.Spawner): "
-            + "; ".join(errors)
-        )
 
 
 def settings_table():

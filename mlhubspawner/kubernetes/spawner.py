@@ -772,12 +772,6 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     # ---- KubeSpawner's settings: applied or refused (parent_settings) ------------------------
 
-    @classmethod
-    def check_hub_config(cls, config):
-        """Refuse (:class:`~.parent_settings.ParentSettingsError`, naming each) KubeSpawner settings of the
-        operator's ``config`` that ML Hub would not apply (pure: the config as written)."""
-        parent_settings.check_config(config, sections=cls.section_names())
-
     def _parent_setting_errors(self, workspace_paths):
         names = [n for n in parent_settings.CHECKED_SETTINGS if n in self.traits()]
         values = {n: getattr(self, n) for n in names if not callable(getattr(self, n))}

@@ -8,6 +8,7 @@ import pytest
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
+from mlhubspawner import spawner_base
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, legacy, parent_settings
 from mlhubspawner.kubernetes.parent_settings import APPLIED, KUBESPAWNER_SETTINGS, REFUSED, REPLACED
 from mlhubspawner.spawner_base import check_spawner_config
@@ -82,14 +83,6 @@ def test_other_spawners_are_not_checked(spawner_class):
     assert check_spawner_config(config) is None
 
 
-def test_the_sections_are_the_spawners():
-    # the pure check reads these sections; the spawner's check_hub_config reads its own section_names()
-    assert {"Spawner", "KubeSpawner", "MLHubKubernetesSpawner"} <= set(MLHubKubernetesSpawner.section_names())
-    assert set(MLHubKubernetesSpawner.section_names()) - {"Configurable", "LoggingConfigurable"} <= set(
-        parent_settings.SECTIONS
-    )
-
-
 def config_of(**sections):
     config = Config()
     for section, values in sections.items():
@@ -116,8 +109,8 @@ def test_an_ordinary_kubespawner_config_passes():
         },
         Spawner={"mem_limit": "4G", "cpu_limit": 2},
     )
-    assert parent_settings.config_errors(config) == []
-    MLHubKubernetesSpawner.check_hub_config(config)  # no error
+    config.JupyterHub.spawner_class = "mlhub-kubernetes"
+    assert check_spawner_config(config) is None
 
 
 @pytest.mark.parametrize(
@@ -166,29 +159,20 @@ def test_an_ordinary_kubespawner_config_passes():
     ],
 )
 def test_a_refused_setting_stops_the_hub_naming_it(section, setting, value, named):
-    config = config_of(**{section: {setting: value}})
-    with pytest.raises(parent_settings.ParentSettingsError) as error:
-        MLHubKubernetesSpawner.check_hub_config(config)
-    assert setting in str(error.value) and named in str(error.value)
+    config = config_of(JupyterHub={"spawner_class": "mlhub-kubernetes"}, **{section: {setting: value}})
+    with pytest.raises(SystemExit) as exited:
+        check_spawner_config(config)
+    assert f"{section}.{setting}" in str(exited.value.code) and named in str(exited.value.code)
 
 
-def test_the_workspace_path_is_the_configured_one_and_the_images():
-    moved = config_of(
-        MLHubKubernetesSpawner={
-            "volume_path": "/home/jovyan",
-            "workspace_image_settings": {"team/*": {"volume_path": "/data/work"}},
-        },
-        KubeSpawner={"volume_mounts": [{"name": "a", "mountPath": "/workspace"}]},
-    )
-    assert parent_settings.config_errors(moved) == []  # /workspace is no longer ML Hub's
-    moved.KubeSpawner.volume_mounts = [{"name": "a", "mountPath": "/data/work"}]
-    assert "covers the workspace volume at /data/work" in " ".join(parent_settings.config_errors(moved))
-    # another GPU resource name is refused in extra_resource_limits too
+def test_another_gpu_resource_is_refused_in_extra_resource_limits_too():
     mig = config_of(
+        JupyterHub={"spawner_class": "mlhub-kubernetes"},
         MLHubKubernetesSpawner={"gpu_resource_names": ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb"]},
         KubeSpawner={"extra_resource_limits": {"nvidia.com/mig-1g.5gb": 1}},
     )
-    assert "nvidia.com/mig-1g.5gb" in " ".join(parent_settings.config_errors(mig))
+    with pytest.raises(SystemExit, match="KubeSpawner.extra_resource_limits: 'nvidia.com/mig-1g.5gb'"):
+        check_spawner_config(mig)
 
 
 def test_every_problem_is_named_at_once():
@@ -199,8 +183,12 @@ def test_every_problem_is_named_at_once():
             "extra_labels": {"mlhub.origin": "x"},
         }
     )
-    errors = parent_settings.config_errors(config)
-    assert [e.split(":")[0] for e in errors] == ["services_enabled", "volume_mounts", "extra_labels"]
+    errors = spawner_base.config_errors(MLHubKubernetesSpawner, config)
+    assert [e.split(":")[0] for e in errors] == [
+        "KubeSpawner.services_enabled",
+        "KubeSpawner.volume_mounts",
+        "KubeSpawner.extra_labels",
+    ]
 
 
 @pytest.mark.parametrize(
