@@ -203,6 +203,15 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     def _default_port(self):
         return 8080
 
+    # ML Hub's waits as defaults, so that an operator's c.Spawner/c.DockerSpawner values still win
+    @default("http_timeout")
+    def _default_http_timeout(self):
+        return 120
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        return 300
+
     @default("network_name")
     def _default_network_name(self):
         return naming.network_name(self.hub_name, self.user.name)
@@ -782,7 +791,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                     await self.docker("remove_container", existing["Id"], v=True, force=True)
                 obj = await self.docker("create_container", **kwargs)
             else:
-                raise
+                # e.g. a bind mount whose host directory is missing: say so, not "Internal Server Error"
+                message = f"The Docker engine refused the workspace's container: {e.explanation or e}"
+                error = web.HTTPError(500, "%s", message)
+                error.jupyterhub_message = message
+                raise error from None
         self.object_id = obj["Id"]
         self.log.info("Created %s (id: %s) from %s", self.object_name, self.object_id[:12], kwargs["image"])
 
