@@ -76,7 +76,8 @@ ENV PATH=/opt/mlhub/venv/bin:${PATH} \
 
 VOLUME /data
 EXPOSE 8080
+# the hub's <base_url>hub/health on loopback, under the base URL it runs with (MLHUB_BASE_URL or its config)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-    CMD python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8081/hub/health', timeout=4)"
+    CMD ["python3", "-m", "mlhubspawner.front.health"]
 ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
 CMD ["mlhub-entrypoint"]

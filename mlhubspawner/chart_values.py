@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import images
+
 DEFAULT_PATH = "/usr/local/etc/mlhub/values.yaml"
 PATH_ENV = "MLHUB_CHART_VALUES"
 SPAWNER = "MLHubKubernetesSpawner"
@@ -127,6 +129,9 @@ def spawner_settings(values):
         traits["image_pull_secrets"] = list(pull_secrets)
     _set(traits, "workspace_images", v("images"))
     _set(traits, "allow_custom_image", v("allowCustomImage"))
+    image_settings = v("imageSettings")
+    if image_settings:
+        traits["workspace_image_settings"] = image_settings_trait(image_settings)
     _set(traits, "start_timeout", v("startTimeout"))
     _set(traits, "http_timeout", v("httpTimeout"))
     # limits per workspace; requests = limits x ratio (never 0: a workspace always gets a guarantee)
@@ -190,6 +195,18 @@ def spawner_settings(values):
     _set(traits, "network_policy_dns_peers", chart.get("dnsPeers"))
     _set(traits, "network_policy_dns_ports", chart.get("dnsPorts"))
     return traits
+
+
+def image_settings_trait(table, defaults=images.DEFAULT_IMAGE_SETTINGS):
+    """``singleuser.imageSettings`` as ``workspace_image_settings``: its entries first (patterns match in order),
+    then ML Hub's defaults it does not replace. ChartValuesError names the wrong entry."""
+    try:
+        images.parse_image_settings(table, "singleuser.imageSettings")
+    except ValueError as e:
+        raise ChartValuesError(str(e)) from None
+    merged = {str(key): dict(value) for key, value in table.items()}
+    merged.update({key: value for key, value in defaults.items() if key not in merged})
+    return merged
 
 
 def _env_value(value):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..base_url import PUBLISHED, hub_path
 from ..files import write_atomic
 from ..settings import SettingsError, load_settings
 from ..sshkeys_store import read_or_create_token
@@ -27,6 +28,7 @@ HUB_CONFIG = os.environ.get("MLHUB_HUB_CONFIG", "/etc/mlhub/jupyterhub_config.py
 SSL_DIR = os.environ.get("MLHUB_SSL_DIR", "/resources/ssl")
 KEYS_COMMAND = "/usr/local/libexec/mlhub/front-authorized-keys"
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+LOOKUP_PATH = "api/mlhub/ssh/authorized-keys"  # under the hub's prefix (<base_url>hub/)
 
 
 def log(message):
@@ -294,6 +296,8 @@ def prepare(settings, env, unprivileged=None):
     except ValueError as e:
         raise SystemExit(f"ML Hub cannot start: {e}") from None
 
+    # MLHUB_BASE_URL's value; the hub in this container rewrites it with the one it runs with (base_url.py)
+    write_atomic(run_dir / PUBLISHED.name, layout.base_url + "\n", 0o644)
     hub_command = [sys.executable, "-m", "jupyterhub", "-f", HUB_CONFIG, "--upgrade-db"]
     write_atomic(run_dir / "supervisord.conf", L.render_supervisord(layout, hub_command), 0o600)
     if layout.nginx:
@@ -302,7 +306,11 @@ def prepare(settings, env, unprivileged=None):
         write_atomic(run_dir / "sshd_config", L.render_sshd(layout, KEYS_COMMAND))
         token = settings.ssh_front_token or read_or_create_token(data_dir / "ssh-front.token")
         lookup = {
-            "url": f"{layout.hub_url}/hub/api/mlhub/ssh/authorized-keys",
+            "url": f"{layout.hub_url}{hub_path(layout.base_url, LOOKUP_PATH)}",
+            # the lookup reads the base URL at every call: the hub may run with its config's base_url
+            "hub_url": layout.hub_url,
+            "path": f"hub/{LOOKUP_PATH}",
+            "base_url_file": str(run_dir / PUBLISHED.name),
             "token": token,
             "user": L.TUNNEL_USER,
         }

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from ..base_url import hub_path
+
 PUBLIC_PORT = 8080
 HUB_PORT = 8081
 CHP_PORT = 8000
@@ -68,6 +70,7 @@ class Layout:
     data_dir: str = "/data"
     host_keys: tuple = field(default_factory=tuple)
     unprivileged: bool = False  # not started as root: every program runs as the current user
+    base_url: str = "/"  # JupyterHub's base_url as MLHUB_BASE_URL says (mlhubspawner/base_url.py)
 
     @property
     def sslh(self):
@@ -129,6 +132,7 @@ def layout_from_settings(
         host_keys=tuple(host_keys),
         data_dir=data_dir,
         unprivileged=unprivileged,
+        base_url=settings.base_url,
     )
 
 
@@ -142,7 +146,7 @@ def chp_command(layout):
         f"--api-port={CHP_API_PORT}",
         # the hub answers while routes are missing (after a restart of the proxy alone)
         f"--default-target={layout.hub_url}",
-        f"--error-target={layout.hub_url}/hub/error",
+        f"--error-target={layout.hub_url}{hub_path(layout.base_url, 'error')}",
         "--no-x-forward",
         *layout.chp_args,
     ]

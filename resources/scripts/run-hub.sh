@@ -7,8 +7,10 @@
 #        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] -e NAME=value for every variable of
 #        `python3 -m mlhubspawner.settings passthrough` that is set (the registry settings.VARIABLES: HUB_NAME,
 #        SSL_ENABLED, GPU_IDS, ...; never host paths such as MLHUB_DATA_DIR nor what the image sets itself),
-#        secrets (`... by-name`: MLHUB_ADMIN_PASSWORD) as -e NAME only, then waits until /hub/health answers and
-#        says how the admin logs in (the password generated at the first start, printed once). The data volume
+#        secrets (`... by-name`: MLHUB_ADMIN_PASSWORD) as -e NAME only, then waits until <base_url>hub/health
+#        answers on the public port (the base URL the hub runs with: MLHUB_BASE_URL or c.JupyterHub.base_url,
+#        read from the container's /run/mlhub/base-url) and says how the admin logs in (the password generated
+#        at the first start, printed once). The data volume
 #        outlives the container. Needs python3 (standard library only, no venv).
 #        Workspace images: unset MLHUB_WORKSPACE_IMAGE becomes the ml flavor (else minimal) and unset
 #        MLHUB_WORKSPACE_IMAGES the flavors built on this engine (minimal, ml, gpu), named in the options form.
@@ -30,6 +32,14 @@ variables() {
 
 state() { docker inspect --format '{{.State.Status}}' "$name" 2>/dev/null || true; }
 
+# The base URL the hub runs with, as the container tells its front (mlhubspawner/base_url.py); else /.
+base_url() {
+  local base
+  base=$(docker exec "$name" cat /run/mlhub/base-url 2>/dev/null | head -n 1) || true
+  [[ "$base" =~ ^/([A-Za-z0-9_~-][A-Za-z0-9._~-]*/)*$ ]] || base=/
+  echo "$base"
+}
+
 # The workspace flavors built on this engine (make images, make image-gpu): the default image, when not given, is
 # the ml flavor (else minimal), and the form offers every built flavor by its name (minimal, ml, gpu).
 workspace_flavors() {
@@ -42,18 +52,18 @@ workspace_flavors() {
   [[ -n "${MLHUB_WORKSPACE_IMAGES+set}" ]] || export MLHUB_WORKSPACE_IMAGES="$(IFS=,; echo "${built[*]}")"
 }
 
-# How the admin logs in: the password this container generated (logged once, at the hub's first start
-# on this data volume), else MLHUB_ADMIN_PASSWORD's, else the one chosen before.
+# How the admin logs in (at $1, the hub's URL <public URL><base_url>hub/): the password this container generated
+# (logged once, at the hub's first start on this data volume), else MLHUB_ADMIN_PASSWORD's, else the one chosen before.
 admin_login() {
   local generated
   generated=$(docker logs "$name" 2>&1 | sed -n 's/.*generated admin password: \([^ ]*\).*/\1/p' | head -n 1)
   if [[ -n "$generated" ]]; then
-    echo "First start: log in at $1 as 'admin' with the generated password: $generated"
-    echo "  (shown once; also in the data volume as /data/admin-password, mode 0600; change it at /hub/change-password)"
+    echo "First start: log in at ${1}login as 'admin' with the generated password: $generated"
+    echo "  (shown once; also in the data volume as /data/admin-password, mode 0600; change it at ${1}change-password)"
   elif [[ -n "${MLHUB_ADMIN_PASSWORD:-}" ]]; then
-    echo "Log in at $1 as 'admin' with the password in MLHUB_ADMIN_PASSWORD"
+    echo "Log in at ${1}login as 'admin' with the password in MLHUB_ADMIN_PASSWORD"
   else
-    echo "Log in at $1 as 'admin' (lost the password? make stop, then MLHUB_ADMIN_PASSWORD=<new one> make run)"
+    echo "Log in at ${1}login as 'admin' (lost the password? make stop, then MLHUB_ADMIN_PASSWORD=<new one> make run)"
   fi
 }
 
@@ -65,7 +75,7 @@ start() {
   fi
   if [[ "$(state)" == running ]]; then
     if [[ "$(docker inspect --format '{{.Config.Image}}' "$name")" == "$image" ]]; then
-      echo "ML Hub is already running (container $name) on $scheme://localhost:$port"
+      echo "ML Hub is already running (container $name) on $scheme://localhost:$port$(base_url)"
       return 0
     fi
     echo "Replacing container $name (image changed to $image; data and workspaces stay)"
@@ -92,10 +102,12 @@ start() {
     fi
   done
   docker run "${args[@]}" "$image" >/dev/null
-  for _ in $(seq 1 240); do
-    if curl -fsSk -o /dev/null "$scheme://127.0.0.1:$port/hub/health" 2>/dev/null; then
-      echo "ML Hub is up on $scheme://localhost:$port (container $name; logs: docker logs $name)"
-      admin_login "$scheme://localhost:$port/hub/login"
+  local base deadline=$((SECONDS + 120))
+  while (( SECONDS < deadline )); do
+    base=$(base_url)  # read again each time: the hub rewrites it once it has read its config
+    if curl -fsSk -o /dev/null "$scheme://127.0.0.1:$port${base}hub/health" 2>/dev/null; then
+      echo "ML Hub is up on $scheme://localhost:$port$base (container $name; logs: docker logs $name)"
+      admin_login "$scheme://localhost:$port${base}hub/"
       return 0
     fi
     if [[ "$(state)" != running ]]; then
