@@ -920,13 +920,19 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             )
             raise
 
+    def _pvc_per_server(self):
+        """Whether each server has its own PVC: not with a ``pvc_name_template`` without the server name
+        (e.g. ``claim-{username}``, one home for all of a user's servers, as in KubeSpawner)."""
+        template = self.pvc_name_template
+        return "{" not in template or "servername" in template or "user_server" in template
+
     async def _check_existing_owners(self, volume):
         """Before anything is created: every existing object under our names must be ours."""
         wanted = [("pod", self.pod_name, True)]
         if self.services_enabled:
             wanted.append(("service", self.pod_name, True))
         if volume:
-            wanted.append(("persistent_volume_claim", self.pvc_name, True))
+            wanted.append(("persistent_volume_claim", self.pvc_name, self._pvc_per_server()))
         if self.network_policy_enabled:
             wanted.append(("network_policy", self.network_policy_name, False))
         found = await asyncio.gather(*(self._read_metadata(kind, name) for kind, name, _ in wanted))
@@ -975,7 +981,9 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
             metadata = await self._read_metadata("persistent_volume_claim", self.pvc_name)
             if metadata is not None:
                 try:
-                    self._check_owner("persistent volume claim", self.pvc_name, metadata)
+                    self._check_owner(
+                        "persistent volume claim", self.pvc_name, metadata, self._pvc_per_server()
+                    )
                 except naming.ForeignResourceError:
                     return
         await super().delete_forever()

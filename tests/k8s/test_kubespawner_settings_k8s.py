@@ -360,3 +360,29 @@ async def test_kubespawners_own_legacy_search_cannot_hand_over_anothers_pvc(fake
         await spawner.stop(now=True)
         fake.delete("persistentvolumeclaims", NS, pvc_name)
         fake.delete("persistentvolumeclaims", NS, spawner.pvc_name)
+
+
+async def test_a_pvc_template_without_the_server_name_is_one_home_for_all_of_a_users_servers(fake):
+    # KubeSpawner's common "claim-{username}": the default server and a named one mount the same PVC
+    first = make_spawner(fake, "hana", "", pvc_name_template="claim-{username}")
+    second = make_spawner(fake, "hana", "gpu", pvc_name_template="claim-{username}")
+    other = make_spawner(fake, "hanb", "", pvc_name_template="claim-{username}")
+    try:
+        await first.start()
+        await second.start()
+        assert first.pvc_name == second.pvc_name == "claim-hana"
+        for spawner in (first, second):
+            claims = [
+                v["persistentVolumeClaim"]["claimName"]
+                for v in fake.get("pods", NS, spawner.pod_name)["spec"]["volumes"]
+                if "persistentVolumeClaim" in v
+            ]
+            assert claims == ["claim-hana"]
+        # another user's is still refused: the owner check compares the user (and the hub)
+        other.pvc_name = "claim-hana"
+        with pytest.raises(naming.ForeignResourceError, match="claim-hana"):
+            await other.start()
+    finally:
+        for spawner in (first, second, other):
+            await spawner.stop(now=True)
+        fake.delete("persistentvolumeclaims", NS, "claim-hana")
