@@ -23,7 +23,6 @@ def make_host_config(
     volume_path="/workspace",
     binds=None,
     mounts=(),
-    links=None,
     gpus=(),
     gpu_driver="nvidia",
     pids_limit=None,
@@ -37,10 +36,10 @@ def make_host_config(
     ``no_new_privileges`` stops setuid binaries from gaining privileges, ``cap_drop`` removes
     capabilities from Docker's default set (e.g. ``NET_RAW``: no raw sockets).
 
-    ``binds`` (``{source: {"bind": path, "mode": ...}}``), ``mounts`` (``docker.types.Mount``) and
-    ``links`` are DockerSpawner's ``volumes``/``read_only_volumes``, ``mounts`` and ``links``, rendered
-    and checked (:mod:`.mounts`); they go beside the workspace's own volume. Left out when empty, so
-    the config hash of a workspace without them stays what it was.
+    ``binds`` (``{source: {"bind": path, "mode": ...}}``) and ``mounts`` (``docker.types.Mount``) are
+    DockerSpawner's ``volumes``/``read_only_volumes`` and ``mounts``, rendered and checked
+    (:mod:`.mounts`); they go beside the workspace's own volume. Left out when empty, so the config
+    hash of a workspace without them stays what it was.
     """
     host_config = {"network_mode": network, "restart_policy": {"Name": "no"}}
     if pids_limit:
@@ -64,8 +63,6 @@ def make_host_config(
         host_config["binds"] = all_binds
     if mounts:
         host_config["mounts"] = [dict(mount) for mount in mounts]
-    if links:
-        host_config["links"] = dict(links)
     if gpus:
         # explicit ids (never a count): allocation decides which GPUs, the engine must not
         request = {"Driver": gpu_driver, "Capabilities": [["gpu"]], "DeviceIDs": list(gpus)}
@@ -73,11 +70,15 @@ def make_host_config(
     return deep_merge(host_config, extra or {})
 
 
-def make_container_kwargs(*, name, image, env, labels, port, command=None, extra=None):
+def make_container_kwargs(
+    *, name, image, env, labels, port, command=None, links=None, network=None, extra=None
+):
     """Keyword arguments for ``APIClient.create_container`` (without ``host_config``).
 
-    ``extra`` (DockerSpawner's ``extra_create_kwargs``) is merged in; its ``environment`` (a dict or
-    ``NAME=value`` list) is merged into ``env``, its values winning, as in DockerSpawner.
+    ``links`` (DockerSpawner's, ``{container: alias}``) go in ``network``'s endpoint: on a user-defined
+    network Docker resolves the alias only there (``HostConfig.Links`` works on the default bridge
+    only). ``extra`` (``extra_create_kwargs``) is merged in; its ``environment`` (a dict or ``NAME=value``
+    list) is merged into ``env``, its values winning, as in DockerSpawner.
     """
     extra = dict(extra or {})
     env = {**env, **_env_dict(extra.pop("environment", None) or {})}
@@ -91,6 +92,9 @@ def make_container_kwargs(*, name, image, env, labels, port, command=None, extra
     }
     if command:
         kwargs["command"] = list(command)
+    if links:
+        links = sorted(f"{target}:{alias}" for target, alias in links.items())
+        kwargs["networking_config"] = {"EndpointsConfig": {network: {"Links": links}}}
     return deep_merge(kwargs, extra)
 
 

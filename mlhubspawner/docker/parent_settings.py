@@ -125,7 +125,9 @@ PARENT_SETTINGS = {
     "image_whitelist": ParentSetting(REPLACED, "renamed by DockerSpawner: set `allowed_images`"),
     "ip": ParentSetting(APPLIED, "applied (`JUPYTERHUB_SERVICE_URL`)"),
     "links": ParentSetting(
-        APPLIED, "applied (legacy links: the linked container must be on the user's network)"
+        APPLIED,
+        "applied as aliases on the user's network (where Docker resolves them); a start whose linked "
+        "container is not on that network is refused, naming it (the hub container is on every one)",
     ),
     "mem_guarantee": ParentSetting(APPLIED, f"{_ENV} (`MEM_GUARANTEE`); Docker reserves nothing"),
     "mem_limit": ParentSetting(POLICY, "the default memory limit of the options, within `max_mem_limit`"),
@@ -136,7 +138,7 @@ PARENT_SETTINGS = {
     ),
     "move_certs_image": ParentSetting(REFUSED, _INTERNAL_SSL),
     "name_template": ParentSetting(
-        REPLACED, "ML Hub names containers `<hub_name>-<user>[-<server>]`: set `hub_name`"
+        REPLACED, "ML Hub names containers `<hub_name>-ws-<user>[--<server>]`: set `hub_name`"
     ),
     "network_name": ParentSetting(
         REPLACED,

@@ -529,31 +529,31 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
                 await self._remove_new_network(network)
             raise failed[0]
 
-        await self._attach_hub(network)
-        await egress.ensure_egress(self, network)
-
-        expiration = self.plan_lifetime(options)
-        self.emit_progress(55, "Creating the workspace container")
-        # picking GPUs and creating the container that holds them is one step, one spawn at a time
-        async with MLHubDockerSpawner._gpu_lock if options.gpus else contextlib.nullcontext():
-            gpu_ids = await self._allocate_gpus(options.gpus)
-            labels = naming.resource_labels(
-                **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration, gpus=gpu_ids
-            )
-            create_kwargs, host_config = self._container_spec(
-                options, labels, volume, network_gateway(network), image, gpu_ids, run, parent
-            )
-            wanted_hash = objects.config_hash(create_kwargs, host_config)
-            create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
-            try:
+        try:
+            await self._attach_hub(network)
+            await self._check_links()
+            await egress.ensure_egress(self, network)
+            expiration = self.plan_lifetime(options)
+            self.emit_progress(55, "Creating the workspace container")
+            # picking GPUs and creating the container that holds them is one step, one spawn at a time
+            async with MLHubDockerSpawner._gpu_lock if options.gpus else contextlib.nullcontext():
+                gpu_ids = await self._allocate_gpus(options.gpus)
+                labels = naming.resource_labels(
+                    **owner_labels, component=naming.COMPONENT_WORKSPACE, expiration=expiration, gpus=gpu_ids
+                )
+                create_kwargs, host_config = self._container_spec(
+                    options, labels, volume, network_gateway(network), image, gpu_ids, run, parent
+                )
+                wanted_hash = objects.config_hash(create_kwargs, host_config)
+                create_kwargs["labels"][naming.LABEL_CONFIG_HASH] = wanted_hash
                 await self._create_or_reuse(create_kwargs, host_config, wanted_hash, options)
-            except Exception:
-                # a workspace that never started leaves no volume (nor a network of its own) behind
-                if new_volume:
-                    await self.docker("remove_volume", volume, force=True)
-                if not network_existed:
-                    await self._remove_new_network(network)
-                raise
+        except Exception:
+            # a workspace that never started leaves no volume (nor a network of its own) behind
+            if new_volume:
+                await self.docker("remove_volume", volume, force=True)
+            if not network_existed:
+                await self._remove_new_network(network)
+            raise
         if self.post_start_cmd:  # as DockerSpawner: after every start, output in the log
             self.emit_progress(80, "Running the post-start command")
             await self.post_start_exec()
@@ -588,6 +588,25 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             self.network_name = found[0]["Name"]
             return True
         return False
+
+    async def _check_links(self):
+        """Refuse ``links`` to containers that are not on the user's network (they would not resolve)."""
+        if not self.links:
+            return
+        attrs = await self.docker("inspect_network", self.network_name)
+        members = attrs.get("Containers") or {}
+        names = {info.get("Name") for info in members.values()}
+        for target in self.links:
+            if target not in names and not any(cid.startswith(target) for cid in members):
+                message = (
+                    f"The hub's configuration refuses this workspace: DockerSpawner.links: container "
+                    f"{target!r} is not on {self.network_name}, this user's network; a workspace reaches "
+                    "only containers on its user's network (the hub container, hub_container, is on every one)"
+                )
+                self.log.error("%s: %s", self._log_name, message)
+                error = web.HTTPError(500, "%s", message)
+                error.jupyterhub_message = message
+                raise error
 
     async def _remove_new_network(self, network):
         """Remove the network this failed start created, unless another workspace joined it meanwhile."""
@@ -683,6 +702,8 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             port=run.port,
             command=list(run.cmd if run.cmd is not None else image["Config"].get("Cmd") or [])
             + (self.get_args() if run.use_args else []),
+            links=self.links,
+            network=self.network_name,
             extra=extra_create,
         )
         host_config = objects.make_host_config(
@@ -694,7 +715,6 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             volume_path=run.volume_path,
             binds=binds,
             mounts=parent_mounts,
-            links=self.links,
             gpus=gpu_ids,
             gpu_driver=self.gpu_driver,
             pids_limit=self.pids_limit,

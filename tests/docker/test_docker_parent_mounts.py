@@ -14,10 +14,10 @@ from docker.errors import NotFound
 
 from mlhubspawner import naming
 
-from support import LABEL_ORIGIN, Hub, remove_by_label
+from support import LABEL_ORIGIN, Hub, base_image, remove_by_label
 
 TEST_LABEL = "mlhub.test"
-BROKEN, BAD_TARGET = "pmbroken", "pmbadtarget"
+BROKEN, BAD_TARGET, LINKED, BAD_LINK = "pmbroken", "pmbadtarget", "pmlink", "pmbadlink"
 
 
 def hub_config(hub_name, root, extra=""):
@@ -37,8 +37,15 @@ c.DockerSpawner.mounts = [
 c.DockerSpawner.post_start_cmd = "sh -c 'id -un > /tmp/post-start-ran'"
 c.DockerSpawner.extra_create_kwargs = {{"labels": {{"{TEST_LABEL}": {hub_name!r}, "team": "{{username}}"}}}}
 c.DockerSpawner.extra_host_config = {{"extra_hosts": {{"parent-settings.test": "10.11.12.13"}}}}
-c.JupyterHub.load_groups = {{"pm-broken": {{"users": [{BROKEN!r}]}}, "pm-bad": {{"users": [{BAD_TARGET!r}]}}}}
+c.JupyterHub.load_groups = {{
+    "pm-broken": {{"users": [{BROKEN!r}]}},
+    "pm-bad": {{"users": [{BAD_TARGET!r}]}},
+    "pm-link": {{"users": [{LINKED!r}]}},
+    "pm-badlink": {{"users": [{BAD_LINK!r}]}},
+}}
 c.DockerSpawner.group_overrides = {{
+    "3-link": {{"groups": ["pm-link"], "spawner_override": {{"links": {{"{hub_name}-sidecar": "db"}}}}}},
+    "4-badlink": {{"groups": ["pm-badlink"], "spawner_override": {{"links": {{"{hub_name}-nowhere": "db"}}}}}},
     "1-broken": {{
         "groups": ["pm-broken"],
         "spawner_override": {{
@@ -173,6 +180,41 @@ def test_a_mount_the_engine_cannot_make_leaves_nothing_behind(mhub, docker, host
     assert owned(docker, mhub, BROKEN) == []  # no container, no workspace volume, no network
     # the user can start again once the operator fixes it; nothing stale is in the way
     assert mhub.server_model(BROKEN) is None
+
+
+def test_links_resolve_on_the_users_network(mhub, docker):
+    # a container the operator put on the user's network (as the hub container is on every one)
+    network = docker.networks.create(
+        naming.network_name(mhub.hub_name, LINKED),
+        labels=naming.resource_labels(mhub.hub_name, LINKED, component=naming.COMPONENT_NETWORK),
+    )
+    sidecar = docker.containers.run(
+        base_image(docker),
+        ["sleep", "infinity"],
+        name=f"{mhub.hub_name}-sidecar",
+        network=network.name,
+        labels={TEST_LABEL: mhub.hub_name},
+        detach=True,
+    )
+    try:
+        sidecar.reload()
+        address = sidecar.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        r = mhub.spawn(LINKED)
+        assert r.status_code in (201, 202), r.text
+        container = docker.containers.get(naming.workspace_name(mhub.hub_name, LINKED, ""))
+        code, out = run(container, "getent hosts db")
+        assert code == 0 and out.split()[0] == address, out
+        mhub.stop_server(LINKED)
+    finally:
+        sidecar.remove(force=True)
+
+
+def test_a_link_to_a_container_off_the_users_network_is_refused_leaving_nothing(mhub, docker):
+    r = mhub.api("POST", mhub.server_path(BAD_LINK), json={})
+    assert r.status_code == 500, r.text
+    message = r.json()["message"]
+    assert f"DockerSpawner.links: container '{mhub.hub_name}-nowhere' is not on" in message
+    assert owned(docker, mhub, BAD_LINK) == []  # the network this start made is gone again
 
 
 def test_changed_settings_recreate_the_container(mhub, docker, host_dirs):

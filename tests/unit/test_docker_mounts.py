@@ -211,21 +211,19 @@ def test_a_refused_target_at_start_is_a_500_naming_the_setting():
 # ---- builders: merged beside ML Hub's own volume, part of the config hash ----------------------------
 
 
-def test_host_config_merges_binds_mounts_and_links_beside_the_workspace_volume():
+def test_host_config_merges_binds_and_mounts_beside_the_workspace_volume():
     mount = Mount(target="/m", source="/srv/m", type="bind", read_only=True)
     host = objects.make_host_config(
         network="n",
         volume="t1-ws-alice",
         binds={"/srv/ds": {"bind": "/datasets", "mode": "ro"}},
         mounts=[mount],
-        links={"db": "database"},
     )
     assert host["binds"] == {
         "t1-ws-alice": {"bind": "/workspace", "mode": "rw"},
         "/srv/ds": {"bind": "/datasets", "mode": "ro"},
     }
     assert host["mounts"] == [{"Target": "/m", "Source": "/srv/m", "Type": "bind", "ReadOnly": True}]
-    assert host["links"] == {"db": "database"}
     # without the workspace's volume (is_mount_volume false) the operator's binds still apply
     assert objects.make_host_config(network="n", binds={"/srv/ds": {"bind": "/d", "mode": "ro"}})[
         "binds"
@@ -234,16 +232,28 @@ def test_host_config_merges_binds_mounts_and_links_beside_the_workspace_volume()
         objects.make_host_config(network="n", volume="v", binds={"v": {"bind": "/x", "mode": "rw"}})
 
 
-def test_config_hash_changes_with_the_operator_mounts_only():
-    kwargs = objects.make_container_kwargs(name="c", image="i", env={}, labels={}, port=8080)
+def test_links_go_to_the_user_networks_endpoint():
+    kwargs = objects.make_container_kwargs(
+        name="c", image="i", env={}, labels={}, port=8080, links={"db-1": "db", "cache": "cache"}, network="n"
+    )
+    # HostConfig.Links resolves on Docker's default bridge only; on a user network, the endpoint's do
+    assert kwargs["networking_config"] == {"EndpointsConfig": {"n": {"Links": ["cache:cache", "db-1:db"]}}}
+    assert "networking_config" not in objects.make_container_kwargs(
+        name="c", image="i", env={}, labels={}, port=8080, links={}, network="n"
+    )
 
-    def digest(**extra):
+
+def test_config_hash_changes_with_the_operator_mounts_only():
+    def digest(links=None, **extra):
+        kwargs = objects.make_container_kwargs(
+            name="c", image="i", env={}, labels={}, port=8080, links=links, network="n"
+        )
         return objects.config_hash(kwargs, objects.make_host_config(network="n", volume="v", **extra))
 
     plain = digest()
     # nothing configured: the same host config (and hash) as before these settings were applied
     assert digest(binds={}, mounts=[], links={}) == plain
-    assert objects.make_host_config(network="n", volume="v", binds={}, mounts=[], links={}) == {
+    assert objects.make_host_config(network="n", volume="v", binds={}, mounts=[]) == {
         "network_mode": "n",
         "restart_policy": {"Name": "no"},
         "binds": {"v": {"bind": "/workspace", "mode": "rw"}},
