@@ -550,6 +550,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
 
     async def raw_options_from_form(self, form_data):
         """ML Hub's fields plus the profile's; the fields a chosen profile sets (image, GPUs) are its own."""
+        if self.profiles:  # the admin's own profiles (profile_list is then unset)
+            return await super().raw_options_from_form(form_data)
         raw = form_to_options(form_data)
         chosen = profiles.form_profile_options(form_data)
         if chosen:
@@ -564,6 +566,8 @@ class MLHubKubernetesSpawner(MLHubSpawnerMixin, KubeSpawner):
         return {**raw, **chosen}
 
     async def form_profiles(self, raw):
+        if self.profiles:  # the admin's own profiles (profile_list is then unset)
+            return await super().form_profiles(raw)
         return profiles.form_entries(await self._profiles(), raw)
 
     async def load_user_options(self):
