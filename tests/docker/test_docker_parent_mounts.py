@@ -17,7 +17,7 @@ from mlhubspawner import naming
 from support import LABEL_ORIGIN, Hub, base_image, remove_by_label
 
 TEST_LABEL = "mlhub.test"
-BROKEN, BAD_TARGET, LINKED, BAD_LINK = "pmbroken", "pmbadtarget", "pmlink", "pmbadlink"
+BROKEN, BAD_TARGET, LINKED, BAD_LINK, REMOVED = "pmbroken", "pmbadtarget", "pmlink", "pmbadlink", "pmremove"
 
 
 def hub_config(hub_name, root, extra=""):
@@ -42,10 +42,12 @@ c.JupyterHub.load_groups = {{
     "pm-bad": {{"users": [{BAD_TARGET!r}]}},
     "pm-link": {{"users": [{LINKED!r}]}},
     "pm-badlink": {{"users": [{BAD_LINK!r}]}},
+    "pm-remove": {{"users": [{REMOVED!r}]}},
 }}
 c.DockerSpawner.group_overrides = {{
     "3-link": {{"groups": ["pm-link"], "spawner_override": {{"links": {{"{hub_name}-sidecar": "db"}}}}}},
     "4-badlink": {{"groups": ["pm-badlink"], "spawner_override": {{"links": {{"{hub_name}-nowhere": "db"}}}}}},
+    "5-remove": {{"groups": ["pm-remove"], "spawner_override": {{"remove": True}}}},
     "1-broken": {{
         "groups": ["pm-broken"],
         "spawner_override": {{
@@ -215,6 +217,20 @@ def test_a_link_to_a_container_off_the_users_network_is_refused_leaving_nothing(
     message = r.json()["message"]
     assert f"DockerSpawner.links: container '{mhub.hub_name}-nowhere' is not on" in message
     assert owned(docker, mhub, BAD_LINK) == []  # the network this start made is gone again
+
+
+def test_remove_deletes_the_container_at_stop_and_keeps_the_volume(mhub, docker):
+    assert mhub.spawn(REMOVED).status_code in (201, 202)
+    name = naming.workspace_name(mhub.hub_name, REMOVED, "")
+    assert run(docker.containers.get(name), "echo kept > /workspace/kept.txt")[0] == 0
+    mhub.stop_server(REMOVED)
+    with pytest.raises(NotFound):
+        docker.containers.get(name)
+    docker.volumes.get(naming.volume_name(mhub.hub_name, REMOVED, ""))
+    # the next start makes a new container on the same volume
+    assert mhub.spawn(REMOVED).status_code in (201, 202)
+    assert run(docker.containers.get(name), "cat /workspace/kept.txt") == (0, "kept")
+    mhub.stop_server(REMOVED)
 
 
 def test_changed_settings_recreate_the_container(mhub, docker, host_dirs):
