@@ -17,7 +17,7 @@ from markupsafe import escape
 
 from mlhubspawner import __version__, naming
 
-from support import Hub, log_in
+from support import Hub, log_in, post_form
 
 MB = 1024**2
 IMAGE = os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}")
@@ -179,3 +179,29 @@ def test_a_bad_profile_stops_the_hub_naming_the_profile_and_the_field(docker, tm
         "MLHubSpawner.profiles[0] ('huge'): cpu_limit: 64 is above MLHubDockerSpawner.max_cpu_limit = 8"
         in str(stopped.value)
     )
+
+
+def test_the_form_starts_the_chosen_profile_ignoring_the_hidden_custom_fields(phub, admin, docker):
+    form = admin.get(f"{phub.url}/hub/spawn/admin/viaform", timeout=30).text
+    assert form.index('value="small"') < form.index('value="custom"') < form.index('name="cpu_limit"')
+    assert 'class="mlhub-custom-fields"' in form  # shown only while Custom is chosen (mlhub.css)
+    assert "One CPU, 1 GB" in form  # the description
+
+    r = post_form(admin, phub, "spawn/admin/viaform", {"profile": "gpu-team", "is_mount_volume": "on"})
+    assert r.status_code == 400 and "unknown profile" in r.text  # admin is not in the group either
+    name = naming.workspace_name(phub.hub_name, "admin", "viaform")
+    assert name not in [c.name for c in workspaces_of(docker, phub, "admin")]
+
+    fields = {
+        "profile": "small",
+        "cpu_limit": "1.5",
+        "mem_limit": "2G",
+        "env": "JUPYTERHUB_X=1",
+        "is_mount_volume": "on",
+    }
+    r = post_form(admin, phub, "spawn/admin/viaform", fields)
+    assert r.status_code == 200, r.text
+    phub.wait_ready("admin", "viaform")
+    host = container_of(docker, phub, "admin", "viaform").attrs["HostConfig"]
+    assert (host["NanoCpus"], host["Memory"]) == (10**9, 1024 * MB)  # the profile's, not the hidden fields'
+    phub.stop_server("admin", "viaform", remove=True)
