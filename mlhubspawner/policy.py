@@ -188,6 +188,9 @@ class WorkspacePolicy(Configurable):
         Unicode(),
         help="""Images offered in the options form (the spawner's ``image`` is always offered first).
 
+        DockerSpawner's ``allowed_images`` does the same (a dict's keys are then the names the form shows and
+        the REST API also takes); set one of the two: both set stop the hub.
+
         Example::
 
             c.MLHubDockerSpawner.workspace_images = ["mltooling/ml-workspace:0.13.2"]
@@ -196,7 +199,10 @@ class WorkspacePolicy(Configurable):
 
     allow_custom_image = Bool(
         False,
-        help="""Let users type any image name, not only one of ``workspace_images``.""",
+        help="""Let users type any image name, not only one of ``workspace_images``.
+
+        DockerSpawner's ``allowed_images = "*"`` turns it on; set to False explicitly beside that, the hub
+        does not start.""",
     ).tag(config=True)
 
     image_display_names = Dict(
@@ -204,7 +210,8 @@ class WorkspacePolicy(Configurable):
         value_trait=Unicode(),
         help="""Names the options form shows for offered images, ``{image: name}`` (the image itself when
         absent), e.g. ``{"mlhub-workspace-ml:0.1.0": "ml"}``. ``MLHUB_WORKSPACE_IMAGES``'s ``name=image``
-        entries set it. Users still choose, and the REST API still takes, the image.""",
+        entries set it. Users still choose, and the REST API still takes, the image. The keys of a DockerSpawner
+        ``allowed_images`` dict name their images too; another name here for the same image stops the hub.""",
     ).tag(config=True)
 
     workspace_image_settings = Dict(
@@ -254,7 +261,10 @@ class WorkspacePolicy(Configurable):
     default_cpu_limit = Float(
         None,
         allow_none=True,
-        help="""CPU limit (cores, fractions allowed) when the user gives none; ``None`` = unlimited.""",
+        help="""CPU limit (cores, fractions allowed) when the user gives none; ``None`` = unlimited.
+
+        JupyterHub's ``c.Spawner.cpu_limit`` (or on DockerSpawner/KubeSpawner), when set, is this default
+        instead: it must be within ``max_cpu_limit`` (else the hub does not start).""",
     ).tag(config=True)
 
     max_cpu_limit = Float(
@@ -264,7 +274,10 @@ class WorkspacePolicy(Configurable):
     ).tag(config=True)
 
     default_mem_limit = _Size(
-        help="""Memory limit when the user gives none (``"2G"``); ``None`` = unlimited.""",
+        help="""Memory limit when the user gives none (``"2G"``); ``None`` = unlimited.
+
+        JupyterHub's ``c.Spawner.mem_limit`` (or on DockerSpawner/KubeSpawner), when set, is this default
+        instead: it must be within ``min_mem_limit`` and ``max_mem_limit`` (else the hub does not start).""",
     ).tag(config=True)
 
     min_mem_limit = _Size(
