@@ -13,10 +13,12 @@ from pathlib import Path
 import nativeauthenticator
 from jupyterhub.roles import get_default_roles
 
-from mlhubspawner import chart_values, gpus_api, lifetime_api, sshkeys, sshkeys_api, ui, update_api
+from mlhubspawner import base_url, chart_values, gpus_api, lifetime_api, sshkeys, sshkeys_api, ui, update_api
 from mlhubspawner._version import __version__
+from mlhubspawner.auth import ALLOW_LIST_FILE
 from mlhubspawner.docker.spawner import discover_gpus_at_hub_start
 from mlhubspawner.settings import SettingsError, load_settings
+from mlhubspawner.spawner_base import check_spawner_config
 from mlhubspawner.sshkeys_store import SSHKeyStore, read_or_create_token
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -32,6 +34,8 @@ data_dir.mkdir(parents=True, exist_ok=True)
 # --- hub, proxy and database -------------------------------------------------------------
 c.JupyterHub.ip = settings.ip
 c.JupyterHub.port = settings.port
+# MLHUB_BASE_URL (the chart's hub.baseUrl); the user config may change it (checked at the end)
+c.JupyterHub.base_url = settings.base_url
 c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
@@ -70,6 +74,11 @@ c.JupyterHub.authenticator_class = "mlhubspawner.auth.NativeAuthenticator"
 c.Authenticator.admin_users = {"admin"}
 # NativeAuthenticator's admin authorization decides who may log in
 c.Authenticator.allow_all = True
+if settings.dynamic_whitelist_enabled:
+    # ... and, with DYNAMIC_WHITELIST_ENABLED, the allow-list file too, read again at each login after a change;
+    # missing or unreadable: only the admins (mlhubspawner/auth.py, check_allowed)
+    c.NativeAuthenticator.allowed_users_file = ALLOW_LIST_FILE
+    c.NativeAuthenticator.allow_all = False
 # admin accounts are made at start (never signed up): MLHUB_ADMIN_PASSWORD, else a password generated at the
 # first start, kept in the data dir (0600) and logged once; lockout, password rules and username_pattern
 # are our subclass's defaults (mlhubspawner/auth.py). Child processes (the proxy) do not inherit the password.
@@ -82,7 +91,12 @@ c.JupyterHub.template_paths = [
     ui.TEMPLATES_DIR,
     os.path.join(os.path.dirname(nativeauthenticator.__file__), "templates"),
 ]
-c.JupyterHub.template_vars = {"mlhub_version": __version__, "mlhub_ui": ui.TemplateHelpers()}
+c.JupyterHub.template_vars = {
+    "mlhub_version": __version__,
+    "mlhub_ui": ui.TemplateHelpers(),
+    # the admin page links to the cleanup service's reports only when it runs
+    "mlhub_cleanup_service": settings.cleanup_service_enabled,
+}
 c.JupyterHub.logo_file = ui.LOGO_FILE
 
 # --- workspaces ----------------------------------------------------------------------------
@@ -148,45 +162,50 @@ c.JupyterHub.custom_scopes = {
         "description": "Find the owner of an SSH key and the running workspaces it may forward to."
     },
 }
-c.JupyterHub.services = [
-    {
-        "name": "cleanup-service",
-        "url": f"http://127.0.0.1:{settings.cleanup_port}",
-        "command": [sys.executable, "-m", "cleanup_service"],
-        "environment": {
-            "HUB_NAME": settings.hub_name,
-            "EXECUTION_MODE": settings.execution_mode,
-            "CLEANUP_INTERVAL_SECONDS": str(settings.cleanup_interval_seconds),
-            "CLEANUP_MIN_AGE_SECONDS": str(settings.cleanup_min_age_seconds),
-            "CLEANUP_VOLUME_GRACE_SECONDS": str(settings.cleanup_volume_grace_seconds),
-            "MLHUB_DATA_DIR": str(data_dir),
-            "MLHUB_HUB_CONTAINER": settings.hub_container,
-            # its REST API's address: loopback, unless the chart's proxy pod must reach it (k8s section)
-            "MLHUB_CLEANUP_LISTEN": os.environ.get("MLHUB_CLEANUP_LISTEN", "127.0.0.1"),
-            # how to reach the engine or the cluster (JupyterHub passes services no other variables)
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if k.startswith(("DOCKER_", "KUBERNETES_")) or k in ("KUBECONFIG", "POD_NAMESPACE")
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
+# IS_CLEANUP_SERVICE_ENABLED=false: no cleanup service at all (no process, no route); its scopes stay defined
+# for roles that name them. Nothing then removes expired workspaces or deleted users' leftovers.
+if settings.cleanup_service_enabled:
+    c.JupyterHub.services.append(
+        {
+            "name": "cleanup-service",
+            "url": f"http://127.0.0.1:{settings.cleanup_port}",
+            "command": [sys.executable, "-m", "cleanup_service"],
+            "environment": {
+                "HUB_NAME": settings.hub_name,
+                "EXECUTION_MODE": settings.execution_mode,
+                "CLEANUP_INTERVAL_SECONDS": str(settings.cleanup_interval_seconds),
+                "CLEANUP_MIN_AGE_SECONDS": str(settings.cleanup_min_age_seconds),
+                "CLEANUP_VOLUME_GRACE_SECONDS": str(settings.cleanup_volume_grace_seconds),
+                "MLHUB_DATA_DIR": str(data_dir),
+                "MLHUB_HUB_CONTAINER": settings.hub_container,
+                # its REST API's address: loopback, unless the chart's proxy pod must reach it (k8s section)
+                "MLHUB_CLEANUP_LISTEN": os.environ.get("MLHUB_CLEANUP_LISTEN", "127.0.0.1"),
+                # how to reach the engine or the cluster (JupyterHub passes services no other variables)
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k.startswith(("DOCKER_", "KUBERNETES_")) or k in ("KUBECONFIG", "POD_NAMESPACE")
+                },
             },
-        },
-    }
-]
-c.JupyterHub.load_roles = [
-    {
-        "name": "cleanup-service",
-        "description": "List users and servers, read expirations, stop and delete servers.",
-        # least privilege: no `servers` (it never starts a server nor reaches one)
-        "scopes": [
-            "list:users",
-            "read:users:name",
-            "read:servers",
-            "admin:server_state",
-            "delete:servers",
-        ],
-        "services": ["cleanup-service"],
-    }
-]
+        }
+    )
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "cleanup-service",
+            "description": "List users and servers, read expirations, stop and delete servers.",
+            # least privilege: no `servers` (it never starts a server nor reaches one)
+            "scopes": [
+                "list:users",
+                "read:users:name",
+                "read:servers",
+                "admin:server_state",
+                "delete:servers",
+            ],
+            "services": ["cleanup-service"],
+        }
+    )
 # the SSH front's AuthorizedKeysCommand: a service with a token (in the data dir) and no process
 c.JupyterHub.services.append(
     {
@@ -255,6 +274,15 @@ if settings.execution_mode == "k8s":
 # --- the operator's overrides, last -------------------------------------------------------
 if os.path.exists(settings.user_config):
     load_subconfig(settings.user_config)  # noqa: F821 (provided by JupyterHub)
+
+# --- the base URL the hub runs with, checked and told to the front beside it (mlhubspawner/base_url.py)
+try:
+    base_url.publish(base_url.effective(c, settings.base_url, settings.execution_mode))
+except base_url.BaseURLError as e:
+    sys.exit(f"ML Hub cannot start: {e}")
+
+# --- the spawner's settings (profiles, option defaults, images): a refused one stops the hub, naming it
+check_spawner_config(c)
 
 # --- the cleanup service follows the workspaces into users' namespaces (KubeSpawner's enable_user_namespaces)
 if settings.execution_mode == "k8s" and any(

@@ -65,6 +65,11 @@ class Settings:
     # MLHUB_ADMIN_PASSWORD: the admin accounts' password (set at every start while set); unset, a password is
     # generated at the first start, kept in $MLHUB_DATA_DIR/admin-password (0600) and logged once (auth.py)
     admin_password: str = field(default="", repr=False)
+    # JupyterHub's base_url (mlhubspawner/base_url.py): every URL of the hub and its front starts with it
+    base_url: str = "/"
+    # the original's switches: the allow-list file (auth.py) and the cleanup service (jupyterhub_config.py)
+    dynamic_whitelist_enabled: bool = False
+    cleanup_service_enabled: bool = True
 
 
 def _bool(env, name, default):
@@ -174,6 +179,15 @@ def _admin_password(env, name):
     return value
 
 
+def _base_url(env):
+    from .base_url import BaseURLError, from_env
+
+    try:
+        return from_env(env)
+    except BaseURLError as e:
+        raise SettingsError(str(e)) from None
+
+
 def load_settings(env=None):
     """Read and validate the ML Hub environment variables (``os.environ`` by default)."""
     from .naming import validate_hub_name  # not at the top: naming needs escapism, this module is stdlib-only
@@ -220,6 +234,9 @@ def load_settings(env=None):
         egress_firewall=_bool(env, "MLHUB_EGRESS_FIREWALL", True),
         egress_allow_private=_bool(env, "MLHUB_EGRESS_ALLOW_PRIVATE", False),
         admin_password=_admin_password(env, "MLHUB_ADMIN_PASSWORD"),
+        base_url=_base_url(env),
+        dynamic_whitelist_enabled=_bool(env, "DYNAMIC_WHITELIST_ENABLED", False),
+        cleanup_service_enabled=_bool(env, "IS_CLEANUP_SERVICE_ENABLED", True),
     )
 
 
@@ -280,6 +297,20 @@ VARIABLES = (
         "604800",
     ),
     Variable(
+        "IS_CLEANUP_SERVICE_ENABLED",
+        "`false`: no cleanup service at all (no process, no `/services/cleanup-service/` route); nothing then "
+        "removes expired workspaces or what deleted users left behind.",
+        "hub",
+        "true",
+    ),
+    Variable(
+        "DYNAMIC_WHITELIST_ENABLED",
+        "Only the users listed in `/resources/users/dynamic_whitelist.txt` (one a line, re-read at each login) "
+        "and the admins may log in; a missing or unreadable file lets only the admins in.",
+        "hub",
+        "false",
+    ),
+    Variable(
         "SSL_ENABLED",
         "Hub image: TLS on the public port (a self-signed certificate unless `/resources/ssl` holds "
         "`cert.crt` and `cert.key`).",
@@ -321,6 +352,13 @@ VARIABLES = (
         "The port of generated ssh configs when the request's Host header has none (or `MLHUB_SSH_PUBLIC_HOST` "
         "names none); unset: 8080. The chart sets its Service's SSH port.",
         "hub",
+    ),
+    Variable(
+        "MLHUB_BASE_URL",
+        "JupyterHub's `base_url`: the path every URL of the hub starts with (`/ml/`: `/ml/hub/login`, "
+        "`/ml/user/<name>/`); `c.JupyterHub.base_url` in your config wins. The chart sets it from `hub.baseUrl`.",
+        "hub, hub image, make run",
+        "/",
     ),
     Variable(
         "MLHUB_WORKSPACE_IMAGE",
