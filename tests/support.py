@@ -1,5 +1,6 @@
 """Test helpers: a real JupyterHub process running ML Hub's config, and Docker clean-up by label."""
 
+import fcntl
 import json
 import os
 import secrets
@@ -62,6 +63,19 @@ def helm_binary():
                 f"no helm at {path} and get-helm.sh failed (run `make helm`):\n{result.stderr[-2000:]}"
             )
     return str(path)
+
+
+def build_image(client, **kwargs):
+    """``client.images.build(**kwargs)``, one build at a time with the image scripts on this machine.
+
+    The scripts' clean-up prunes dangling images that carry ML Hub's build labels, and the
+    intermediate images of a build ``FROM`` one of our images inherit them: holding the scripts'
+    lock (``image-lib.sh``'s ``build_lock``) keeps one build from pruning another's.
+    """
+    lock = Path(os.environ.get("TMPDIR") or "/tmp") / "mlhub-build-images.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        return client.images.build(**kwargs)
 
 
 def remove_by_label(client, label):

@@ -32,6 +32,8 @@ from test_ui_browser import (  # noqa: F401 (chromium: a fixture)
 
 from mlhubspawner import __version__, naming
 
+from support import build_image
+
 pytestmark = [pytest.mark.docker, pytest.mark.hub]
 
 ML = os.environ.get("MLHUB_ML_IMAGE", f"mlhub-workspace-ml:{__version__}")
@@ -226,7 +228,7 @@ def test_a_user_pip_install_survives_an_update_from_the_home_page(page, docker, 
     assert checked.value.json() == {"update_available": False}
     assert row(page, SERVER).locator("button.mlhub-update").is_hidden()
     dockerfile = f"FROM {image}\nLABEL mlhub.test.update={secrets.token_hex(3)}\n"
-    newer, _ = docker.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=image, rm=True, pull=False)
+    newer, _ = build_image(docker, fileobj=io.BytesIO(dockerfile.encode()), tag=image, rm=True, pull=False)
     page.reload()
     update = row(page, SERVER).locator("button.mlhub-update")
     update.wait_for(state="visible")

@@ -15,7 +15,7 @@ import requests
 
 from mlhubspawner import __version__, naming
 
-from support import Hub
+from support import Hub, build_image
 
 IMAGES = Path(__file__).resolve().parents[1] / "images"
 TEST_LABEL = "mlhub.test=third-party-images"
@@ -43,7 +43,8 @@ def mimic_images(docker):
     built = []
     try:
         for directory, tag in (("ml-workspace-mimic", ML_WORKSPACE), ("docker-stacks-mimic", STACKS)):
-            docker.images.build(
+            build_image(
+                docker,
                 path=str(IMAGES / directory),
                 tag=tag,
                 buildargs={"BASE_IMAGE": base},

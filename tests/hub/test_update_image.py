@@ -7,7 +7,7 @@ import pytest
 
 from mlhubspawner import __version__
 
-from support import Hub
+from support import Hub, build_image
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_update_recreates_from_the_new_image_and_keeps_the_volume(uhub, docker):
 
     # the tag moves to a new image (as after a pull of a newer release)
     dockerfile = io.BytesIO(f"FROM {uhub.tag}\nLABEL mlhub.update-test={uhub.tag}\n".encode())
-    new_image, _ = docker.images.build(fileobj=dockerfile, tag=uhub.tag, rm=True)
+    new_image, _ = build_image(docker, fileobj=dockerfile, tag=uhub.tag, rm=True)
     assert new_image.id != old.image.id
     assert update_state(uhub, user, "w") is True
 

@@ -25,7 +25,7 @@ from tornado.websocket import websocket_connect
 from mlhubspawner import __version__, naming
 
 from ssh_signing import register_ssh_key
-from support import Hub, base_image
+from support import Hub, base_image, build_image
 
 THREAD_NAMES = (
     "MAX_NUM_THREADS",
@@ -314,7 +314,7 @@ def test_home_and_user_packages_survive_stop_start_and_update(home_hub, docker):
         " && echo '# new image bashrc' >> /etc/skel/.bashrc && printf '[user]\\n' > /etc/skel/.gitconfig\n"
         f"USER 1000\nLABEL mlhub.home-test={home_hub.tag}\n"
     )
-    new_image, _ = docker.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=home_hub.tag, rm=True)
+    new_image, _ = build_image(docker, fileobj=io.BytesIO(dockerfile.encode()), tag=home_hub.tag, rm=True)
     r = home_hub.api("POST", f"mlhub/users/{user}/update")  # the default server's Update
     assert r.status_code in (201, 202), r.text
     home_hub.wait_ready(user)
