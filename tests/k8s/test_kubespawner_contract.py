@@ -119,9 +119,10 @@ async def test_progress_follows_the_pods_events_until_the_start_is_done(fake, ki
     assert started.done() and started.result()  # then the hub sends its final "ready" event
     progress = [e["progress"] for e in events if "progress" in e]
     assert progress == sorted(progress) and all(0 < p < 100 for p in progress)
-    messages = " ".join(e["message"] for e in events)
-    assert "Scheduled" in messages or "assigned" in messages
-    assert events[-1]["raw_event"]["reason"] in ("Started", "Created", "Pulled")
+    # the pod's own events, as the spawn page shows them (the fake kubelet's: Scheduled, Pulled, Created...)
+    reasons = [e["raw_event"]["reason"] for e in events if "raw_event" in e]
+    assert "Scheduled" in reasons, events
+    assert all(e["message"] for e in events)
     await spawner.stop(now=True)
 
 
