@@ -404,7 +404,7 @@ class MLHubSpawner(WorkspacePolicy):
             return None, []
         setting = self.configured_as("allowed_images")
         errors = []
-        if self.workspace_images:
+        if self.workspace_images and value != "*":  # "*" allows any image beside the offered ones
             errors.append(
                 f"{setting} and {self.configured_as('workspace_images')} both list the offered images: keep one"
             )

@@ -166,6 +166,10 @@ def test_a_callable_allowed_images_is_asked_for_each_user():
             "DockerSpawner.allowed_images and MLHubDockerSpawner.workspace_images both list the offered images",
         ),
         (
+            {"DockerSpawner": {"allowed_images": "*"}, "MLHubDockerSpawner": {"workspace_images": ["c:1"]}},
+            "",  # the offered images, and any other
+        ),
+        (
             {"DockerSpawner": {"allowed_images": "*"}, "WorkspacePolicy": {"allow_custom_image": False}},
             "DockerSpawner.allowed_images = '*' allows any image, WorkspacePolicy.allow_custom_image = False",
         ),
