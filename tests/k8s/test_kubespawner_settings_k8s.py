@@ -386,3 +386,17 @@ async def test_a_pvc_template_without_the_server_name_is_one_home_for_all_of_a_u
         for spawner in (first, second, other):
             await spawner.stop(now=True)
         fake.delete("persistentvolumeclaims", NS, "claim-hana")
+
+
+async def test_a_migrated_hub_database_stops_the_users_old_server(fake):
+    # the hub's database came along: the user's server record names KubeSpawner's running pod
+    pvc_name, pod_name = await stock_deployment(fake, "p.q")
+    spawner = make_spawner(fake, "p.q", handle_legacy_names=True)
+    spawner.load_state({"pod_name": pod_name, "namespace": NS})
+    try:
+        assert await spawner.poll() == 1  # not an ML Hub workspace: the hub treats the server as stopped
+        await spawner.stop(now=True)  # and stops it: the user's old server is gone
+        assert fake.get("pods", NS, pod_name) is None
+        assert fake.get("persistentvolumeclaims", NS, pvc_name) is not None  # the data stays for adoption
+    finally:
+        fake.delete("persistentvolumeclaims", NS, pvc_name)
