@@ -384,11 +384,12 @@ class NativeAuthenticator(_NativeAuthenticator):
         if generated:
             self.log.warning(
                 "First start: log in as %s with the %s %s (kept in %s, mode 0600; "
-                "change it at /hub/change-password)",
+                "change it at %schange-password)",
                 " or ".join(repr(n) for n in missing),
                 GENERATED_MARKER,
                 password,
                 self.admin_password_file,
+                getattr(self.parent, "hub_prefix", "/hub/"),  # under the hub's base_url
             )
         else:
             self.log.info("Admin accounts %s made with the password in %s", missing, self.admin_password_file)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from support import REPO, Hub, log_in, post_form, sign_up
+from support import REPO, Hub, generated_admin_password, log_in, post_form, sign_up
 
 BASE = "/ml/"
 CONFIG = f"c.JupyterHub.base_url = {BASE!r}\nc.MLHubDockerSpawner.max_servers_per_user = 2\n"
@@ -157,8 +157,13 @@ def test_the_cleanup_service_answers_under_the_base_url(ml_hub):
 
 
 def test_make_run_dev_waits_for_the_logged_base_url(docker, tmp_path):
-    """``run-hub-process.sh start`` (make run-dev) with the base URL in the operator's config only."""
-    hub = Hub(tmp_path / "hub", user_config="c.JupyterHub.base_url = '/dev/ml/'\n")
+    """``run-hub-process.sh start`` (make run-dev) with the base URL in the operator's config only, at the first
+    start (the admin's password generated, logged once with where to change it)."""
+    hub = Hub(
+        tmp_path / "hub",
+        user_config="c.JupyterHub.base_url = '/dev/ml/'\n",
+        env={"MLHUB_ADMIN_PASSWORD": None},
+    )
     script = REPO / "resources" / "scripts" / "run-hub-process.sh"
     env = {**hub.env, "MLHUB_STATE_DIR": str(tmp_path / "state")}
     try:
@@ -167,8 +172,14 @@ def test_make_run_dev_waits_for_the_logged_base_url(docker, tmp_path):
         )
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"ML Hub is up on http://localhost:{hub.port}/dev/ml/" in started.stdout
-        assert f"log in at http://localhost:{hub.port}/dev/ml/hub/login" in started.stdout.lower()
-        assert requests.get(f"{hub.url}/dev/ml/hub/health", timeout=10).status_code == 200
+        assert f"log in at http://localhost:{hub.port}/dev/ml/hub/login as 'admin'" in started.stdout
+        log = (tmp_path / "state" / "hub.log").read_text()
+        password = generated_admin_password(log)
+        assert password and f"generated password: {password}" in started.stdout, started.stdout
+        assert "change it at /dev/ml/hub/change-password" in log
+        hub.url, hub.admin_password = f"{hub.url}/dev/ml", password
+        session, r = log_in(hub, "admin")
+        assert r.status_code == 302 and r.headers["Location"].startswith("/dev/ml/hub/"), r.headers
     finally:
         stopped = subprocess.run(
             ["bash", str(script), "stop"], env=env, capture_output=True, text=True, timeout=60
