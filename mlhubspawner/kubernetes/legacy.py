@@ -2,8 +2,8 @@
 
 KubeSpawner named a user's PVC ``claim-{user_server}`` (KubeSpawner 7, the ``safe`` slug scheme),
 ``claim-{username}--{servername}`` (before 7, the ``escape`` scheme) or ``claim-{username}-{servername}``
-(before 0.12, the server name then carried its own ``-``), and the pod ``jupyter-`` likewise; an
-operator's own ``pvc_name_template``/``pod_name_template`` comes first. A name alone proves nothing:
+(before 0.12, the server name then carried its own ``-``; z2jh's old ``claim-{username}{servername}`` as
+KubeSpawner 7 renders it is looked for too), and the pod ``jupyter-`` likewise; an operator's own ``pvc_name_template``/``pod_name_template`` comes first. A name alone proves nothing:
 escaping lets one user name render as another's (``a.b`` escapes to ``a-2eb``, which is also a user
 name of its own), so an object is the user's only when KubeSpawner's owner metadata says so.
 """
