@@ -13,11 +13,17 @@ from kubespawner.slugs import escape_slug
 from .. import naming
 
 USERNAME_KEY = "hub.jupyter.org/username"  # KubeSpawner's label (a slug) and annotation (the raw name)
-PVC_TEMPLATES = ("claim-{user_server}", "claim-{username}--{servername}", "claim-{username}-{servername}")
+PVC_TEMPLATES = (
+    "claim-{user_server}",
+    "claim-{username}--{servername}",
+    "claim-{username}-{servername}",
+    "claim-{username}{servername}",
+)
 POD_TEMPLATES = (
     "jupyter-{user_server}",
     "jupyter-{username}--{servername}",
     "jupyter-{username}-{servername}",
+    "jupyter-{username}{servername}",
 )
 SLUG_SCHEMES = ("safe", "escape")
 
