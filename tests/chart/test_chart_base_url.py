@@ -1,13 +1,15 @@
 """The chart's hub.baseUrl (JupyterHub's base_url) and singleuser.imageSettings (workspace_image_settings):
 rendered into both pods, the hub's probes and the Ingress path; bad values refused by the schema, naming them."""
 
-# ruff: noqa: F401, F811 (the fixtures helm_bin and render come from test_chart, and the tests take them as arguments)
+# ruff: noqa: F401, F811 (the fixtures helm_bin, render and fake come from test_chart; the tests take them as arguments)
 
 import pytest
 from test_chart import (
     CHART,
+    NAMESPACE,
     container,
     env_of,
+    fake,
     helm_bin,
     hub_values,
     one,
@@ -54,6 +56,20 @@ def test_base_url_reaches_both_pods_the_probes_and_the_ingress(render):
     assert f"--error-target={proxy_settings.hub_service_url}/team/ml/hub/error" in L.chp_command(layout)
     # the proxy's own readiness page is CHP's, not under the base URL
     assert container(proxy)["readinessProbe"]["httpGet"]["path"] == "/_chp_healthz"
+
+
+def test_install_notes_give_the_urls_under_the_base_url(helm_bin, fake):
+    """``helm install`` (on the fake API server): NOTES.txt's sign-up, Ingress and login URLs."""
+    installed = run_helm(
+        helm_bin, "install", "mlhub", CHART, "--namespace", NAMESPACE, "--kubeconfig", fake.kubeconfig,
+        "--set", "hub.baseUrl=/ml/", *INGRESS, kubeconfig=fake.kubeconfig, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    notes = installed.stdout.split("NOTES:", 1)[1]
+    assert "http://localhost:8080/ml/hub/signup" in notes
+    assert "Ingress: http://hub.example.org/ml/" in notes
+    assert "<hub URL>/ml/hub/login" in notes
+    assert "/hub/signup" not in notes.replace("/ml/hub/signup", "")
 
 
 def test_a_new_base_url_rolls_the_hub(render):
