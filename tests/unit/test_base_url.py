@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -212,3 +213,49 @@ def test_the_healthcheck_asks_under_the_published_base_url(tmp_path, capsys):
         server.shutdown()
         server.server_close()
     assert health.main(published, timeout=5, port=port) == 1  # nothing listens: unhealthy, not a traceback
+
+
+# ---- make run (run-hub.sh) with a fake engine whose hub says it runs under /team/ml/ ------------------------
+
+FAKE_DOCKER = """#!/bin/sh
+case "$1" in
+  exec) printf '/team/ml/\\n' ;;
+  run) echo 0123456789ab ;;
+  logs) echo 'generated admin password: s3cret-password-here (kept in /data/admin-password)' ;;
+  inspect) exit 1 ;;
+esac
+exit 0
+"""
+# answers only the hub's health under the base URL, and says which URLs it was asked
+FAKE_CURL = """#!/bin/sh
+for arg in "$@"; do url="$arg"; done
+echo "$url" >> "$CURL_LOG"
+case "$url" in */team/ml/hub/health) exit 0 ;; esac
+exit 22
+"""
+
+
+def test_make_run_waits_under_the_base_url_the_container_publishes(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("docker", FAKE_DOCKER), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "CURL_LOG": str(tmp_path / "curl.log"),
+        "MLHUB_PUBLIC_PORT": "18080",
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "resources/scripts/run-hub.sh"), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "curl.log").read_text().splitlines() == ["http://127.0.0.1:18080/team/ml/hub/health"]
+    assert "ML Hub is up on http://localhost:18080/team/ml/ (container mlhub" in result.stdout
+    assert "log in at http://localhost:18080/team/ml/hub/login as 'admin'" in result.stdout
+    assert "change it at http://localhost:18080/team/ml/hub/change-password" in result.stdout
