@@ -535,6 +535,14 @@ VARIABLES = (
         "a host path: `make run` mounts it at `/resources/ssl`",
     ),
     Variable(
+        "MLHUB_USERS_DIR",
+        "A directory holding `dynamic_whitelist.txt`, the allow list of `DYNAMIC_WHITELIST_ENABLED`; edits reach "
+        "the hub at the next login, without a restart.",
+        "make run",
+        "",
+        "a host path: `make run` mounts the directory read-only at `/resources/users`",
+    ),
+    Variable(
         "MLHUB_CERT_RELOAD_SECONDS",
         "Hub image with `SSL_ENABLED`: seconds (1-86400) between two looks at the certificate; a changed valid "
         "pair (e.g. renewed by cert-manager) is served after `nginx -s reload`, the self-signed one is renewed "

@@ -4,7 +4,7 @@
 # start: docker run -d --name $HUB_NAME -p ${MLHUB_PUBLIC_PORT:-8080}:8080 --sysctl net.ipv4.ip_forward=0 \
 #        -v /var/run/docker.sock:... \
 #        -v $HUB_NAME-data:/data [-v $MLHUB_USER_CONFIG:/resources/jupyterhub_user_config.py:ro]
-#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] -e NAME=value for every variable of
+#        [-v $MLHUB_SSL_DIR:/resources/ssl:ro] [-v $MLHUB_USERS_DIR:/resources/users:ro] -e NAME=value for every variable of
 #        `python3 -m mlhubspawner.settings passthrough` that is set (the registry settings.VARIABLES: HUB_NAME,
 #        SSL_ENABLED, GPU_IDS, ...; never host paths such as MLHUB_DATA_DIR nor what the image sets itself),
 #        secrets (`... by-name`: MLHUB_ADMIN_PASSWORD) as -e NAME only, then waits until <base_url>hub/health
@@ -67,12 +67,41 @@ admin_login() {
   fi
 }
 
+# The allow list's directory (MLHUB_USERS_DIR, for DYNAMIC_WHITELIST_ENABLED) as a real path, checked before
+# anything changes. A directory, not the file: an editor's replace-by-rename of dynamic_whitelist.txt then reaches
+# the hub, which reads it again at the next login (a file bind mount would keep the old inode).
+users_dir() {
+  [[ -n "${MLHUB_USERS_DIR:-}" ]] || return 0
+  if [[ ! -d "$MLHUB_USERS_DIR" ]]; then
+    echo "run-hub.sh: MLHUB_USERS_DIR=$MLHUB_USERS_DIR is not a directory: give the directory that holds" \
+      "dynamic_whitelist.txt (mounted read-only at /resources/users)" >&2
+    return 1
+  fi
+  local dir
+  dir=$(realpath "$MLHUB_USERS_DIR")
+  if [[ "$dir" == *:* ]]; then
+    echo "run-hub.sh: MLHUB_USERS_DIR=$dir contains ':', which docker run -v cannot mount: use another directory" >&2
+    return 1
+  fi
+  local enabled="${DYNAMIC_WHITELIST_ENABLED:-false}"
+  case "${enabled,,}" in
+    true|1|yes|on)
+      [[ -f "$dir/dynamic_whitelist.txt" ]] || echo "run-hub.sh: note: $dir has no dynamic_whitelist.txt:" \
+        "until it does, only the admins can log in" >&2 ;;
+    *) echo "run-hub.sh: note: MLHUB_USERS_DIR is mounted, but the hub reads its allow list only with" \
+        "DYNAMIC_WHITELIST_ENABLED=true" >&2 ;;
+  esac
+  echo "$dir"
+}
+
 start() {
   if ! command -v python3 >/dev/null; then
     echo "run-hub.sh: python3 is missing (it reads the variables to pass from mlhubspawner/settings.py);" \
       "install it, e.g. apt-get install -y python3" >&2
     return 1
   fi
+  local users_dir
+  users_dir=$(users_dir) || return 1
   if [[ "$(state)" == running ]]; then
     if [[ "$(docker inspect --format '{{.Config.Image}}' "$name")" == "$image" ]]; then
       echo "ML Hub is already running (container $name) on $scheme://localhost:$port$(base_url)"
@@ -87,6 +116,7 @@ start() {
         -v /var/run/docker.sock:/var/run/docker.sock -v "$name-data:/data")
   [[ -s "${MLHUB_USER_CONFIG:-}" ]] && args+=(-v "$(realpath "$MLHUB_USER_CONFIG"):/resources/jupyterhub_user_config.py:ro")
   [[ -n "${MLHUB_SSL_DIR:-}" ]] && args+=(-v "$(realpath "$MLHUB_SSL_DIR"):/resources/ssl:ro")
+  [[ -n "$users_dir" ]] && args+=(-v "$users_dir:/resources/users:ro")
   local passthrough by_name var
   passthrough=$(variables passthrough) && by_name=" $(variables by-name | tr '\n' ' ') " || {
     echo "run-hub.sh: cannot read the variables to pass from mlhubspawner/settings.py (see above)" >&2

@@ -108,6 +108,7 @@ def test_host_paths_and_image_settings_stay_out():
         "MLHUB_STATE_DIR",
         "MLHUB_USER_CONFIG",
         "MLHUB_SSL_DIR",
+        "MLHUB_USERS_DIR",
         "MLHUB_HUB_IMAGE",
         "MLHUB_PUBLIC_PORT",
         "MLHUB_HUB_CONTAINER",
@@ -224,10 +225,13 @@ def test_make_run_passes_every_passthrough_variable(tmp_path):
     user_config.write_text("c = get_config()  # noqa\n")
     ssl_dir = tmp_path / "ssl"
     ssl_dir.mkdir()
+    users_dir = tmp_path / "users"
+    users_dir.mkdir()
     host_only = {v.name: f"/host/{v.name.lower()}" for v in settings.VARIABLES if not v.passed} | {
         "MLHUB_PUBLIC_PORT": "18080",
         "MLHUB_USER_CONFIG": str(user_config),
         "MLHUB_SSL_DIR": str(ssl_dir),
+        "MLHUB_USERS_DIR": str(users_dir),
         "MLHUB_HUB_IMAGE": "mlhub:under-test",
     }
     result, calls = run_hub(tmp_path, VALID | host_only)
@@ -251,6 +255,7 @@ def test_make_run_passes_every_passthrough_variable(tmp_path):
     assert "18080:8080" in argv
     assert f"{user_config}:/resources/jupyterhub_user_config.py:ro" in argv
     assert f"{ssl_dir}:/resources/ssl:ro" in argv
+    assert f"{users_dir}:/resources/users:ro" in argv
     assert "team-a-data:/data" in argv
 
 
