@@ -102,7 +102,8 @@ c.JupyterHub.logo_file = ui.LOGO_FILE
 # --- workspaces ----------------------------------------------------------------------------
 c.JupyterHub.spawner_class = "mlhub-docker"
 c.MLHubDockerSpawner.hub_name = settings.hub_name
-c.MLHubDockerSpawner.image = settings.workspace_image
+# the default image (MLHUB_WORKSPACE_IMAGE) and the waits (120 s to answer, 300 s to start) are the spawner's
+# trait defaults: an operator's c.Spawner / c.DockerSpawner values win (ML Hub's section would override them)
 # the flavors (minimal, ml, gpu) or other images the form offers after the default (MLHUB_WORKSPACE_IMAGES;
 # make run: the flavors built on this engine)
 if settings.workspace_images:
@@ -111,8 +112,6 @@ if settings.workspace_images:
     c.WorkspacePolicy.image_display_names = {
         image: name for name, image in settings.workspace_images if name != image
     }
-c.MLHubDockerSpawner.http_timeout = 120
-c.MLHubDockerSpawner.start_timeout = 300
 # closed egress: no host services but the hub API, no link-local/metadata, private ranges only if allowed
 c.MLHubDockerSpawner.egress_firewall = settings.egress_firewall
 c.MLHubDockerSpawner.egress_allow_private = settings.egress_allow_private

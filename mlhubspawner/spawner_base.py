@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from tornado import web
 from traitlets import Any, Bool, Dict, Integer, List, TraitError, Unicode, default, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 from traitlets.utils.importstring import import_item
 
 from . import images, naming, profiles
@@ -326,10 +326,16 @@ class MLHubSpawner(WorkspacePolicy):
         """``Section.trait`` of the config that sets ``trait`` (else this class's name), for messages."""
         return f"{self.config_section(trait) or type(self).__name__}.{trait}"
 
+    @classmethod
+    def config_section_errors(cls, config):
+        """What the config sections refuse whatever the trait values (pure over ``config``): also reported
+        when a trait value cannot be loaded. Backends extend it; :meth:`config_errors` includes it."""
+        return []
+
     def config_errors(self):
         """What this class's configuration refuses, as sentences naming the settings (checked at hub start,
         on a spawner without a user: :func:`config_errors`). Backends extend it (``super().config_errors()``)."""
-        errors = self._limit_errors()
+        errors = [*self.config_section_errors(self.config), *self._limit_errors()]
         allowed, allowed_errors = self._allowed_images_errors()
         errors += allowed_errors
         profile_list = getattr(self, "profile_list", None)
@@ -716,17 +722,57 @@ def spawner_class_of(config):
         return None
 
 
-def config_errors(spawner_class, config):
-    """Every problem of ``config`` for ``spawner_class`` (an :class:`MLHubSpawner`), as sentences naming the
-    settings: its traits loaded as for a spawner, then :meth:`MLHubSpawner.config_errors` (no user needed)."""
+def _config_probe(spawner_class, config):
+    """A spawner of ``spawner_class`` with ``config``'s traits and no real user (TraitError/ValueError
+    when a value cannot be loaded)."""
     probe = spawner_class.__new__(spawner_class)
     # settings given as callables (DockerSpawner's cpu_limit, mem_limit...) are called with the spawner
     probe.user = SimpleNamespace(name=CONFIG_CHECK_USER, groups=[], escaped_name=CONFIG_CHECK_USER)
+    Configurable.__init__(probe, config=config)
+    return probe
+
+
+def _unloadable_settings(spawner_class, config):
+    """``{(section, trait): message}`` of the spawner's settings whose value cannot be loaded on its own."""
+    found = {}
+    for section in spawner_class.section_names():
+        if not config._has_section(section):
+            continue
+        for trait, value in config[section].items():
+            try:
+                _config_probe(spawner_class, Config({section: {trait: value}}))
+            except (TraitError, ValueError) as e:
+                found[section, trait] = str(e)
+    return found
+
+
+def _config_without(config, dropped):
+    """A copy of ``config`` without the ``(section, trait)`` pairs in ``dropped``."""
+    copy = Config()
+    for section, values in config.items():
+        if isinstance(values, Config):
+            copy[section] = Config({k: v for k, v in values.items() if (section, k) not in dropped})
+        else:
+            copy[section] = values
+    return copy
+
+
+def config_errors(spawner_class, config):
+    """Every problem of ``config`` for ``spawner_class`` (an :class:`MLHubSpawner`), as sentences naming the
+    settings: its traits loaded as for a spawner, then :meth:`MLHubSpawner.config_errors` (no user needed).
+
+    A value that cannot be loaded is reported, and the other settings are checked without it."""
     try:
-        Configurable.__init__(probe, config=config)
+        return _config_probe(spawner_class, config).config_errors()
     except (TraitError, ValueError) as e:
-        return [str(e)]
-    return probe.config_errors()
+        first = str(e)
+    unloadable = _unloadable_settings(spawner_class, config)
+    try:
+        probe = _config_probe(spawner_class, _config_without(config, unloadable))
+    except (TraitError, ValueError):  # values that only fail together: the first one found
+        return [*spawner_class.config_section_errors(config), first]
+    errors = [*unloadable.values(), *probe.config_errors()]
+    return list(dict.fromkeys(errors))  # in order, once each
 
 
 def check_spawner_config(config):

@@ -1,7 +1,7 @@
 """DockerSpawner's settings on ``MLHubDockerSpawner``: which apply, which ML Hub replaces, which it refuses.
 
 :data:`PARENT_SETTINGS` lists every configurable trait of ``DockerSpawner`` (its own and the
-``Spawner`` ones it inherits). From it come the check at hub start (:func:`check_config`: a setting
+``Spawner`` ones it inherits). From it come the check at hub start (``MLHubDockerSpawner.config_errors``: a setting
 that would be ignored stops the hub with a message naming it and what to use instead) and the
 operator documentation (``python -m mlhubspawner.docker.parent_settings table``). A unit test fails
 when DockerSpawner gains a setting the table does not list.
@@ -9,9 +9,6 @@ when DockerSpawner gains a setting the table does not list.
 
 import sys
 from dataclasses import dataclass
-from types import SimpleNamespace
-
-from traitlets import TraitError
 
 from .. import images, naming
 from . import mounts
@@ -110,7 +107,9 @@ PARENT_SETTINGS = {
         REFUSED,
         "ML Hub reaches workspaces on their user's network; no port is published on the host",
     ),
-    "http_timeout": ParentSetting(APPLIED, "applied: how long a start waits for the workspace to answer"),
+    "http_timeout": ParentSetting(
+        APPLIED, "applied: how long a start waits for the workspace to answer (unset: 120 s)"
+    ),
     "hub_connect_url": ParentSetting(
         APPLIED, "applied as given (ML Hub then does not point workspaces at the gateway or hub container)"
     ),
@@ -119,8 +118,7 @@ PARENT_SETTINGS = {
     ),
     "image": ParentSetting(
         APPLIED,
-        "the default workspace image (`MLHUB_WORKSPACE_IMAGE` sets `c.MLHubDockerSpawner.image`, "
-        "which wins: the hub refuses to start when the two differ)",
+        "the default workspace image; unset: `MLHUB_WORKSPACE_IMAGE`, else ML Hub's minimal workspace image",
     ),
     "image_whitelist": ParentSetting(REPLACED, "renamed by DockerSpawner: set `allowed_images`"),
     "ip": ParentSetting(APPLIED, "applied (`JUPYTERHUB_SERVICE_URL`)"),
@@ -177,7 +175,7 @@ PARENT_SETTINGS = {
     "server_token_scopes": ParentSetting(APPLIED, _JUPYTERHUB),
     "ssl_alt_names": ParentSetting(REFUSED, _INTERNAL_SSL),
     "ssl_alt_names_include_local": ParentSetting(REFUSED, _INTERNAL_SSL),
-    "start_timeout": ParentSetting(APPLIED, _JUPYTERHUB),
+    "start_timeout": ParentSetting(APPLIED, f"{_JUPYTERHUB} (unset: 300 s)"),
     "tls": ParentSetting(REPLACED, "ignored by DockerSpawner: set `tls_config`"),
     "tls_assert_hostname": ParentSetting(REPLACED, "ignored by DockerSpawner: set `tls_config`"),
     "tls_ca": ParentSetting(REPLACED, "ignored by DockerSpawner: set `tls_config`"),
@@ -328,24 +326,6 @@ def check_values(spawner):
     host = spawner.extra_host_config if isinstance(spawner.extra_host_config, dict) else {}
     errors += refused_extra_keys(create, host)
     return errors
-
-
-def check_config(spawner_class, config):
-    """Every reason ``config`` cannot run on ``spawner_class`` (ML Hub's Docker spawner), as messages."""
-    errors = refused_settings(config, spawner_class)
-    try:
-        probe = spawner_class(config=config)
-    except (TraitError, ValueError) as e:
-        return [*errors, str(e)]
-    probe.user = SimpleNamespace(name="user")
-    return errors + check_values(probe)
-
-
-def exit_on_refused(spawner_class, config):
-    """At hub start: stop the hub, naming every refused setting, when there is any."""
-    errors = check_config(spawner_class, config)
-    if errors:
-        sys.exit("ML Hub cannot start:\n  - " + "\n  - ".join(errors))
 
 
 def markdown_table():

@@ -23,6 +23,7 @@ from traitlets.utils.importstring import import_item
 
 from .. import gpus, images, metrics, naming
 from ..options import OptionsError
+from ..settings import Settings
 from ..spawner_base import STATE_KEY, MLHubSpawnerMixin, options_error, workspace_env
 from . import egress, gpu_discovery, mounts, objects, parent_settings
 from .networks import (
@@ -212,6 +213,11 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
     def _default_start_timeout(self):
         return 300
 
+    @default("image")
+    def _default_image(self):
+        # MLHUB_WORKSPACE_IMAGE as a default, so that an operator's c.DockerSpawner.image still wins
+        return os.environ.get("MLHUB_WORKSPACE_IMAGE", "").strip() or Settings.workspace_image
+
     @default("network_name")
     def _default_network_name(self):
         return naming.network_name(self.hub_name, self.user.name)
@@ -392,6 +398,16 @@ class MLHubDockerSpawner(MLHubSpawnerMixin, DockerSpawner):
             raise options_error(e) from None
 
     # ---- DockerSpawner's container settings (mlhubspawner/docker/parent_settings.py) ------
+
+    @classmethod
+    def config_section_errors(cls, config):
+        """The shared section checks, and the DockerSpawner settings ML Hub would ignore (named as configured)."""
+        return [*super().config_section_errors(config), *parent_settings.refused_settings(config, cls)]
+
+    def config_errors(self):
+        """The shared checks at hub start, and the values of DockerSpawner's settings ML Hub refuses (mount
+        targets, ``extra_*`` keys; templates rendered for the check's user, each start checks its own)."""
+        return [*super().config_errors(), *parent_settings.check_values(self)]
 
     def template_namespace(self):
         """DockerSpawner's template namespace; ``{imagename}`` is this start's image, as in DockerSpawner."""
@@ -915,10 +931,9 @@ _background = set()
 
 
 def discover_gpus_at_hub_start(config):
-    """From ``jupyterhub_config.py``, last: if the spawner is ours (Docker), check the settings, then probe GPUs.
+    """From ``jupyterhub_config.py``, last: if the spawner is ours (Docker), probe the GPUs in the background.
 
-    A DockerSpawner setting ML Hub would ignore stops the hub here, naming it
-    (:mod:`mlhubspawner.docker.parent_settings`); the GPUs are then probed in the background.
+    The settings were checked before (``check_spawner_config``, :meth:`MLHubDockerSpawner.config_errors`).
     """
     spawner_class = config.JupyterHub.get("spawner_class", "")
     if spawner_class == "mlhub-docker":
@@ -930,7 +945,6 @@ def discover_gpus_at_hub_start(config):
             return None  # JupyterHub says so itself
     if not (isinstance(spawner_class, type) and issubclass(spawner_class, MLHubDockerSpawner)):
         return None
-    parent_settings.exit_on_refused(spawner_class, config)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the config loaded outside the hub (e.g. a tool reading it)

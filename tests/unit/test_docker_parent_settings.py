@@ -6,9 +6,11 @@ import pytest
 from dockerspawner import DockerSpawner
 from traitlets.config import Config
 
+from mlhubspawner._version import __version__ as mlhub_version
 from mlhubspawner.docker import parent_settings
 from mlhubspawner.docker.parent_settings import APPLIED, PARENT_SETTINGS, POLICY, REFUSED, REPLACED
-from mlhubspawner.docker.spawner import MLHubDockerSpawner, discover_gpus_at_hub_start
+from mlhubspawner.docker.spawner import MLHubDockerSpawner
+from mlhubspawner.spawner_base import CONFIG_CHECK_USER, check_spawner_config, config_errors
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "docker-settings.md"
 
@@ -47,7 +49,7 @@ def errors_of(**sections):
     for section, values in sections.items():
         for key, value in values.items():
             setattr(config[section], key, value)
-    return parent_settings.check_config(MLHubDockerSpawner, config)
+    return config_errors(MLHubDockerSpawner, config)
 
 
 def test_the_table_lists_every_dockerspawner_setting():
@@ -134,7 +136,9 @@ def test_mount_values_are_checked_at_hub_start_naming_the_setting():
     errors = errors_of(
         DockerSpawner={"volumes": {"/srv/{username}": "/workspace"}, "read_only_volumes": {"/srv/ro": "rel"}}
     )
-    assert any("volumes['/srv/user']: /workspace is where ML Hub mounts" in e for e in errors), errors
+    # templates are rendered for the check's user, escaped as DockerSpawner escapes names
+    rendered = MLHubDockerSpawner._escape(CONFIG_CHECK_USER)
+    assert any(f"volumes['/srv/{rendered}']: /workspace is where ML Hub mounts" in e for e in errors), errors
     assert any("read_only_volumes['/srv/ro']: the container path 'rel' is relative" in e for e in errors)
 
 
@@ -182,19 +186,56 @@ def test_a_bad_trait_value_is_reported_not_raised():
     assert "pull_policy" in error
 
 
-def test_the_hub_start_hook_exits_naming_every_refused_setting():
+def test_the_hub_start_check_exits_once_naming_every_refused_setting():
+    # jupyterhub_config.py calls check_spawner_config(c) after the operator's config
     config = Config()
     config.JupyterHub.spawner_class = "mlhub-docker"
     config.DockerSpawner.network_name = "jupyterhub-network"
     config.DockerSpawner.volumes = {"/srv/x": "/run/mlhub-sshd"}
+    config.MLHubSpawner.profiles = [{"name": "Big", "mem_limit": "lots"}]
     with pytest.raises(SystemExit) as exited:
-        discover_gpus_at_hub_start(config)
+        check_spawner_config(config)
     message = str(exited.value.code)
-    assert message.startswith("ML Hub cannot start:\n  - c.DockerSpawner.network_name is replaced in ML Hub")
+    assert message.startswith("ML Hub cannot start: ") and message.count("ML Hub cannot start") == 1
+    assert "c.DockerSpawner.network_name is replaced in ML Hub" in message
     assert "DockerSpawner.volumes['/srv/x']: /run/mlhub-sshd would cover /run/mlhub-sshd" in message
+    assert "MLHubSpawner.profiles[0] ('Big'): mem_limit: expected a size" in message
     # another spawner class: not ours to check
     config.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
-    assert discover_gpus_at_hub_start(config) is None
+    assert check_spawner_config(config) is None
+
+
+def test_a_refused_setting_is_named_beside_a_value_that_cannot_load():
+    errors = errors_of(
+        DockerSpawner={"pull_policy": "sometimes", "network_name": "jupyterhub-network", "port": "x"},
+        MLHubDockerSpawner={"volume_path": "/data"},
+        Spawner={"volumes": {"/srv/d": "/data"}},
+    )
+    assert len(errors) == 4, errors
+    assert any(e.startswith("The 'pull_policy' trait of a MLHubDockerSpawner instance expected any of") for e in errors)
+    assert any(e.startswith("The 'port' trait of a MLHubDockerSpawner instance expected an int") for e in errors)
+    assert any(e.startswith("c.DockerSpawner.network_name is replaced in ML Hub") for e in errors)
+    # the other settings are still checked with their values (the moved workspace path among them)
+    assert any("Spawner.volumes['/srv/d']: /data is where ML Hub mounts" in e for e in errors), errors
+
+
+def test_ml_hubs_waits_and_image_are_defaults_the_parent_sections_override(monkeypatch):
+    monkeypatch.setenv("MLHUB_WORKSPACE_IMAGE", "mlhub-workspace-ml:1")
+    spawner = MLHubDockerSpawner(config=Config())
+    assert (spawner.http_timeout, spawner.start_timeout, spawner.image) == (120, 300, "mlhub-workspace-ml:1")
+    monkeypatch.delenv("MLHUB_WORKSPACE_IMAGE")
+    assert MLHubDockerSpawner(config=Config()).image == f"mlhub-workspace:{mlhub_version}"
+    config = Config()
+    config.Spawner.http_timeout = 77
+    config.Spawner.start_timeout = 99
+    config.DockerSpawner.image = "jupyter/base-notebook:2024-01-01"
+    spawner = MLHubDockerSpawner(config=config)
+    assert (spawner.http_timeout, spawner.start_timeout, spawner.image) == (
+        77,
+        99,
+        "jupyter/base-notebook:2024-01-01",
+    )
+    assert config_errors(MLHubDockerSpawner, config) == []
 
 
 def test_the_docs_table_is_generated_from_the_table():
