@@ -16,13 +16,14 @@ export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
 export MLHUB_VERSION := $(VERSION)
 
-.PHONY: help deps engine images image-gpu helm browser run stop run-dev stop-dev test lint format bench bench-flavors clean
+.PHONY: help deps engine images image-gpu helm browser run stop run-dev stop-dev test test-upstream lint format bench bench-flavors clean
 
 help:
 	@echo "make run    - install what is missing, build the images, run the hub image on http://localhost:8080"
 	@echo "make stop   - stop the hub container (data and workspaces stay)"
 	@echo "make run-dev / stop-dev - the hub as a process on this host (developers; no nginx/sshd front)"
 	@echo "make test   - ruff + the whole test suite (unit, real Docker engine, real JupyterHub)"
+	@echo "make test-upstream - DockerSpawner's own test suite on the stock class and on ours (tests/upstream)"
 	@echo "make images - the workspace flavors minimal and ml, and the hub image (content-hash cached)"
 	@echo "make image-gpu - the gpu workspace flavor: ml + PyTorch with CUDA (multi-GB; not built by make test)"
 	@echo "make bench  - spawn and SSH benchmarks (benchmarks/spawn.py, benchmarks/ssh.py)"
@@ -85,6 +86,11 @@ format: deps
 test: export MLHUB_GPU_STANDIN := 1
 test: deps images helm browser lint
 	$(PY) -m pytest
+
+# DockerSpawner's own test suite (its sdist at the pinned version) on DockerSpawner and on MLHubDockerSpawner;
+# make test runs it too
+test-upstream: deps images
+	$(PY) -m pytest tests/upstream
 
 bench: deps images
 	$(PY) benchmarks/spawn.py

@@ -1,0 +1,95 @@
+"""DockerSpawner's own test suite passes on ``MLHubDockerSpawner``, but for the differences we intend.
+
+The suite (DockerSpawner's sdist, at the pinned version) runs twice side by side on the real engine:
+on the stock class, and with ``dockerspawner.DockerSpawner`` rebound to ours. Every test must pass on
+the stock class; a test that fails on ours must be listed, with its reason, in
+``dockerspawner_differences.toml``; a listed test that passes on ours is a stale entry.
+"""
+
+import os
+import secrets
+from importlib.metadata import version
+
+import dockerspawner
+import pytest
+
+from mlhubspawner import __version__
+
+from support import base_image, build_image, remove_egress_table
+from upstream_suite import (
+    Run,
+    compare,
+    fetch_sdist,
+    leftovers,
+    load_differences,
+    prepare_images,
+    remove_images,
+    remove_leftovers,
+    unpack_tests,
+)
+
+pytestmark = pytest.mark.docker
+
+RUN_TIMEOUT_SECONDS = 600
+
+
+def test_the_differences_file_is_for_the_installed_dockerspawner():
+    differences = load_differences()
+    assert version("dockerspawner") == differences.version, (
+        "dockerspawner_differences.toml's [sdist] is for another DockerSpawner than the installed one: "
+        "update its version and sha256 with the pin in pyproject.toml"
+    )
+    for test, reason in {**differences.not_run, **differences.intended}.items():
+        assert isinstance(reason, str) and len(reason.split()) >= 5, f"{test}: give the reason in a sentence"
+
+
+@pytest.fixture(scope="module")
+def suite_images(docker):
+    """The registry images the suite names, tagged from local images (removed afterwards)."""
+    wanted = dict(load_differences().images)
+    wanted[dockerspawner.DockerSpawner.class_traits()["image"].default_value] = "docker-stacks-mimic"
+    workspace = os.environ.get("MLHUB_WORKSPACE_IMAGE", f"mlhub-workspace:{__version__}")
+    added = prepare_images(docker, wanted, workspace, base_image(docker), build_image)
+    try:
+        yield wanted
+    finally:
+        remove_images(docker, added)
+
+
+def test_dockerspawner_suite_passes_on_mlhub_docker_spawner(docker, suite_images, tmp_path):
+    differences = load_differences()
+    sdist = fetch_sdist(differences.version, differences.sha256)
+    root = unpack_tests(sdist, tmp_path / "suite")
+    token = secrets.token_hex(3)
+    runs = [
+        Run("stock", f"dsup-s{token}", root, deselect=tuple(differences.not_run)),
+        Run("mlhub", f"dsup-m{token}", root, deselect=tuple(differences.not_run)),
+    ]
+    left = []
+    try:
+        for run in runs:  # side by side: their names, hubs and ports differ
+            run.start()
+        for run in runs:
+            run.wait(RUN_TIMEOUT_SECONDS)
+    finally:
+        for run in runs:
+            if run.process is not None and run.process.poll() is None:
+                run.process.kill()
+            left += leftovers(docker, run.prefix)
+            remove_leftovers(docker, run.prefix)
+        remove_egress_table(docker, runs[1].prefix)
+    stock, ours = runs
+    print(f"\nDockerSpawner {differences.version}'s suite ({len(stock.outcomes)} tests, logs in {root}):")
+    for run in runs:
+        print(
+            f"  {run.target:5}: {run.count('passed')} passed, {run.count('failed')} failed, "
+            f"{run.count('skipped')} skipped in {run.seconds:.0f}s"
+        )
+    for test, result in sorted(ours.outcomes.items()):
+        if result["outcome"] != "passed":
+            listed = "intended" if test in differences.intended else "NOT LISTED"
+            print(f"  ours {result['outcome']}: {test} ({listed}) {result['message'][:200]}")
+    assert stock.outcomes, f"the suite ran no test:\n{stock.log_tail()}"
+    problems = compare(stock.outcomes, ours.outcomes, differences.intended)
+    assert not problems, "\n".join(problems) + f"\n(logs: {stock.log_path}, {ours.log_path})"
+    assert not left, f"the suite left these behind (removed now): {left}"
