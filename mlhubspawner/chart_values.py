@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import images
+from . import images, profiles
 
 DEFAULT_PATH = "/usr/local/etc/mlhub/values.yaml"
 PATH_ENV = "MLHUB_CHART_VALUES"
@@ -181,6 +181,8 @@ def spawner_settings(values):
     _set(traits, "tolerations", v("tolerations") or None)
     # z2jh's singleuser.profileList: KubeSpawner's profile_list, offered in the options form
     _set(traits, "profile_list", list(v("profileList") or []) or None)
+    # adopt a stock KubeSpawner deployment's PVCs and pods (its legacy names)
+    _set(traits, "handle_legacy_names", v("handleLegacyNames"))
     # per-user isolation (a user's workspaces reach each other, others' do not) is the spawner's policy;
     # its peers are this release's hub and proxy pods, and it blocks the ranges the chart's policy blocks
     _set(traits, "network_policy_enabled", v("networkPolicy.enabled"))
@@ -207,6 +209,25 @@ def image_settings_trait(table, defaults=images.DEFAULT_IMAGE_SETTINGS):
     merged = {str(key): dict(value) for key, value in table.items()}
     merged.update({key: value for key, value in defaults.items() if key not in merged})
     return merged
+
+
+def profiles_trait(values):
+    """``singleuser.profiles`` as ``MLHubSpawner.profiles`` (``None``: unset), checked entry by entry as the hub
+    checks the setting; :class:`ChartValuesError` names ``singleuser.profiles[<index>]`` and the field. Refused
+    beside ``singleuser.profileList`` (the chart's template refuses it too)."""
+    table = get_value("singleuser.profiles", None, values)
+    if not table:
+        return None
+    if get_value("singleuser.profileList", None, values):
+        raise ChartValuesError(
+            "singleuser.profiles and singleuser.profileList are both set: keep one (profiles is ML Hub's format, "
+            "profileList KubeSpawner's)"
+        )
+    try:
+        profiles.parse_profiles(table, "singleuser.profiles")
+    except profiles.ProfileError as e:
+        raise ChartValuesError(str(e)) from None
+    return [dict(entry) for entry in table]
 
 
 def _env_value(value):
@@ -246,6 +267,8 @@ def apply_chart_values(c, values, data_dir="/data"):
     section = c[SPAWNER]
     for trait, value in spawner_settings(values).items():
         section[trait] = value
+    # on the shared class (docs/profiles.md): userConfig's c.MLHubSpawner.profiles still wins
+    _set(c.MLHubSpawner, "profiles", profiles_trait(values))
 
     for name, settings in (get_value("hub.config", {}, values) or {}).items():
         if not name[:1].isupper() or not isinstance(settings, dict):

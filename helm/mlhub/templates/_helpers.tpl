@@ -25,6 +25,9 @@ DNS label (63).
 {{- define "mlhub.hub.fullname" -}}{{ include "mlhub.fullname" . }}-hub{{- end -}}
 {{- define "mlhub.hub.valuesSecret" -}}{{ include "mlhub.fullname" . }}-hub-values{{- end -}}
 {{- define "mlhub.hub.userConfig" -}}{{ include "mlhub.fullname" . }}-hub-user-config{{- end -}}
+{{- define "mlhub.hub.allowList" -}}
+{{- .Values.hub.allowList.existingConfigMap | default (printf "%s-hub-allow-list" (include "mlhub.fullname" .)) -}}
+{{- end -}}
 {{- define "mlhub.hub.nodeReader" -}}{{ .Release.Namespace }}-{{ include "mlhub.hub.fullname" . }}-nodes{{- end -}}
 {{- define "mlhub.hub.userNamespaces" -}}{{ .Release.Namespace }}-{{ include "mlhub.hub.fullname" . }}-user-namespaces{{- end -}}
 {{- define "mlhub.hub.pvc" -}}{{ include "mlhub.fullname" . }}-hub-db{{- end -}}
@@ -178,6 +181,8 @@ without the secrets the hub gets elsewhere (TLS material, tokens), plus the name
 {{- $_ := unset $values.hub "adminPassword" -}}
 {{- $_ := unset $values.proxy "secretToken" -}}
 {{- $_ := unset $values.hub.db "password" -}}
+{{- /* the hub reads the allow list from its mounted file at each login: new names must not roll it */ -}}
+{{- $_ := unset $values.hub "allowList" -}}
 {{- $chart := dict
     "name" .Chart.Name
     "version" .Chart.Version
