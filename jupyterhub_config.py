@@ -13,7 +13,17 @@ from pathlib import Path
 import nativeauthenticator
 from jupyterhub.roles import get_default_roles
 
-from mlhubspawner import base_url, chart_values, gpus_api, lifetime_api, sshkeys, sshkeys_api, ui, update_api
+from mlhubspawner import (
+    base_url,
+    chart_values,
+    config_precedence,
+    gpus_api,
+    lifetime_api,
+    sshkeys,
+    sshkeys_api,
+    ui,
+    update_api,
+)
 from mlhubspawner._version import __version__
 from mlhubspawner.auth import ALLOW_LIST_FILE
 from mlhubspawner.docker.spawner import discover_gpus_at_hub_start
@@ -253,12 +263,27 @@ if settings.idle_timeout_seconds:
 # --- Kubernetes (EXECUTION_MODE=k8s): the helm chart's values -------------------------------
 # The chart mounts its values in the hub pod ($MLHUB_CHART_VALUES): they set the spawner, the database, the
 # proxy in its own pod and the hub's Service address (mlhubspawner/chart_values.py).
+# The chart's singleuser values go to c.MLHubKubernetesSpawner; after the user config, those an operator sets in
+# c.KubeSpawner / c.Spawner (userConfig or hub.config) yield to the operator's (mlhubspawner/config_precedence.py).
+chart_spawner_values = {}
 if settings.execution_mode == "k8s":
+    from mlhubspawner.kubernetes import MLHubKubernetesSpawner
+
     c.JupyterHub.spawner_class = "mlhub-kubernetes"
+    spawner_parents = MLHubKubernetesSpawner.section_names()[:-1]
+    ml_hub_parent_values = config_precedence.section_values(c, spawner_parents)
     try:
         values = chart_values.load()
         if values is not None:
             chart_values.apply_chart_values(c, values, data_dir=str(data_dir))
+            hub_config_own = (chart_values.get_value("hub.config", {}, values) or {}).get(
+                chart_values.SPAWNER
+            ) or {}
+            chart_spawner_values = {
+                trait: c[chart_values.SPAWNER][trait]
+                for trait in chart_values.spawner_settings(values)
+                if trait in c[chart_values.SPAWNER] and trait not in hub_config_own
+            }
     except chart_values.ChartValuesError as e:
         sys.exit(f"ML Hub cannot start: {e}")
     if settings.hub_service_url:
@@ -273,6 +298,10 @@ if settings.execution_mode == "k8s":
 # --- the operator's overrides, last -------------------------------------------------------
 if os.path.exists(settings.user_config):
     load_subconfig(settings.user_config)  # noqa: F821 (provided by JupyterHub)
+if chart_spawner_values:
+    config_precedence.yield_to_operator(
+        c, chart_values.SPAWNER, chart_spawner_values, spawner_parents, ml_hub_parent_values
+    )
 
 # --- the base URL the hub runs with, checked and told to the front beside it (mlhubspawner/base_url.py)
 try:
