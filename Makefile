@@ -16,7 +16,7 @@ export MLHUB_USER_CONFIG ?= $(CURDIR)/resources/jupyterhub_user_config.py
 export MLHUB_STATE_DIR := $(STATE)
 export MLHUB_VERSION := $(VERSION)
 
-.PHONY: help deps engine images image-gpu helm browser run stop run-dev stop-dev test test-upstream lint format bench bench-flavors clean
+.PHONY: help deps engine images run-images image-gpu helm browser run stop run-dev stop-dev test test-upstream lint format bench bench-flavors clean
 
 help:
 	@echo "make run    - install what is missing, build the images, run the hub image on http://localhost:8080"
@@ -62,7 +62,12 @@ helm:
 browser: deps
 	@bash resources/scripts/ensure-browser.sh
 
-run: deps images
+# make run needs the ml flavor and the hub image only (make images adds minimal, what the tests spawn)
+run-images: engine
+	@bash resources/scripts/build-images.sh ml $(if $(filter mlhub-workspace:%,$(RUN_WORKSPACE_IMAGE)),minimal)
+	@bash resources/scripts/build-hub-image.sh
+
+run: deps run-images
 	@MLHUB_WORKSPACE_IMAGE=$(RUN_WORKSPACE_IMAGE) bash resources/scripts/run-hub.sh start
 
 stop:
