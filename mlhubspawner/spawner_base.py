@@ -742,7 +742,11 @@ def _unloadable_settings(spawner_class, config):
             try:
                 _config_probe(spawner_class, Config({section: {trait: value}}))
             except (TraitError, ValueError) as e:
-                found[section, trait] = str(e)
+                message = str(e)
+                # traitlets names the trait, not the section that set it
+                found[section, trait] = (
+                    message if message.startswith(section) else f"c.{section}.{trait}: {message}"
+                )
     return found
 
 

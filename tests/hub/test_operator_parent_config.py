@@ -81,4 +81,4 @@ def test_every_problem_of_the_config_is_named_in_one_message_and_nothing_is_crea
     )
     assert "c.DockerSpawner.network_name is replaced in ML Hub" in message
     assert re.search(r"DockerSpawner\.volumes\['/srv/data'\]: /workspace is where ML Hub mounts", message)
-    assert re.search(r"'start_timeout' trait .* not the str 'soon'", message)
+    assert re.search(r"c\.Spawner\.start_timeout: The 'start_timeout' trait .* not the str 'soon'", message)

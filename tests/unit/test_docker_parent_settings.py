@@ -212,8 +212,9 @@ def test_a_refused_setting_is_named_beside_a_value_that_cannot_load():
         Spawner={"volumes": {"/srv/d": "/data"}},
     )
     assert len(errors) == 4, errors
-    assert any(e.startswith("The 'pull_policy' trait of a MLHubDockerSpawner instance expected any of") for e in errors)
-    assert any(e.startswith("The 'port' trait of a MLHubDockerSpawner instance expected an int") for e in errors)
+    # each named by the section that sets it
+    assert any(e.startswith("c.DockerSpawner.pull_policy: The 'pull_policy' trait of a") for e in errors)
+    assert any(e.startswith("c.DockerSpawner.port: The 'port' trait of a MLHubDockerSpawner") for e in errors)
     assert any(e.startswith("c.DockerSpawner.network_name is replaced in ML Hub") for e in errors)
     # the other settings are still checked with their values (the moved workspace path among them)
     assert any("Spawner.volumes['/srv/d']: /data is where ML Hub mounts" in e for e in errors), errors
