@@ -7,7 +7,8 @@ The environment says what to run against:
 - ``MLHUB_UPSTREAM_TARGET``: ``stock`` (DockerSpawner as released) or ``mlhub``
   (``dockerspawner.DockerSpawner`` rebound to ``MLHubDockerSpawner`` before the tests import it);
 - ``MLHUB_UPSTREAM_PREFIX``: the containers' name prefix (stock) and hub name (ours) of this run;
-- ``MLHUB_UPSTREAM_RESULTS``: where the outcome of each test is written (JSON).
+- ``MLHUB_UPSTREAM_RESULTS``: where the outcome of each test is written (JSON);
+- ``MLHUB_UPSTREAM_SHARD``: ``k/n``: this process runs every n-th test from the k-th (default ``0/1``).
 
 No image is ever pulled: a pull raises, so a test that would pull fails.
 """
@@ -37,6 +38,7 @@ from upstream_suite import remove_leftovers
 TARGET = os.environ.get("MLHUB_UPSTREAM_TARGET", "stock")
 PREFIX = os.environ.get("MLHUB_UPSTREAM_PREFIX", "dsup")
 RESULTS = os.environ.get("MLHUB_UPSTREAM_RESULTS", "")
+SHARD, SHARDS = (int(part) for part in os.environ.get("MLHUB_UPSTREAM_SHARD", "0/1").split("/"))
 
 if TARGET == "mlhub":
     from mlhubspawner.docker import MLHubDockerSpawner
@@ -167,6 +169,15 @@ def containers_on_failure(request, docker):
     for container in _this_runs_containers(docker):
         logs = container.logs(tail=30).decode(errors="replace")
         print(f"----- {container.name} ({container.status}) -----\n{logs}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """This shard's tests: every SHARDS-th of those left after ``--deselect``, from the SHARD-th."""
+    if SHARDS > 1:
+        others = [item for index, item in enumerate(items) if index % SHARDS != SHARD]
+        items[:] = [item for index, item in enumerate(items) if index % SHARDS == SHARD]
+        config.hook.pytest_deselected(items=others)
 
 
 # ---- outcomes: one per test, for the comparison of the two runs ---------------------------

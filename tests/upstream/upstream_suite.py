@@ -124,24 +124,30 @@ def unpack_tests(sdist, dest):
 
 @dataclass
 class Run:
-    """One run of the suite: ``stock`` or ``mlhub``."""
+    """One run of (a shard of) the suite: ``stock`` or ``mlhub``."""
 
     target: str
     prefix: str
     root: Path
     deselect: tuple = ()
+    shard: int = 0
+    shards: int = 1
     process: subprocess.Popen = None
     started: float = 0.0
     seconds: float = 0.0
     outcomes: dict = field(default_factory=dict)
 
     @property
+    def name(self):
+        return f"{self.target}-{self.shard}"
+
+    @property
     def log_path(self):
-        return self.root / f"{self.target}.log"
+        return self.root / f"{self.name}.log"
 
     @property
     def results_path(self):
-        return self.root / f"{self.target}-results.json"
+        return self.root / f"{self.name}-results.json"
 
     def start(self):
         env = dict(
@@ -149,6 +155,7 @@ class Run:
             MLHUB_UPSTREAM_TARGET=self.target,
             MLHUB_UPSTREAM_PREFIX=self.prefix,
             MLHUB_UPSTREAM_RESULTS=str(self.results_path),
+            MLHUB_UPSTREAM_SHARD=f"{self.shard}/{self.shards}",
             HUB_NAME=self.prefix,
             PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
             # configurable-http-proxy for the hub (make deps installs it there)
@@ -156,7 +163,7 @@ class Run:
         )
         env.pop("PYTEST_ADDOPTS", None)
         # a directory of its own: the hub writes its proxy's pid file there, and kills the proxy it names
-        workdir = self.root / f"{self.target}-run"
+        workdir = self.root / f"{self.name}-run"
         workdir.mkdir()
         command = [
             sys.executable,
@@ -187,12 +194,12 @@ class Run:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, 9)
             self.process.wait(30)
-            raise AssertionError(f"the {self.target} run took over {timeout}s:\n{self.log_tail()}") from None
+            raise AssertionError(f"the {self.name} run took over {timeout}s:\n{self.log_tail()}") from None
         finally:
             self.seconds = time.monotonic() - self.started
         if not self.results_path.is_file():
             raise AssertionError(
-                f"the {self.target} run wrote no results (exit {self.process.returncode}):\n{self.log_tail()}"
+                f"the {self.name} run wrote no results (exit {self.process.returncode}):\n{self.log_tail()}"
             )
         tests = json.loads(self.results_path.read_text())["tests"]
         # ids as in the differences file: relative to the suite's tests/ folder
@@ -203,8 +210,17 @@ class Run:
         text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def count(self, outcome):
-        return sum(1 for result in self.outcomes.values() if result["outcome"] == outcome)
+
+def merged(runs):
+    """The outcomes of a target's shards, as one run's."""
+    outcomes = {}
+    for run in runs:
+        outcomes.update(run.outcomes)
+    return outcomes
+
+
+def count(outcomes, outcome):
+    return sum(1 for result in outcomes.values() if result["outcome"] == outcome)
 
 
 def compare(stock, ours, intended):
