@@ -8,6 +8,7 @@ the stock class; a test that fails on ours must be listed, with its reason, in
 
 import os
 import secrets
+import tomllib
 from importlib.metadata import version
 
 import dockerspawner
@@ -15,7 +16,7 @@ import pytest
 
 from mlhubspawner import __version__
 
-from support import base_image, build_image, remove_egress_table
+from support import REPO, base_image, build_image, remove_egress_table
 from upstream_suite import (
     Run,
     compare,
@@ -42,6 +43,15 @@ def test_the_differences_file_is_for_the_installed_dockerspawner():
         "dockerspawner_differences.toml's [sdist] is for another DockerSpawner than the installed one: "
         "update its version and sha256 with the pin in pyproject.toml"
     )
+    # the version ML Hub depends on, in the package and in the hub image
+    pins = {
+        "pyproject.toml": tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"],
+        "resources/hub/requirements.txt": (REPO / "resources/hub/requirements.txt").read_text().splitlines(),
+    }
+    for path, requirements in pins.items():
+        assert f"dockerspawner=={differences.version}" in [r.split(";")[0].strip() for r in requirements], (
+            path
+        )
     for test, reason in {**differences.not_run, **differences.intended}.items():
         assert isinstance(reason, str) and len(reason.split()) >= 5, f"{test}: give the reason in a sentence"
 
