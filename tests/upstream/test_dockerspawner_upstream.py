@@ -73,6 +73,11 @@ def test_dockerspawner_suite_passes_on_mlhub_docker_spawner(docker, suite_images
     differences = load_differences()
     sdist = fetch_sdist(differences.version, differences.sha256)
     root = unpack_tests(sdist, tmp_path / "suite")
+    for entry in differences.not_run:  # a stale entry would deselect nothing, silently
+        path, _, name = entry.partition("::")
+        source = root / "tests" / path
+        found = source.is_file() and (not name or f"def {name.split('[')[0]}(" in source.read_text())
+        assert found, f"[not_run] {entry}: no such test in the suite"
     token = secrets.token_hex(3)
     # each target in SHARDS processes side by side (their names, hubs and ports differ): a spawn
     # waits mostly on the workspace's Jupyter starting, so two at a time keep the engine busy
