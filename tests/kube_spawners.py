@@ -2,6 +2,7 @@
 
 KubeSpawner loads a kubeconfig before it applies ``k8s_api_host``, so one pointing at the fake must exist
 while spawners run; :func:`kubeconfig_for` writes it and restores the previous one afterwards.
+:func:`fake_apiserver_fixture` and :func:`stop_reflectors_fixture` make a module's fixtures.
 """
 
 import contextlib
@@ -9,11 +10,15 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from fake_k8s import use_kubeconfig, write_kubeconfig_file
+import pytest
+from fake_k8s import running_fake, use_kubeconfig, write_kubeconfig_file
 from jupyterhub.objects import Hub
 from traitlets.config import Config
 
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner
+from mlhubspawner import naming
+from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects
+
+WORKSPACE_KINDS = ("pods", "persistentvolumeclaims", "services", "networkpolicies")
 
 
 @contextlib.contextmanager
@@ -33,6 +38,59 @@ def kubeconfig_for(fake, directory, namespace):
         kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous[1]
 
 
+def fake_apiserver_fixture(namespace, prepare=None):
+    """A module's ``fake`` fixture: one fake API server for the module, KUBECONFIG pointing at it in
+    ``namespace`` meanwhile (restored after); ``prepare(fake)`` first adds what the module needs; at the end,
+    nothing it was sent was rejected."""
+
+    @pytest.fixture(scope="module", name="fake")
+    def fake_fixture(tmp_path_factory):
+        with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), namespace):
+            if prepare:
+                prepare(fake)
+            yield fake
+        assert not fake.rejected, fake.rejected
+
+    return fake_fixture
+
+
+def stop_reflectors_fixture():
+    """A module's autouse ``stop_reflectors`` fixture: the spawners' shared pod/event watches stop after the
+    module (the way KubeSpawner's own tests end them; the stock KubeSpawner's too: one class dict of them)."""
+
+    @pytest.fixture(scope="module", autouse=True, name="stop_reflectors")
+    async def stop_reflectors(fake):
+        yield
+        await MLHubKubernetesSpawner._stop_all_reflectors()
+
+    return stop_reflectors
+
+
+def labelled_namespaces(fake, levels):
+    """Create the namespaces of ``levels`` (name: Pod Security level), enforcing and warning at their level."""
+    for name, level in levels.items():
+        labels = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "warn")}
+        fake.create("namespaces", None, {"metadata": {"name": name, "labels": labels}})
+
+
+def owned_by(fake, hub, username, namespace=None, kinds=WORKSPACE_KINDS):
+    """``hub``'s objects of ``username`` on ``fake``, as ``kind/name`` (``namespace`` None: all namespaces)."""
+    selector = f"{naming.LABEL_ORIGIN}={hub},{naming.LABEL_USER}={objects.label_value(username)}"
+    return {
+        f"{resource}/{obj['metadata']['name']}"
+        for resource in kinds
+        for obj in fake.list(resource, namespace, label_selector=selector)
+    }
+
+
+def spawner_config(**traits):
+    """A Config setting ``traits`` on MLHubKubernetesSpawner."""
+    config = Config()
+    for key, value in traits.items():
+        setattr(config.MLHubKubernetesSpawner, key, value)
+    return config
+
+
 class FakeUser:
     """What a spawner reads from JupyterHub's User."""
 
@@ -44,13 +102,10 @@ class FakeUser:
         self.spawners = {}
 
 
-def make_spawner(
-    fake, username, server, *, hub_name, namespace, image, user=None, config=None, hub_namespace=None
-):
-    """A spawner of ``username``'s ``server`` on ``fake``, as the hub would make it (the hub runs in
-    ``hub_namespace``, default ``namespace``)."""
+def _spawner(cls, fake, username, server, user, config, **traits):
+    """A ``cls`` spawner of ``username``'s ``server`` on ``fake``, as the hub would make it."""
     user = user or FakeUser(username)
-    spawner = MLHubKubernetesSpawner(
+    spawner = cls(
         user=user,
         orm_spawner=SimpleNamespace(
             name=server, display_name=server, server=None, user_options={}, state=None
@@ -58,35 +113,36 @@ def make_spawner(
         hub=Hub(ip="hub", port=8081, base_url="/hub/"),
         db=None,
         config=config or Config(),
-        hub_name=hub_name,
         k8s_api_host=fake.url,
-        namespace=namespace,
-        hub_namespace=hub_namespace or namespace,
-        image=image,
-        start_timeout=30,
-        k8s_api_request_retry_timeout=10,
+        **{"start_timeout": 30, "k8s_api_request_retry_timeout": 10, **traits},
     )
     user.spawners[server] = spawner
     return spawner
+
+
+def make_spawner(
+    fake, username, server, *, hub_name, namespace, image, user=None, config=None, hub_namespace=None
+):
+    """A spawner of ``username``'s ``server`` on ``fake``, as the hub would make it (the hub runs in
+    ``hub_namespace``, default ``namespace``)."""
+    return _spawner(
+        MLHubKubernetesSpawner,
+        fake,
+        username,
+        server,
+        user,
+        config,
+        hub_name=hub_name,
+        namespace=namespace,
+        hub_namespace=hub_namespace or namespace,
+        image=image,
+    )
 
 
 def make_stock_spawner(fake, username, server, *, namespace, image, user=None, config=None, **traits):
     """A stock ``kubespawner.KubeSpawner`` of ``username``'s ``server`` on ``fake`` (the contract's other side)."""
     from kubespawner import KubeSpawner
 
-    user = user or FakeUser(username)
-    spawner = KubeSpawner(
-        user=user,
-        orm_spawner=SimpleNamespace(
-            name=server, display_name=server, server=None, user_options={}, state=None
-        ),
-        hub=Hub(ip="hub", port=8081, base_url="/hub/"),
-        db=None,
-        config=config or Config(),
-        k8s_api_host=fake.url,
-        namespace=namespace,
-        image=image,
-        **{"start_timeout": 30, "k8s_api_request_retry_timeout": 10, **traits},
+    return _spawner(
+        KubeSpawner, fake, username, server, user, config, namespace=namespace, image=image, **traits
     )
-    user.spawners[server] = spawner
-    return spawner

@@ -15,13 +15,10 @@ from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
-from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
+from mlhubspawner.kubernetes import objects  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import FakeUser, kubeconfig_for  # noqa: E402
+from kube_spawners import FakeUser  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,18 +48,10 @@ def admin_profiles():
     ]
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(
+    NS, prepare=lambda fake: fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
+)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server, groups=()):
@@ -81,12 +70,9 @@ def make_spawner(fake, username, server, groups=()):
 
 
 def owned_by(fake, username):
-    selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(username)}"
-    return {
-        f"{resource}/{obj['metadata']['name']}"
-        for resource in ("pods", "persistentvolumeclaims", "services")
-        for obj in fake.list(resource, NS, label_selector=selector)
-    }
+    return kube_spawners.owned_by(
+        fake, HUB, username, NS, kinds=("pods", "persistentvolumeclaims", "services")
+    )
 
 
 async def test_a_profiles_node_selector_limits_gpus_shm_and_env_reach_the_pod(fake):

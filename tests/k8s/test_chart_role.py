@@ -28,17 +28,15 @@ from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import resource_type, running_fake  # noqa: E402
+from fake_k8s import resource_type  # noqa: E402
 
 from cleanup_service import sweep  # noqa: E402
 from cleanup_service.app import Cleaner  # noqa: E402
 from cleanup_service.backends.kubernetes import KubernetesBackend  # noqa: E402
 from cleanup_service.planner import Rules  # noqa: E402
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 from support import REPO, helm_binary  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -100,26 +98,18 @@ def enforce_owner_reference_permissions(fake):
     fake._create, fake._update = checked_create, checked_update
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    """A fake API server that authorizes like RBAC with the chart's Role (and owner references like
-    OwnerReferencesPermissionEnforcement); KUBECONFIG points at it."""
+def enforce_the_charts_role(fake):
+    """The fake authorizes like RBAC with the chart's Role (and owner references like
+    OwnerReferencesPermissionEnforcement)."""
     rules, cluster_rules, subject = rendered_role()
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        enforce_owner_reference_permissions(fake)
-        fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        fake.add_node(
-            "gpu-1", allocatable={"nvidia.com/gpu": 4}, labels={"nvidia.com/gpu.product": "NVIDIA-L4"}
-        )
-        fake.enforce_role(rules, NS, subject, cluster_rules)
-        yield fake
-    assert not fake.rejected, fake.rejected
+    enforce_owner_reference_permissions(fake)
+    fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    fake.add_node("gpu-1", allocatable={"nvidia.com/gpu": 4}, labels={"nvidia.com/gpu.product": "NVIDIA-L4"})
+    fake.enforce_role(rules, NS, subject, cluster_rules)
 
 
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(NS, prepare=enforce_the_charts_role)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server, config=None):

@@ -13,13 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
+from mlhubspawner.kubernetes import objects  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 from old_naming import victim_and_attacker  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -28,18 +25,8 @@ HUB = "k8snames"
 NS = "default"
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    """One fake API server for the module; KUBECONFIG points at it meanwhile (restored after)."""
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(NS)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server):

@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 from tornado import web
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
 
 import kube_spawners  # noqa: E402
 import pod_security  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,34 +32,17 @@ IMAGE = "mlhub-workspace:test"
 ROOT_IMAGE = "someone/root-user:latest"
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), RESTRICTED_NS):
-        for name, level in ((HUB_NS, "baseline"), (RESTRICTED_NS, "restricted"), (BASELINE_NS, "baseline")):
-            fake.create(
-                "namespaces",
-                None,
-                {
-                    "metadata": {
-                        "name": name,
-                        "labels": {f"pod-security.kubernetes.io/{m}": level for m in ("enforce", "warn")},
-                    }
-                },
-            )
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(
+    RESTRICTED_NS,
+    prepare=lambda fake: kube_spawners.labelled_namespaces(
+        fake, {HUB_NS: "baseline", RESTRICTED_NS: "restricted", BASELINE_NS: "baseline"}
+    ),
+)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server="", namespace=RESTRICTED_NS, **traits):
-    config = Config()
-    for key, value in {"workspace_images": [ROOT_IMAGE], **traits}.items():
-        setattr(config.MLHubKubernetesSpawner, key, value)
+    config = kube_spawners.spawner_config(**{"workspace_images": [ROOT_IMAGE], **traits})
     return kube_spawners.make_spawner(
         fake,
         username,
@@ -78,12 +56,7 @@ def make_spawner(fake, username, server="", namespace=RESTRICTED_NS, **traits):
 
 
 def owned_by(fake, username):
-    selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(username)}"
-    return {
-        f"{resource}/{obj['metadata']['name']}"
-        for resource in ("pods", "persistentvolumeclaims", "services", "networkpolicies")
-        for obj in fake.list(resource, None, label_selector=selector)
-    }
+    return kube_spawners.owned_by(fake, HUB, username)
 
 
 async def test_a_workspace_runs_in_a_restricted_namespace_as_1000_with_a_writable_volume(fake):

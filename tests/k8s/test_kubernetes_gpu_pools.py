@@ -17,18 +17,15 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from tornado import web
 from traitlets import TraitError
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
+from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 from mlhubspawner.options import WorkspaceOptions  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import FakeUser, kubeconfig_for  # noqa: E402
+from kube_spawners import FakeUser  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,41 +43,30 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        gpu_labels = {PRODUCT: A100, "nvidia.com/gpu.memory": "40960"}
-        fake.add_node("a100-1", allocatable={GPU: 2}, labels=gpu_labels)
-        fake.add_node("a100-2", allocatable={GPU: 4}, labels=gpu_labels)
-        fake.add_node("mig-1", allocatable={MIG1: 7, MIG3: 2}, labels={PRODUCT: A100})
-        fake.add_node("h100-down", allocatable={GPU: 8}, labels={PRODUCT: H100}, ready=False)
-        fake.add_node("h100-cordoned", allocatable={GPU: 8}, labels={PRODUCT: H100}, unschedulable=True)
-        yield fake
-    assert not fake.rejected, fake.rejected
+def add_gpu_nodes(fake):
+    gpu_labels = {PRODUCT: A100, "nvidia.com/gpu.memory": "40960"}
+    fake.add_node("a100-1", allocatable={GPU: 2}, labels=gpu_labels)
+    fake.add_node("a100-2", allocatable={GPU: 4}, labels=gpu_labels)
+    fake.add_node("mig-1", allocatable={MIG1: 7, MIG3: 2}, labels={PRODUCT: A100})
+    fake.add_node("h100-down", allocatable={GPU: 8}, labels={PRODUCT: H100}, ready=False)
+    fake.add_node("h100-cordoned", allocatable={GPU: 8}, labels={PRODUCT: H100}, unschedulable=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(NS, prepare=add_gpu_nodes)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server, user=None, **traits):
-    config = Config()
-    for key, value in {**SETTINGS, **traits}.items():
-        setattr(config.MLHubKubernetesSpawner, key, value)
+    config = kube_spawners.spawner_config(**{**SETTINGS, **traits})
     return kube_spawners.make_spawner(
         fake, username, server, hub_name=HUB, namespace=NS, image=IMAGE, user=user, config=config
     )
 
 
 def owned_by(fake, username):
-    selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(username)}"
-    return {
-        f"{resource}/{obj['metadata']['name']}"
-        for resource in ("pods", "persistentvolumeclaims", "services")
-        for obj in fake.list(resource, NS, label_selector=selector)
-    }
+    return kube_spawners.owned_by(
+        fake, HUB, username, NS, kinds=("pods", "persistentvolumeclaims", "services")
+    )
 
 
 async def test_a_product_type_gets_its_limit_and_node_selector_and_the_form_counts_it(fake):

@@ -12,17 +12,12 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 from tornado import web
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -75,22 +70,13 @@ def profile_list():
     ]
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(
+    NS, prepare=lambda fake: fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
+)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_config(**traits):
-    config = Config()
     settings = {
         "max_cpu_limit": 8.0,
         "max_mem_limit": "32G",
@@ -100,9 +86,7 @@ def make_config(**traits):
         "profile_list": profile_list(),
         **traits,
     }
-    for key, value in settings.items():
-        setattr(config.MLHubKubernetesSpawner, key, value)
-    return config
+    return kube_spawners.spawner_config(**settings)
 
 
 def make_spawner(fake, username="alice", server="p", user=None, config=None, **traits):
@@ -119,12 +103,7 @@ def make_spawner(fake, username="alice", server="p", user=None, config=None, **t
 
 
 def owned_by(fake, username):
-    selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(username)}"
-    return {
-        f"{resource}/{obj['metadata']['name']}"
-        for resource in ("pods", "persistentvolumeclaims", "services", "networkpolicies")
-        for obj in fake.list(resource, NS, label_selector=selector)
-    }
+    return kube_spawners.owned_by(fake, HUB, username, NS)
 
 
 def notebook(fake, spawner):

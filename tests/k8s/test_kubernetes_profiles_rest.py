@@ -25,12 +25,10 @@ from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
-from kube_spawners import kubeconfig_for  # noqa: E402
+import kube_spawners  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -80,11 +78,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        yield fake
-    assert not fake.rejected, fake.rejected
+fake = kube_spawners.fake_apiserver_fixture(NS)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

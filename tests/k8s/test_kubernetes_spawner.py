@@ -17,19 +17,16 @@ from types import SimpleNamespace
 import pytest
 from tornado import web
 from traitlets import TraitError
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming, sshkeys  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
+from mlhubspawner.kubernetes import objects  # noqa: E402
 from mlhubspawner.options import WorkspaceOptions  # noqa: E402
 
 import kube_spawners  # noqa: E402
 import pod_security  # noqa: E402
-from kube_spawners import FakeUser, kubeconfig_for  # noqa: E402
+from kube_spawners import FakeUser  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,26 +43,14 @@ POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    """One fake API server for the module; KUBECONFIG points at it meanwhile (restored after)."""
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    # the way KubeSpawner's own tests end its shared pod/event watches
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(
+    NS, prepare=lambda fake: fake.add_node("gpu-node", allocatable={"nvidia.com/gpu": "2"})
+)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username="alice", server="train", user=None, **traits):
-    config = Config()
-    for key, value in {**POLICY, **traits}.items():
-        setattr(config.MLHubKubernetesSpawner, key, value)
+    config = kube_spawners.spawner_config(**{**POLICY, **traits})
     return kube_spawners.make_spawner(
         fake, username, server, hub_name=HUB, namespace=NS, image=IMAGE, user=user, config=config
     )
@@ -78,11 +63,7 @@ def mine(fake, resource, **labels):
 
 def owned_by(fake, username):
     """Every object of this hub owned by ``username``, as ``kind/name``."""
-    found = set()
-    for resource in ("pods", "persistentvolumeclaims", "services", "networkpolicies"):
-        for obj in mine(fake, resource, **{naming.LABEL_USER: objects.label_value(username)}):
-            found.add(f"{resource}/{obj['metadata']['name']}")
-    return found
+    return kube_spawners.owned_by(fake, HUB, username, NS)
 
 
 def env_of(container):

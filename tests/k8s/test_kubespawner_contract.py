@@ -12,17 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,17 +27,10 @@ IMAGE = "mlhub-workspace:test"
 STOCK, MLHUB = "kubespawner", "mlhub"
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()  # KubeSpawner's class dict: both classes' reflectors
+fake = kube_spawners.fake_apiserver_fixture(NS)
+stop_reflectors = (
+    kube_spawners.stop_reflectors_fixture()
+)  # KubeSpawner's class dict: both classes' reflectors
 
 
 @pytest.fixture(params=[STOCK, MLHUB])
@@ -62,9 +50,7 @@ def spawn(fake, kind):
                 fake, username, server, namespace=NS, image=IMAGE, **settings
             )
         else:
-            config = Config()
-            for key, value in settings.items():
-                setattr(config.MLHubKubernetesSpawner, key, value)
+            config = kube_spawners.spawner_config(**settings)
             spawner = kube_spawners.make_spawner(
                 fake, username, server, hub_name=HUB, namespace=NS, image=IMAGE, config=config
             )

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pytest
 from tornado import web
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, legacy, objects  # noqa: E402
+from mlhubspawner.kubernetes import legacy, objects  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,23 +28,12 @@ IMAGE = "mlhub-workspace:test"
 STOCK_IMAGE = "quay.io/jupyter/base-notebook:2025-01-01"
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()  # the stock spawners' too: one dict of reflectors
+fake = kube_spawners.fake_apiserver_fixture(NS)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()  # the stock spawners' too: one dict of reflectors
 
 
 def make_spawner(fake, username, server="", **traits):
-    config = Config()
-    for key, value in traits.items():
-        setattr(config.MLHubKubernetesSpawner, key, value)
+    config = kube_spawners.spawner_config(**traits)
     spawner = kube_spawners.make_spawner(
         fake, username, server, hub_name=HUB, namespace=NS, image=IMAGE, config=config
     )
@@ -71,13 +56,7 @@ def stock_spawner(fake, username, server="", **traits):
 
 
 def owned(fake, username):
-    found = set()
-    for resource in ("pods", "persistentvolumeclaims", "services", "networkpolicies"):
-        selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(username)}"
-        found |= {
-            f"{resource}/{o['metadata']['name']}" for o in fake.list(resource, NS, label_selector=selector)
-        }
-    return found
+    return kube_spawners.owned_by(fake, HUB, username, NS)
 
 
 def version(fake, resource, name):

@@ -15,18 +15,12 @@ from pathlib import Path
 import pytest
 from jupyterhub import orm
 from tornado import web
-from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
-from mlhubspawner import naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects  # noqa: E402
 
 import kube_spawners  # noqa: E402
 import pod_security  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,40 +33,26 @@ STACKS = "quay.io/jupyter/scipy-notebook:2024-10-07"
 NOT_OFFERED = "someone/else:1"
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), RESTRICTED_NS):
-        for name, level in ((RESTRICTED_NS, "restricted"), (BASELINE_NS, "baseline")):
-            labels = {f"pod-security.kubernetes.io/{m}": level for m in ("enforce", "warn")}
-            fake.create("namespaces", None, {"metadata": {"name": name, "labels": labels}})
-        yield fake
-    assert not fake.rejected, fake.rejected
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(
+    RESTRICTED_NS,
+    prepare=lambda fake: kube_spawners.labelled_namespaces(
+        fake, {RESTRICTED_NS: "restricted", BASELINE_NS: "baseline"}
+    ),
+)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server="", namespace=RESTRICTED_NS, **traits):
-    config = Config()
     # the admin's settings for ML Hub's own image: a port and command the third-party images must not get
     defaults = {"workspace_images": [ML_WORKSPACE, STACKS], "port": 8888, "cmd": ["jupyterhub-singleuser"]}
-    for key, value in {**defaults, **traits}.items():
-        setattr(config.MLHubKubernetesSpawner, key, value)
+    config = kube_spawners.spawner_config(**{**defaults, **traits})
     return kube_spawners.make_spawner(
         fake, username, server, hub_name=HUB, namespace=namespace, image=IMAGE, config=config
     )
 
 
 def owned_by(fake, username):
-    selector = f"{naming.LABEL_ORIGIN}={HUB},{naming.LABEL_USER}={objects.label_value(username)}"
-    return {
-        f"{resource}/{obj['metadata']['name']}"
-        for resource in ("pods", "persistentvolumeclaims", "services")
-        for obj in fake.list(resource, None, label_selector=selector)
-    }
+    return kube_spawners.owned_by(fake, HUB, username, kinds=("pods", "persistentvolumeclaims", "services"))
 
 
 def env_of(container):

@@ -20,17 +20,13 @@ from traitlets.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_k8s import running_fake  # noqa: E402
-
 from cleanup_service import sweep  # noqa: E402
 from cleanup_service.app import Cleaner  # noqa: E402
 from cleanup_service.backends.kubernetes import KubernetesBackend  # noqa: E402
 from cleanup_service.planner import Rules  # noqa: E402
 from mlhubspawner import chart_values, naming  # noqa: E402
-from mlhubspawner.kubernetes import MLHubKubernetesSpawner  # noqa: E402
 
 import kube_spawners  # noqa: E402
-from kube_spawners import kubeconfig_for  # noqa: E402
 from support import REPO, helm_binary  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -65,20 +61,14 @@ def rendered_rbac():
     return role["rules"], cluster_rules, f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
+def enforce_the_charts_rbac(fake):
     rules, cluster_rules, subject = rendered_rbac()
-    with running_fake() as fake, kubeconfig_for(fake, tmp_path_factory.mktemp("kube"), NS):
-        fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        fake.enforce_role(rules, NS, subject, cluster_rules)
-        yield fake
-    assert not fake.rejected, fake.rejected
+    fake.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    fake.enforce_role(rules, NS, subject, cluster_rules)
 
 
-@pytest.fixture(scope="module", autouse=True)
-async def stop_reflectors(fake):
-    yield
-    await MLHubKubernetesSpawner._stop_all_reflectors()
+fake = kube_spawners.fake_apiserver_fixture(NS, prepare=enforce_the_charts_rbac)
+stop_reflectors = kube_spawners.stop_reflectors_fixture()
 
 
 def make_spawner(fake, username, server=""):
