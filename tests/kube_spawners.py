@@ -19,6 +19,7 @@ from mlhubspawner import naming
 from mlhubspawner.kubernetes import MLHubKubernetesSpawner, objects
 
 WORKSPACE_KINDS = ("pods", "persistentvolumeclaims", "services", "networkpolicies")
+POD_PVC_SERVICE = WORKSPACE_KINDS[:3]
 
 
 @contextlib.contextmanager
@@ -73,7 +74,7 @@ def labelled_namespaces(fake, levels):
         fake.create("namespaces", None, {"metadata": {"name": name, "labels": labels}})
 
 
-def owned_by(fake, hub, username, namespace=None, kinds=WORKSPACE_KINDS):
+def owned_by(fake, username, *, hub, namespace=None, kinds=WORKSPACE_KINDS):
     """``hub``'s objects of ``username`` on ``fake``, as ``kind/name`` (``namespace`` None: all namespaces)."""
     selector = f"{naming.LABEL_ORIGIN}={hub},{naming.LABEL_USER}={objects.label_value(username)}"
     return {
@@ -81,6 +82,15 @@ def owned_by(fake, hub, username, namespace=None, kinds=WORKSPACE_KINDS):
         for resource in kinds
         for obj in fake.list(resource, namespace, label_selector=selector)
     }
+
+
+def claims(pod):
+    """The names of the PVCs ``pod`` mounts, in its volumes' order."""
+    return [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
 
 
 def spawner_config(**traits):

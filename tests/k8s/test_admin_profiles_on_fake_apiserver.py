@@ -5,6 +5,7 @@ profile's image, limits, GPUs, shm, env and node selector (with the GPU nodes' s
 is an unknown profile for anyone else and creates nothing; the form offers the user's profiles and Custom.
 """
 
+import functools
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,10 +70,9 @@ def make_spawner(fake, username, server, groups=()):
     )
 
 
-def owned_by(fake, username):
-    return kube_spawners.owned_by(
-        fake, HUB, username, NS, kinds=("pods", "persistentvolumeclaims", "services")
-    )
+owned_by = functools.partial(
+    kube_spawners.owned_by, hub=HUB, namespace=NS, kinds=kube_spawners.POD_PVC_SERVICE
+)
 
 
 async def test_a_profiles_node_selector_limits_gpus_shm_and_env_reach_the_pod(fake):

@@ -67,12 +67,7 @@ async def test_an_attacker_named_after_a_victims_shortened_name_gets_objects_of_
         assert fake.get("pods", NS, pod)["metadata"]["annotations"][naming.LABEL_USER] == victim_name
         assert attacker.pod_name != pod and attacker.pvc_name != pvc
         theirs = fake.get("pods", NS, attacker.pod_name)
-        claims = [
-            v["persistentVolumeClaim"]["claimName"]
-            for v in theirs["spec"]["volumes"]
-            if "persistentVolumeClaim" in v
-        ]
-        assert claims == [attacker.pvc_name]
+        assert kube_spawners.claims(theirs) == [attacker.pvc_name]
         assert attacker.network_policy_name != victim.network_policy_name
     finally:
         await attacker.stop(now=True)

@@ -8,6 +8,7 @@ pure checks, and validated against the 1.33 schema (``fake.rejected`` stays empt
 The module runs on its own event loop (see ``test_kubernetes_spawner.py``).
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -55,8 +56,7 @@ def make_spawner(fake, username, server="", namespace=RESTRICTED_NS, **traits):
     )
 
 
-def owned_by(fake, username):
-    return kube_spawners.owned_by(fake, HUB, username)
+owned_by = functools.partial(kube_spawners.owned_by, hub=HUB)
 
 
 async def test_a_workspace_runs_in_a_restricted_namespace_as_1000_with_a_writable_volume(fake):

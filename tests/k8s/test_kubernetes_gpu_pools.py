@@ -8,6 +8,7 @@ and node selector of the chosen type, refuses what is not offered before creatin
 without the right to list nodes.
 """
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -63,10 +64,9 @@ def make_spawner(fake, username, server, user=None, **traits):
     )
 
 
-def owned_by(fake, username):
-    return kube_spawners.owned_by(
-        fake, HUB, username, NS, kinds=("pods", "persistentvolumeclaims", "services")
-    )
+owned_by = functools.partial(
+    kube_spawners.owned_by, hub=HUB, namespace=NS, kinds=kube_spawners.POD_PVC_SERVICE
+)
 
 
 async def test_a_product_type_gets_its_limit_and_node_selector_and_the_form_counts_it(fake):

@@ -6,6 +6,7 @@ and users cannot go beyond what the profile and the admin allow. Contract tests:
 the fake receives is what is checked (``tests/fake_k8s.py`` validates it against the API schemas).
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -102,8 +103,7 @@ def make_spawner(fake, username="alice", server="p", user=None, config=None, **t
     )
 
 
-def owned_by(fake, username):
-    return kube_spawners.owned_by(fake, HUB, username, NS)
+owned_by = functools.partial(kube_spawners.owned_by, hub=HUB, namespace=NS)
 
 
 def notebook(fake, spawner):

@@ -10,6 +10,7 @@ The module runs on its own event loop: KubeSpawner caches its API client per loo
 reflectors per class, so a fresh loop and stopped reflectors keep other modules' fakes apart.
 """
 
+import functools
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,9 +62,8 @@ def mine(fake, resource, **labels):
     return fake.list(resource, NS, label_selector=selector)
 
 
-def owned_by(fake, username):
-    """Every object of this hub owned by ``username``, as ``kind/name``."""
-    return kube_spawners.owned_by(fake, HUB, username, NS)
+# every object of this hub owned by a user, as ``kind/name``
+owned_by = functools.partial(kube_spawners.owned_by, hub=HUB, namespace=NS)
 
 
 def env_of(container):

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlhubspawner import naming  # noqa: E402
 
 import kube_spawners  # noqa: E402
+from kube_spawners import claims  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -63,14 +64,6 @@ def spawn(fake, kind):
         # stop anything still running (a failed assertion mid-scenario)
         if spawner.pod_reflector and f"{spawner.namespace}/{spawner.pod_name}" in spawner.pod_reflector.pods:
             fake.delete("pods", spawner.namespace, spawner.pod_name)
-
-
-def claims(pod):
-    return [
-        v["persistentVolumeClaim"]["claimName"]
-        for v in pod["spec"]["volumes"]
-        if "persistentVolumeClaim" in v
-    ]
 
 
 def notebook_env(pod):

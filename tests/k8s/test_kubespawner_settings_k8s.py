@@ -7,6 +7,7 @@ naming the setting, before anything exists (a profile or group override can set 
 deployment, never another user's whose name renders to the same object name.
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -55,8 +56,7 @@ def stock_spawner(fake, username, server="", **traits):
     )
 
 
-def owned(fake, username):
-    return kube_spawners.owned_by(fake, HUB, username, NS)
+owned = functools.partial(kube_spawners.owned_by, hub=HUB, namespace=NS)
 
 
 def version(fake, resource, name):
@@ -215,12 +215,7 @@ async def test_a_users_kubespawner_pvc_is_adopted_and_the_old_pod_stopped(fake):
         assert spawner.pvc_name == pvc_name
         assert fake.get("pods", NS, pod_name) is None  # the old hub's server no longer holds the volume
         pod = fake.get("pods", NS, spawner.pod_name)
-        claims = [
-            v["persistentVolumeClaim"]["claimName"]
-            for v in pod["spec"]["volumes"]
-            if "persistentVolumeClaim" in v
-        ]
-        assert claims == [pvc_name]
+        assert kube_spawners.claims(pod) == [pvc_name]
         pvc = fake.get("persistentvolumeclaims", NS, pvc_name)
         assert pvc["metadata"]["uid"] == data  # the same PVC: the user's data
         assert pvc["metadata"]["labels"][naming.LABEL_ORIGIN] == HUB  # now ML Hub's (cleanup, owner checks)
@@ -279,12 +274,7 @@ async def test_a_user_whose_name_renders_to_anothers_pvc_name_cannot_adopt_it(fa
         assert (version(fake, "persistentvolumeclaims", pvc_name), version(fake, "pods", pod_name)) == before
         assert spawner.pvc_name == naming.volume_name(HUB, attacker)
         pod = fake.get("pods", NS, spawner.pod_name)
-        claims = [
-            v["persistentVolumeClaim"]["claimName"]
-            for v in pod["spec"]["volumes"]
-            if "persistentVolumeClaim" in v
-        ]
-        assert claims == [spawner.pvc_name]
+        assert kube_spawners.claims(pod) == [spawner.pvc_name]
         assert f"persistentvolumeclaims/{pvc_name}" not in owned(fake, attacker)
     finally:
         await spawner.stop(now=True)
@@ -328,12 +318,7 @@ async def test_kubespawners_own_legacy_search_cannot_hand_over_anothers_pvc(fake
         await spawner.start()
         assert spawner.pvc_name == "claim-x-y---b24ca9b7"  # a PVC of the attacker's own
         pod = fake.get("pods", NS, spawner.pod_name)
-        claims = [
-            v["persistentVolumeClaim"]["claimName"]
-            for v in pod["spec"]["volumes"]
-            if "persistentVolumeClaim" in v
-        ]
-        assert claims == [spawner.pvc_name]
+        assert kube_spawners.claims(pod) == [spawner.pvc_name]
         assert version(fake, "persistentvolumeclaims", pvc_name) == before
     finally:
         await spawner.stop(now=True)
@@ -351,12 +336,7 @@ async def test_a_pvc_template_without_the_server_name_is_one_home_for_all_of_a_u
         await second.start()
         assert first.pvc_name == second.pvc_name == "claim-hana"
         for spawner in (first, second):
-            claims = [
-                v["persistentVolumeClaim"]["claimName"]
-                for v in fake.get("pods", NS, spawner.pod_name)["spec"]["volumes"]
-                if "persistentVolumeClaim" in v
-            ]
-            assert claims == ["claim-hana"]
+            assert kube_spawners.claims(fake.get("pods", NS, spawner.pod_name)) == ["claim-hana"]
         # another user's is still refused: the owner check compares the user (and the hub)
         other.pvc_name = "claim-hana"
         with pytest.raises(naming.ForeignResourceError, match="claim-hana"):

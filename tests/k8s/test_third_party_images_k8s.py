@@ -9,6 +9,7 @@ the image and telling the admin to use ``pod_security_level = "baseline"``.
 The module runs on its own event loop (see ``test_kubernetes_spawner.py``).
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -51,8 +52,7 @@ def make_spawner(fake, username, server="", namespace=RESTRICTED_NS, **traits):
     )
 
 
-def owned_by(fake, username):
-    return kube_spawners.owned_by(fake, HUB, username, kinds=("pods", "persistentvolumeclaims", "services"))
+owned_by = functools.partial(kube_spawners.owned_by, hub=HUB, kinds=kube_spawners.POD_PVC_SERVICE)
 
 
 def env_of(container):
